@@ -22,7 +22,6 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
     "auditor.commands.analyze": ("analyze",),
     "auditor.commands.agent": ("agent", "record", "doctor"),
     "auditor.commands.collect": ("collect",),
-    "auditor.commands.lab": ("lab",),
 }
 
 
