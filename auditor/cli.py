@@ -20,7 +20,8 @@ from auditor.errors import AuditorError
 _COMMANDS: dict[str, tuple[str, ...]] = {
     "auditor.commands.pcap": ("pcap",),
     "auditor.commands.analyze": ("analyze",),
-    "auditor.commands.agent": ("agent", "record", "doctor"),
+    "auditor.commands.agent": ("agent", "record"),
+    "auditor.commands.doctor": ("doctor",),
     "auditor.commands.collect": ("collect",),
 }
 
