@@ -1,0 +1,253 @@
+"""File framing: pcap / pcapng headers, chunked reading and interfaces; the per-packet loop is C.
+
+``scan_file`` yields the packed event records of a capture in chunks (numpy structured arrays of
+``EVENT_DTYPE``) and fills a ``CaptureSummary`` as it goes. Damage stops the read where it is and
+becomes a one-line message in ``summary.errors``; a file that cannot be read at all raises
+``InputError``.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import numpy as np
+
+from auditor.errors import InputError
+from auditor.sources import _scan  # type: ignore[attr-defined]
+from auditor.sources.capture import layout as L
+from auditor.sources.capture.summary import CaptureSummary
+
+CHUNK = 8 << 20  # bytes read per step
+MAX_RECORD = 16 << 20  # larger record/block lengths are damage, not data
+SHB = 0x0A0D0D0A
+IDB = 1
+_PCAP_MAGIC = {  # first four bytes -> (byte order, nanosecond timestamps)
+    b"\xd4\xc3\xb2\xa1": ("<", False),
+    b"\xa1\xb2\xc3\xd4": (">", False),
+    b"\x4d\x3c\xb2\xa1": ("<", True),
+    b"\xa1\xb2\x3c\x4d": (">", True),
+}
+_NEED_MORE, _OTHER_BLOCK, _CORRUPT = 0, 1, 2
+_HINT = "give a pcap or pcapng file written by tcpdump -w, tshark -w or dumpcap"
+_LINK_HINT = (
+    "auditor reads Ethernet, Linux cooked (SLL/SLL2), raw IP, IPv4/IPv6 and BSD loopback captures; "
+    "capture with tcpdump -i any or on an Ethernet interface"
+)
+
+
+@dataclass
+class _State:
+    """Reading state shared by both formats."""
+
+    path: str
+    summary: CaptureSummary
+    counters: np.ndarray = field(default_factory=lambda: np.zeros(8, dtype=np.uint64))
+    interfaces: list[str] = field(default_factory=list)  # global interface names, by index
+    unsupported: set[str] = field(default_factory=set)
+
+    def interface_index(self, name: str) -> int:
+        if name not in self.interfaces:
+            self.interfaces.append(name)
+        return self.interfaces.index(name)
+
+    def add_link_frames(self, linktype: int, frames: int) -> None:
+        name = L.linktype_name(linktype)
+        if linktype not in L.SUPPORTED_LINKTYPES:
+            self.unsupported.add(f"{name} ({linktype})")
+        if frames:
+            self.summary.link_types[name] = self.summary.link_types.get(name, 0) + frames
+
+
+def scan_file(path: str | os.PathLike[str], summary: CaptureSummary) -> Iterator[tuple[np.ndarray, list[str]]]:
+    """Yield (events, interface names) per chunk; ``events['iface']`` indexes the names list."""
+    name = os.fspath(path)
+    summary.file = os.path.basename(name)
+    try:
+        f = open(name, "rb")  # noqa: SIM115 - closed below, generator
+    except OSError as exc:
+        raise InputError(f"cannot open: {exc.strerror or exc}", name, "check the path and permissions") from None
+    state = _State(name, summary)
+    with f:
+        head = f.read(24)
+        if not head:
+            raise InputError("empty file, not a capture", name, _HINT)
+        if head[:4] == struct.pack("<I", SHB):
+            yield from _scan_pcapng(f, head, state)
+        elif head[:4] in _PCAP_MAGIC:
+            yield from _scan_pcap(f, head, state)
+        else:
+            raise InputError(f"not a pcap or pcapng capture (starts with 0x{head[:4].hex()})", name, _HINT)
+    _finish(state)
+
+
+def _finish(state: _State) -> None:
+    s, c = state.summary, state.counters
+    s.frames = int(c[L.C_FRAMES])
+    s.tcp, s.tcp_rst, s.tcp_syn, s.tcp_fin = (int(c[i]) for i in (L.C_TCP, L.C_RST, L.C_SYN, L.C_FIN))
+    s.icmp_unreachable = int(c[L.C_UNREACH])
+    s.skipped += int(c[L.C_SKIPPED]) + int(c[L.C_UNSUPPORTED])
+    decodable = s.frames - int(c[L.C_SKIPPED]) - int(c[L.C_UNSUPPORTED])
+    if state.unsupported and decodable == 0:
+        kinds = ", ".join(sorted(state.unsupported))
+        raise InputError(f"unsupported link type {kinds}", state.path, _LINK_HINT)
+    if s.frames == 0 and s.errors:
+        raise InputError(f"no readable packet: {s.errors[0]}", state.path, _HINT)
+
+
+def _events(raw: bytes, remap: np.ndarray | None = None) -> np.ndarray:
+    ev = np.frombuffer(raw, dtype=L.EVENT_DTYPE)
+    if remap is not None:
+        ev = ev.copy()
+        ev["iface"] = remap[ev["iface"]]
+    return ev
+
+
+def _scan_pcap(f: BinaryIO, head: bytes, state: _State) -> Iterator[tuple[np.ndarray, list[str]]]:
+    if len(head) < 24:
+        raise InputError("truncated pcap file header", state.path, _HINT)
+    order, nsec = _PCAP_MAGIC[head[:4]]
+    snaplen, linkfield = struct.unpack(order + "II", head[16:24])
+    linktype = linkfield & 0x03FFFFFF
+    if linktype not in L.SUPPORTED_LINKTYPES:
+        name = L.linktype_name(linktype)
+        raise InputError(f"unsupported link type {name} ({linktype})", state.path, _LINK_HINT)
+    swapped = (order == "<") != (sys.byteorder == "little")
+    maxcap = min(max(snaplen, 262144), MAX_RECORD)
+    state.interfaces.append("")
+    buf, base, pos, frames = f.read(CHUNK), 24, 0, 0
+    c = state.counters
+    while True:
+        pos, n, raw, status = _scan.scan_pcap(buf, pos, swapped, nsec, linktype, frames, maxcap, c)
+        frames += n
+        if raw:
+            yield _events(raw), state.interfaces
+        where = f"at byte {base + pos} (frame {frames + 1})"
+        if status == _CORRUPT:
+            incl = struct.unpack(order + "I", buf[pos + 8 : pos + 12])[0]
+            state.summary.errors.append(
+                f"corrupt record header {where}: captured length {incl} exceeds {maxcap}; rest not read"
+            )
+            state.summary.skipped += 1
+            break
+        more = f.read(CHUNK)
+        if not more:
+            if pos < len(buf):
+                state.summary.errors.append(f"truncated record {where}: file ends mid-packet")
+                state.summary.skipped += 1
+            break
+        base += pos
+        buf, pos = buf[pos:] + more, 0
+    state.add_link_frames(linktype, frames)
+
+
+@dataclass
+class _Section:
+    """One pcapng section: byte order and its interface table (the C side reads ``table``)."""
+
+    order: str = "<"
+    table: np.ndarray = field(default_factory=lambda: np.zeros((0, L.IF_FIELDS), dtype=np.int64))
+    remap: list[int] = field(default_factory=list)
+
+
+def _close_section(sec: _Section, state: _State) -> None:
+    for row in sec.table:
+        state.add_link_frames(int(row[L.IF_LINKTYPE]), int(row[L.IF_FRAMES]))
+
+
+def _read_idb(body: bytes, sec: _Section, state: _State) -> None:
+    o = sec.order
+    linktype = struct.unpack(o + "H", body[0:2])[0]
+    name, res_kind, res_exp, offset = "", 0, 6, 0
+    i = 8
+    while i + 4 <= len(body):
+        code, length = struct.unpack(o + "HH", body[i : i + 4])
+        value = body[i + 4 : i + 4 + length]
+        if code == 0 or len(value) < length:
+            break
+        if code == 2:
+            name = value.split(b"\0", 1)[0].decode("utf-8", "replace")
+        elif code == 9 and length >= 1:
+            res_kind, res_exp = (1, value[0] & 0x7F) if value[0] & 0x80 else (0, value[0])
+        elif code == 14 and length >= 8:
+            offset = struct.unpack(o + "q", value[:8])[0]
+        i += 4 + ((length + 3) & ~3)
+    row = np.zeros((1, L.IF_FIELDS), dtype=np.int64)
+    row[0, [L.IF_LINKTYPE, L.IF_RES_KIND, L.IF_RES_EXP, L.IF_OFFSET_S]] = (linktype, res_kind, res_exp, offset)
+    sec.table = np.vstack([sec.table, row])
+    sec.remap.append(state.interface_index(name))
+    if linktype not in L.SUPPORTED_LINKTYPES:
+        state.unsupported.add(f"{L.linktype_name(linktype)} ({linktype})")
+
+
+def _scan_pcapng(f: BinaryIO, head: bytes, state: _State) -> Iterator[tuple[np.ndarray, list[str]]]:
+    buf, base, pos, frames = head + f.read(CHUNK), 0, 0, 0
+    sec: _Section | None = None
+    eof = False
+    errors = state.summary.errors
+
+    def more() -> bool:
+        nonlocal buf, base, pos, eof
+        if eof:
+            return False
+        data = f.read(CHUNK)
+        if not data:
+            eof = True
+            return False
+        base += pos
+        buf, pos = buf[pos:] + data, 0
+        return True
+
+    while True:
+        status = _OTHER_BLOCK
+        if sec is not None:
+            pos, n, raw, status = _scan.scan_pcapng(
+                buf, pos, (sec.order == "<") != (sys.byteorder == "little"),
+                sec.table, frames, MAX_RECORD, state.counters,
+            )
+            frames += n
+            if raw:
+                yield _events(raw, np.asarray(sec.remap, dtype=np.uint32)), state.interfaces
+        where = f"at byte {base + pos}"
+        if status == _NEED_MORE or len(buf) - pos < 12:
+            if more():
+                continue
+            if pos < len(buf):
+                errors.append(f"truncated block {where} (frame {frames + 1}): file ends mid-block")
+                state.summary.skipped += 1
+            break
+        if status == _CORRUPT:
+            errors.append(f"corrupt block {where} (frame {frames + 1}): bad block length; rest not read")
+            state.summary.skipped += 1
+            break
+        btype = struct.unpack("<I", buf[pos : pos + 4])[0]
+        if btype == SHB:
+            bom = buf[pos + 8 : pos + 12]
+            order = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">" if bom == b"\x1a\x2b\x3c\x4d" else ""
+            if not order:
+                errors.append(f"corrupt section header {where}: bad byte-order magic; rest not read")
+                break
+            if sec is not None:
+                _close_section(sec, state)
+            sec = _Section(order=order)
+        assert sec is not None
+        btype, blen = struct.unpack(sec.order + "II", buf[pos : pos + 8])
+        if blen < 12 or blen % 4 or blen > MAX_RECORD:
+            errors.append(f"corrupt block {where} (frame {frames + 1}): bad block length {blen}; rest not read")
+            state.summary.skipped += 1
+            break
+        while len(buf) - pos < blen and more():
+            pass
+        if len(buf) - pos < blen:
+            errors.append(f"truncated block {where} (frame {frames + 1}): file ends mid-block")
+            state.summary.skipped += 1
+            break
+        if btype == IDB and blen >= 20:
+            _read_idb(buf[pos + 8 : pos + blen - 4], sec, state)
+        pos += blen
+    if sec is not None:
+        _close_section(sec, state)
