@@ -1,0 +1,322 @@
+"""Read Kubernetes watch streams and lists into a :class:`~auditor.model.kube.KubeInput` timeline.
+
+Accepted (auto-detected per JSON document, several kinds may share one file):
+
+* ``kubectl get pods,endpointslices -A --watch --output-watch-events -o json``: concatenated,
+  pretty-printed or one-per-line ``{"type": ADDED|MODIFIED|DELETED|BOOKMARK|ERROR, "object": {...}}``,
+  each optionally with ``"observedAt"`` (RFC 3339, ns: when the watcher received it; *precise*);
+* ``kubectl get events -A -o json`` / ``kubectl get pods -o json``: ``{"kind": "...List", "items": [...]}``
+  (items are taken as ADDED, without observedAt);
+* a single object (``kubectl get pod x -o json``), taken as ADDED.
+
+A chunk that is not JSON or not a watch event becomes an :class:`InputProblem` naming file and line;
+reading resumes at the next line starting with ``{``. Only a file without any readable document
+raises :class:`AuditorError`. Events from several files are merged in observedAt order (events without
+observedAt keep their place after the previous timed event of their file).
+
+preStop kinds: ``sleep`` (native ``sleep`` action, or an exec hook that only sleeps: ``sleep 5``,
+``sh -c "sleep 5"``), ``exec`` (other commands; ``prestop_sleep_s`` = the sleeps found in a shell script,
+a lower bound, or None), ``http``/``tcp`` (duration unknown: None), ``none``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from auditor.errors import AuditorError
+from auditor.model.kube import (
+    InputProblem,
+    KubeInput,
+    PodInfo,
+    endpoint_frame,
+    event_frame,
+    parse_time_ns,
+)
+from auditor.sources.kube_pod import PodState, update_pod
+
+_WS = re.compile(r"\s*")
+_OBJECT_TYPES = ("ADDED", "MODIFIED", "DELETED")
+
+
+@dataclass(slots=True)
+class _Item:
+    """One object change, in reading order."""
+
+    type: str
+    obj: dict[str, Any]
+    observed_ns: int | None
+    file: str
+    line: int
+    order_ns: int = 0  # observedAt, or the last one before it in the same file
+
+
+@dataclass(slots=True)
+class _Reader:
+    problems: list[InputProblem] = field(default_factory=list)
+    items: list[_Item] = field(default_factory=list)
+    skipped: int = 0
+
+    def read_file(self, path: Path) -> None:
+        name = path.name
+        try:
+            text = path.read_bytes().decode("utf-8", errors="replace")
+        except OSError as exc:
+            raise AuditorError(
+                f"cannot read ({exc.strerror or exc})", str(path), "check the path given to --kube"
+            ) from exc
+        documents = 0
+        last_observed = 0
+        start = len(self.items)
+        for line, doc in _split_documents(text, name, self.problems):
+            before = len(self.problems)
+            if self._add_document(doc, name, line):
+                documents += 1
+            elif len(self.problems) == before:
+                message = "not a JSON watch event (no type/object); skipped"
+                self.problems.append(InputProblem(name, line, message))
+                self.skipped += 1
+        if documents == 0:
+            raise AuditorError(
+                "no readable Kubernetes watch event or list",
+                str(path),
+                "expected `kubectl get pods,endpointslices -A --watch --output-watch-events -o json` output "
+                "or a `kubectl get ... -o json` list",
+            )
+        for item in self.items[start:]:
+            if item.observed_ns is not None:
+                last_observed = item.observed_ns
+            item.order_ns = last_observed
+
+    def _add_document(self, doc: Any, file: str, line: int) -> bool:
+        if not isinstance(doc, dict):
+            self.problems.append(InputProblem(file, line, "not a JSON watch event (not an object); skipped"))
+            self.skipped += 1
+            return False
+        etype = doc.get("type")
+        if isinstance(etype, str) and "object" in doc:
+            self._add_watch_event(doc, etype, file, line)
+            return True
+        items = doc.get("items")
+        if isinstance(items, list):
+            default_kind = str(doc.get("kind") or "").removesuffix("List")
+            for obj in items:
+                if isinstance(obj, dict):
+                    obj.setdefault("kind", default_kind)
+                    self.items.append(_Item("ADDED", obj, None, file, line))
+                else:
+                    self.skipped += 1
+            return True
+        if isinstance(doc.get("kind"), str) and isinstance(doc.get("metadata"), dict):
+            self.items.append(_Item("ADDED", doc, None, file, line))
+            return True
+        return False
+
+    def _add_watch_event(self, doc: dict[str, Any], etype: str, file: str, line: int) -> None:
+        obj = doc.get("object")
+        if etype == "BOOKMARK":
+            self.skipped += 1
+            return
+        if etype == "ERROR":
+            self.skipped += 1
+            status = obj if isinstance(obj, dict) else {}
+            self.problems.append(InputProblem(
+                file, line,
+                f"watch ERROR {status.get('code', '?')} {status.get('reason', '')}: "
+                f"{status.get('message', '')}; events may be missing after this point".replace("  ", " "),
+            ))  # fmt: skip
+            return
+        if etype not in _OBJECT_TYPES or not isinstance(obj, dict):
+            self.skipped += 1
+            self.problems.append(InputProblem(file, line, f"unknown watch event type {etype!r}; skipped"))
+            return
+        observed: int | None = None
+        raw = doc.get("observedAt")
+        if raw is not None:
+            try:
+                observed = parse_time_ns(raw)[0]
+            except ValueError:
+                self.problems.append(InputProblem(
+                    file, line, f"bad observedAt {raw!r}; event used with its object times only"
+                ))  # fmt: skip
+        self.items.append(_Item(etype, obj, observed, file, line))
+
+
+def _split_documents(text: str, file: str, problems: list[InputProblem]) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line, document)`` for each JSON document in ``text``; resync after garbage."""
+    decoder = json.JSONDecoder()
+    pos, n, line, counted = 0, len(text), 1, 0
+    while pos < n:
+        ws = _WS.match(text, pos)
+        pos = ws.end() if ws else pos
+        if pos >= n:
+            break
+        line += text.count("\n", counted, pos)
+        counted = pos
+        try:
+            doc, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            problems.append(InputProblem(file, line, f"not a JSON watch event ({exc.msg}); skipped"))
+            nxt = text.find("\n{", pos)
+            pos = n if nxt < 0 else nxt + 1
+            continue
+        yield line, doc
+        pos = end
+
+
+def _coarse(value: Any) -> int | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return parse_time_ns(value)[0]
+    except ValueError:
+        return None
+
+
+@dataclass(slots=True)
+class _Timeline:
+    pods: dict[str, PodState] = field(default_factory=dict)
+    slices: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)
+    endpoint_rows: list[dict[str, object]] = field(default_factory=list)
+    event_rows: list[dict[str, object]] = field(default_factory=list)
+    event_keys: set[tuple[str, str]] = field(default_factory=set)
+    used: int = 0
+    skipped: int = 0
+
+    def add(self, item: _Item) -> None:
+        kind = item.obj.get("kind")
+        if kind == "Pod":
+            update_pod(self.pods, item.type, item.obj, item.observed_ns)
+        elif kind == "EndpointSlice":
+            self._slice(item)
+        elif kind == "Event":
+            self._event(item)
+        else:
+            self.skipped += 1
+            return
+        self.used += 1
+
+    def _slice(self, item: _Item) -> None:
+        obj, obs = item.obj, item.observed_ns
+        meta = obj.get("metadata") or {}
+        namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+        labels = meta.get("labels") or {}
+        annotations = meta.get("annotations") or {}
+        service = labels.get("kubernetes.io/service-name")
+        trigger = _coarse(annotations.get("endpoints.kubernetes.io/last-change-trigger-time"))
+        ports = ",".join(
+            f"{p.get('name') or ''}:{p.get('port')}/{p.get('protocol') or 'TCP'}"
+            for p in (obj.get("ports") or [])
+            if isinstance(p, dict)
+        )
+        time: int | None = obs
+        precise = obs is not None
+        if time is None:
+            time = trigger
+            if time is None and item.type == "ADDED":
+                time = _coarse(meta.get("creationTimestamp"))
+        new: dict[str, tuple[Any, ...]] = {}
+        if item.type != "DELETED":
+            for ep in obj.get("endpoints") or []:
+                if not isinstance(ep, dict):
+                    continue
+                cond = ep.get("conditions") or {}
+                ref = ep.get("targetRef") or {}
+                state = (
+                    _opt_bool(cond.get("ready")), _opt_bool(cond.get("serving")),
+                    _opt_bool(cond.get("terminating")), ref.get("name"), ref.get("uid"),
+                    ep.get("nodeName"), ports,
+                )  # fmt: skip
+                for address in ep.get("addresses") or []:
+                    new[str(address)] = state
+        key = f"{namespace}/{name}"
+        old = self.slices.get(key, {})
+        for address, state in new.items():
+            if old.get(address) != state:
+                self._endpoint_row(time, precise, namespace, service, name, address, state, True, trigger)
+        for address, state in old.items():
+            if address not in new:
+                self._endpoint_row(time, precise, namespace, service, name, address, state, False, trigger)
+        self.slices[key] = new
+
+    def _endpoint_row(
+        self, time: int | None, precise: bool, namespace: str, service: Any, slice_name: str,
+        address: str, state: tuple[Any, ...], present: bool, trigger: int | None,
+    ) -> None:  # fmt: skip
+        ready, serving, terminating, pod, pod_uid, node, ports = state
+        self.endpoint_rows.append({
+            "time": time, "precise": precise, "namespace": namespace, "service": service,
+            "slice": slice_name, "address": address, "pod": pod, "pod_uid": pod_uid, "node": node,
+            "ready": ready, "serving": serving, "terminating": terminating, "present": present,
+            "ports": ports, "trigger_time": trigger,
+        })  # fmt: skip
+
+    def _event(self, item: _Item) -> None:
+        obj = item.obj
+        meta = obj.get("metadata") or {}
+        key = (str(meta.get("uid") or id(obj)), str(meta.get("resourceVersion") or id(obj)))
+        if key in self.event_keys:
+            return
+        self.event_keys.add(key)
+        regarding = obj.get("involvedObject") or obj.get("regarding") or {}
+        time: int | None = None
+        precise = False
+        event_time = obj.get("eventTime")
+        if isinstance(event_time, str) and event_time:
+            try:
+                time, precise = parse_time_ns(event_time)
+            except ValueError:
+                time = None
+        if not precise and item.observed_ns is not None:
+            time, precise = item.observed_ns, True
+        if time is None:
+            series = obj.get("series") or {}
+            for raw in (series.get("lastObservedTime"), obj.get("lastTimestamp"),
+                        obj.get("deprecatedLastTimestamp"), obj.get("firstTimestamp"),
+                        meta.get("creationTimestamp")):  # fmt: skip
+                time = _coarse(raw)
+                if time is not None:
+                    break
+        count = obj.get("count") or obj.get("deprecatedCount") or (obj.get("series") or {}).get("count") or 1
+        self.event_rows.append({
+            "time": time, "precise": precise,
+            "namespace": regarding.get("namespace") or meta.get("namespace"),
+            "kind": regarding.get("kind"), "name": regarding.get("name"), "uid": regarding.get("uid"),
+            "reason": obj.get("reason"), "message": obj.get("message") or obj.get("note"),
+            "count": int(count) if isinstance(count, int | float) else 1,
+        })  # fmt: skip
+
+
+def _opt_bool(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def read_kube_streams(paths: Sequence[str | Path]) -> KubeInput:
+    """Read watch streams / lists (see module doc) into one timeline; problems are returned, not raised."""
+    if not paths:
+        raise AuditorError("no Kubernetes input file given", hint="pass the output of kubectl --watch")
+    reader = _Reader()
+    for path in paths:
+        reader.read_file(Path(path))
+    items = sorted(reader.items, key=lambda it: it.order_ns)  # stable: keeps file order among equals
+    timeline = _Timeline()
+    for item in items:
+        timeline.add(item)
+    pods: dict[str, PodInfo] = {uid: state.freeze() for uid, state in timeline.pods.items()}
+    endpoints = endpoint_frame(timeline.endpoint_rows)
+    events = event_frame(timeline.event_rows)
+    endpoints = endpoints.sort_values("time", kind="stable", na_position="last").reset_index(drop=True)
+    events = events.sort_values("time", kind="stable", na_position="last").reset_index(drop=True)
+    return KubeInput(
+        pods=pods,
+        endpoints=endpoints,
+        events=events,
+        problems=reader.problems,
+        events_read=timeline.used,
+        events_skipped=reader.skipped + timeline.skipped,
+    )
+
