@@ -65,18 +65,18 @@ static void decode_ip(ctx_t *c, const uint8_t *p, size_t n);
 
 static void decode_tcp(ctx_t *c, const uint8_t *p, size_t n, size_t l4len)
 {
+    /* like tshark: a TCP header counts once its flags are captured and its length is sane */
     event_t *e = &c->ev;
-    if (n < 4) { c->found = -1; return; }
+    if (n < 14) { c->found = -1; return; }
+    size_t doff = (size_t)(p[12] >> 4) * 4;
+    if (doff < 20) { c->found = -1; return; }
     e->sport = be16(p);
     e->dport = be16(p + 2);
+    e->seq = be32(p + 4);
+    e->ack = be32(p + 8);
+    e->tcp_flags = (uint16_t)(((p[12] & 0x0f) << 8) | p[13]);
+    e->payload_len = l4len > doff ? (uint32_t)(l4len - doff) : 0;
     c->found = 1;
-    if (n >= 8) e->seq = be32(p + 4);
-    if (n >= 12) e->ack = be32(p + 8);
-    if (n >= 14) {
-        e->tcp_flags = (uint16_t)(((p[12] & 0x01) << 8) | p[13]);
-        size_t doff = (size_t)(p[12] >> 4) * 4;
-        e->payload_len = l4len > doff ? (uint32_t)(l4len - doff) : 0;
-    }
 }
 
 /* ICMP/ICMPv6 unreachable: the quoted datagram's 4-tuple, in its original direction */
@@ -141,10 +141,13 @@ static void decode_icmp(ctx_t *c, const uint8_t *p, size_t n, int v6)
     c->found = 2;
 }
 
-static void decode_udp(ctx_t *c, const uint8_t *p, size_t n)
+static void decode_udp(ctx_t *c, const uint8_t *p, size_t n, size_t l4len)
 {
     if (n < 8) return;
     uint16_t dport = be16(p + 2);
+    size_t ulen = be16(p + 4);
+    if (ulen < 8 || ulen > l4len) return; /* bogus length: tshark stops there too */
+    if (ulen < n) n = ulen;
     p += 8; n -= 8;
     if (dport == 4789 || dport == 8472) {
         if (n < 8 || !(p[0] & 0x08)) return;
@@ -174,7 +177,10 @@ static void decode_gre(ctx_t *c, const uint8_t *p, size_t n)
     if (flags & 0x4000) return; /* source routing: obsolete */
     if (hl > n) return;
     push_encap(c, E_GRE);
-    if (type == 0x6558) decode_ether(c, p + hl, n - hl);
+    if (type == 0x883e) { /* WCCP: an optional 4-byte redirect header, then IPv4 */
+        if (hl < n && (p[hl] >> 4) != 4) hl += 4;
+        if (hl <= n) decode_ip(c, p + hl, n - hl);
+    } else if (type == 0x6558) decode_ether(c, p + hl, n - hl);
     else decode_ethertype(c, type, p + hl, n - hl);
 }
 
@@ -184,7 +190,7 @@ static void decode_l4(ctx_t *c, int proto, const uint8_t *p, size_t n, size_t l4
     case 6: decode_tcp(c, p, n, l4len); break;
     case 1: if (!v6) decode_icmp(c, p, n, 0); break;
     case 58: if (v6) decode_icmp(c, p, n, 1); break;
-    case 17: decode_udp(c, p, n); break;
+    case 17: decode_udp(c, p, n, l4len); break;
     case 47: decode_gre(c, p, n); break;
     case 4: case 41: push_encap(c, E_IPIP); decode_ip(c, p, n); break;
     default: break;
@@ -206,11 +212,15 @@ static void decode_ip4(ctx_t *c, const uint8_t *p, size_t n)
     size_t ihl = (size_t)(p[0] & 0x0f) * 4;
     if (ihl < 20 || ihl > n) return;
     size_t tot = be16(p + 2);
+    if (tot == 0) tot = n;      /* TSO / BIG TCP: the length is the frame's */
     if (tot < ihl) return;
+    int cut = tot > n;          /* datagram not fully captured */
     if (tot < n) n = tot;
     uint16_t frag = be16(p + 6);
     if (frag & 0x1fff) return;  /* not the first fragment: no L4 header */
-    if (frag & 0x2000) return;  /* first of several fragments: the L4 header counts after reassembly */
+    /* First of several fragments: like tshark, a complete one counts after reassembly (which we do
+     * not do), a truncated one is decoded as is. */
+    if ((frag & 0x2000) && !cut) return;
     set_addrs(c, p + 12, p + 16, 4, 4);
     decode_l4(c, p[9], p + ihl, n - ihl, tot - ihl, 0);
 }
@@ -219,6 +229,8 @@ static void decode_ip6(ctx_t *c, const uint8_t *p, size_t n)
 {
     if (n < 40) return;
     size_t plen = be16(p + 4);
+    if (plen == 0 && p[6] != 0) return;  /* no payload (a jumbogram needs a hop-by-hop header) */
+    int cut = plen && plen + 40 > n;
     if (plen && plen + 40 < n) n = plen + 40;
     set_addrs(c, p + 8, p + 24, 16, 6);
     int nh = p[6];
@@ -234,7 +246,7 @@ static void decode_ip6(ctx_t *c, const uint8_t *p, size_t n)
             if (m < 8) return;
             uint16_t off = be16(q + 2);
             if (off & 0xfff8) return;   /* not the first fragment */
-            if (off & 1) return;        /* more fragments: L4 counts after reassembly */
+            if ((off & 1) && !cut) return; /* more fragments: L4 counts after reassembly */
             l = 8;
         } else if (nh == 51) {
             if (m < 8) return;
