@@ -1,0 +1,75 @@
+"""Attribute every failed connection to a cause.
+
+* ``propagation_gap``: a new connection refused by a terminating pod that had stopped listening
+  while this node still routed to it (before the node's rule was removed);
+* ``inflight_reset``: an established connection reset by the terminating pod;
+* ``after_removal``: a refusal or unreachable for the pod IP after this node's rule was gone
+  (stale conntrack entry, or a client that dials pod IPs directly);
+* ``no_endpoints``: an ICMP unreachable for an address that is not a pod (kube-proxy rejects
+  connections to a Service without endpoints);
+* ``unrelated``: everything else (failures outside any termination episode).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from auditor.correlate.episodes import MISSING_NS
+
+CAUSES = ("propagation_gap", "inflight_reset", "after_removal", "no_endpoints", "unrelated")
+
+# a refusal answers a SYN sent just before; a rule removal inferred from the last SYN is only
+# known to within one round trip (precise dataplane records: a few ms)
+TOLERANCE_INFERRED_NS = 100_000_000
+TOLERANCE_PRECISE_NS = 10_000_000
+
+
+def classify(failures: pd.DataFrame, episodes: pd.DataFrame, timelines: pd.DataFrame) -> np.ndarray:
+    """Cause for each row of ``failures`` (which carries an ``episode`` column, -1 when none)."""
+    n = len(failures)
+    cause = np.full(n, "unrelated", dtype=object)
+    if n == 0:
+        return cause
+    t = failures["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
+    ep = failures["episode"].to_numpy(dtype="int64")
+    kind = failures["failure"].to_numpy(dtype=object)
+    in_ep = ep >= 0
+
+    if in_ep.any() and not episodes.empty:
+        e = episodes.set_index("episode")
+        lower = np.where(
+            e["deleted_precise"].to_numpy(dtype=bool),
+            e["deleted_ns"].to_numpy(dtype="int64"),
+            e["deleted_ns"].to_numpy(dtype="int64") - 1_000_000_000,
+        )
+        lower_s = pd.Series(lower, index=e.index)
+        tl = timelines.set_index(["episode", "node"])
+        keys = pd.MultiIndex.from_arrays([ep, failures["node"].astype(str).to_numpy()])
+        rule = tl["rule_removed_ns"].reindex(keys).fillna(MISSING_NS).to_numpy(dtype="int64")
+        src = tl["rule_removed_source"].reindex(keys).fillna("").to_numpy(dtype=object)
+        tol = np.where(
+            pd.Series(src).astype(str).str.startswith("dataplane"),
+            TOLERANCE_PRECISE_NS,
+            TOLERANCE_INFERRED_NS,
+        )
+        ep_lower = np.full(n, np.iinfo(np.int64).max, dtype="int64")
+        ep_lower[in_ep] = lower_s.reindex(ep[in_ep]).to_numpy(dtype="int64")
+        started = in_ep & (t >= ep_lower)
+        has_rule = rule != MISSING_NS
+        after = has_rule & (t > rule + tol)
+        refused = kind == "refused"
+        reset = kind == "reset"
+        unreachable = kind == "unreachable"
+        cause[started & (refused | unreachable) & ~after] = "propagation_gap"
+        cause[started & (refused | unreachable) & after] = "after_removal"
+        cause[started & reset] = "inflight_reset"
+
+    not_pod = ~failures["server_is_pod"].to_numpy(dtype=bool) if "server_is_pod" in failures else ~in_ep
+    cause[(~in_ep) & (kind == "unreachable") & not_pod] = "no_endpoints"
+    return cause
+
+
+def count_causes(causes: pd.Series) -> dict[str, int]:
+    counts = causes.value_counts()
+    return {c: int(counts.get(c, 0)) for c in CAUSES}

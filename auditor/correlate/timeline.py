@@ -1,0 +1,146 @@
+"""Per-node timelines of each termination episode: when this node stopped routing to the pod, when the
+pod stopped listening, and the propagation delay and gap that follow.
+
+Times come from the best source available, named in ``*_source``:
+* rule removed: the node's dataplane record (precise) or, inferred from packets, the last new
+  connection (SYN) this node routed to the pod IP after the deletion;
+* listener closed: the kernel's LISTEN -> CLOSE event (live agent) or, inferred from packets, the first
+  connection the pod refused (SYN answered by RST) after the deletion.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from auditor.correlate.attach import attach_episodes
+from auditor.correlate.episodes import MISSING_NS
+
+TIMELINE_COLUMNS = [
+    "episode",
+    "node",
+    "rule_removed_ns",
+    "rule_removed_source",
+    "listener_closed_ns",
+    "listener_closed_source",
+    "last_syn_ns",
+    "first_refused_ns",
+    "propagation_delay_s",
+    "propagation_delay_precise",
+    "gap_s",
+]
+
+
+def _first_or_last(
+    times: np.ndarray, episode: np.ndarray, node: np.ndarray, after: np.ndarray, how: str
+) -> pd.Series:
+    """min/max time per (episode, node) among rows attached to an episode and not before ``after``."""
+    keep = (episode >= 0) & (times >= after)
+    if not keep.any():
+        return pd.Series(dtype="int64")
+    df = pd.DataFrame({"episode": episode[keep], "node": node[keep], "t": times[keep]})
+    g = df.groupby(["episode", "node"], sort=False)["t"]
+    return g.min() if how == "min" else g.max()
+
+
+def build_timelines(
+    episodes: pd.DataFrame,
+    nodes: list[str],
+    packets: pd.DataFrame,
+    failures: pd.DataFrame,
+    dataplane: pd.DataFrame | None,
+) -> pd.DataFrame:
+    """One row per (episode, node)."""
+    if episodes.empty or not nodes:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in TIMELINE_COLUMNS})
+    deleted = episodes.set_index("episode")["deleted_ns"]
+    precise = episodes.set_index("episode")["deleted_precise"]
+    # lower bound of "after the deletion": coarse times are truncated to the second
+    lower = deleted.where(precise, deleted - 1_000_000_000)
+
+    def after_of(ep_ids: np.ndarray) -> np.ndarray:
+        out = np.full(len(ep_ids), np.iinfo(np.int64).max, dtype="int64")
+        ok = ep_ids >= 0
+        out[ok] = lower.reindex(ep_ids[ok]).to_numpy(dtype="int64")
+        return out
+
+    kind = packets["kind"].astype(str).to_numpy() if not packets.empty else np.array([], dtype=object)
+    # last SYN routed to the pod IP, per node
+    syn = packets.loc[kind == "tcp_syn"] if not packets.empty else packets
+    syn_t = syn["time"].to_numpy(dtype="datetime64[ns]").astype("int64") if not syn.empty else np.array([])
+    syn_ep = attach_episodes(syn_t, syn["dst"], episodes) if not syn.empty else np.array([], dtype="int64")
+    last_syn = (
+        _first_or_last(syn_t, syn_ep, syn["node"].astype(str).to_numpy(), after_of(syn_ep), "max")
+        if not syn.empty
+        else pd.Series(dtype="int64")
+    )
+    # first refusal by the pod, per node
+    ref = failures.loc[(failures["failure"] == "refused") & (failures["episode"] >= 0)]
+    ref_t = ref["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
+    ref_ep = ref["episode"].to_numpy(dtype="int64")
+    first_ref = _first_or_last(ref_t, ref_ep, ref["node"].astype(str).to_numpy(), after_of(ref_ep), "min")
+    # listener closed, from the live agent
+    lc = packets.loc[kind == "listen_close"] if not packets.empty else packets
+    if not lc.empty:
+        lc_t = lc["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
+        lc_ep = attach_episodes(lc_t, lc["src"], episodes)
+        listen_close = _first_or_last(lc_t, lc_ep, lc["node"].astype(str).to_numpy(), after_of(lc_ep), "min")
+    else:
+        listen_close = pd.Series(dtype="int64")
+    # rule removed, from the dataplane record
+    if dataplane is not None and not dataplane.empty:
+        dp = dataplane.loc[dataplane["op"].astype(str) == "removed"]
+        dp_t = pd.to_datetime(dp["time"], utc=True).to_numpy(dtype="datetime64[ns]").astype("int64")
+        dp_ep = attach_episodes(dp_t, dp["ip"], episodes)
+        dp_removed = _first_or_last(dp_t, dp_ep, dp["node"].astype(str).to_numpy(), after_of(dp_ep), "min")
+        dp_backend = dict(
+            zip(
+                zip(dp_ep.tolist(), dp["node"].astype(str).tolist(), strict=True),
+                dp["backend"].astype(str).tolist(),
+                strict=True,
+            )
+        )
+    else:
+        dp_removed, dp_backend = pd.Series(dtype="int64"), {}
+
+    base = pd.MultiIndex.from_product(
+        [episodes["episode"].to_numpy(dtype="int64"), list(nodes)], names=["episode", "node"]
+    ).to_frame(index=False)
+    idx = pd.MultiIndex.from_frame(base)
+
+    def col(series: pd.Series) -> np.ndarray:
+        if series.empty:
+            return np.full(len(base), MISSING_NS, dtype="int64")
+        return series.reindex(idx).fillna(MISSING_NS).to_numpy(dtype="int64")
+
+    dp_v, syn_v, lc_v, ref_v = col(dp_removed), col(last_syn), col(listen_close), col(first_ref)
+    rule = np.where(dp_v != MISSING_NS, dp_v, syn_v)
+    backend = [
+        dp_backend.get(k, "") for k in zip(base["episode"].tolist(), base["node"].tolist(), strict=True)
+    ]
+    rule_src = np.where(
+        dp_v != MISSING_NS,
+        np.array([f"dataplane:{b}" if b else "dataplane" for b in backend], dtype=object),
+        np.where(syn_v != MISSING_NS, "inferred:last_syn", ""),
+    )
+    listener = np.where(lc_v != MISSING_NS, lc_v, ref_v)
+    listener_src = np.where(
+        lc_v != MISSING_NS, "ebpf:listen_close", np.where(ref_v != MISSING_NS, "inferred:first_refused", "")
+    )
+    d = deleted.reindex(base["episode"]).to_numpy(dtype="int64")
+    has_rule = rule != MISSING_NS
+    has_listener = listener != MISSING_NS
+    delay = np.where(has_rule, (rule - d) / 1e9, np.nan)
+    gap = np.where(has_rule & has_listener, np.maximum(0.0, (rule - listener) / 1e9), 0.0)
+    out = base.assign(
+        rule_removed_ns=rule,
+        rule_removed_source=rule_src,
+        listener_closed_ns=listener,
+        listener_closed_source=listener_src,
+        last_syn_ns=syn_v,
+        first_refused_ns=ref_v,
+        propagation_delay_s=delay,
+        propagation_delay_precise=precise.reindex(base["episode"]).to_numpy(dtype=bool) & has_rule,
+        gap_s=gap,
+    )
+    return out[TIMELINE_COLUMNS]

@@ -1,0 +1,188 @@
+"""Correlation on synthetic packet tables whose causes are known by construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import pytest
+
+from auditor.correlate.audit import audit
+from auditor.model.packet import ACK, RST, SYN, PacketEvent, packet_frame
+
+NS = 1_000_000_000
+T0 = 1_790_000_000 * NS  # deletion time of the old pod
+POD_IP, NEW_IP, VIP, CLIENT = "10.244.0.5", "10.244.0.9", "10.96.0.10", "10.1.0.2"
+
+
+@dataclass
+class Pod:
+    uid: str
+    namespace: str
+    name: str
+    ips: tuple[str, ...]
+    node: str = "node-a"
+    replicaset: str = "web-6d5f"
+    deployment: str = "web"
+    created_ns: int | None = None
+    first_seen_ns: int | None = None
+    deletion_ns: int | None = None
+    deletion_observed_ns: int | None = None
+    deleted_observed_ns: int | None = None
+    container_finished_ns: int | None = None
+    deletion_grace_s: float | None = 30
+    termination_grace_s: float | None = 30
+    prestop_sleep_s: float | None = None
+    prestop_kind: str = "none"
+
+
+def scenario(
+    delay_s: float, prestop_s: float, keepalive_resets: int = 1
+) -> tuple[list[PacketEvent], list[Pod], int]:
+    """Old pod deleted at T0; listener closes at T0+prestop; this node routes to it until T0+delay."""
+    events: list[PacketEvent] = []
+    refused = 0
+    port = 40000
+    step = 10_000_000  # one new connection every 10 ms
+    for i in range(int(5 * NS / step)):
+        t = T0 - NS + i * step
+        port += 1
+        to_old = t < T0 + int(delay_s * NS) and i % 2 == 0
+        dst = POD_IP if to_old else NEW_IP
+        seq = 1000 + i
+        # the node sees the SYN before (to the ClusterIP) and after DNAT (to the pod)
+        events.append(PacketEvent(t, "tcp_syn", 4, CLIENT, port, VIP, 80, SYN, seq, 0, node="node-a"))
+        events.append(
+            PacketEvent(t + 1000, "tcp_syn", 4, CLIENT, port, dst, 8080, SYN, seq, 0, node="node-a")
+        )
+        if to_old and t >= T0 + int(prestop_s * NS) + 2_000_000:
+            refused += 1
+            ra = RST | ACK
+            events.append(
+                PacketEvent(t + 50_000, "tcp_rst", 4, dst, 8080, CLIENT, port, ra, 0, seq + 1, node="node-a")
+            )
+            events.append(
+                PacketEvent(t + 60_000, "tcp_rst", 4, VIP, 80, CLIENT, port, ra, 0, seq + 1, node="node-a")
+            )
+    for k in range(keepalive_resets):  # established keep-alive connections reset by the old pod
+        t = T0 + int((prestop_s + 0.5) * NS) + k * 1000
+        events.append(
+            PacketEvent(t, "tcp_rst", 4, POD_IP, 8080, CLIENT, 30000 + k, RST, 777 + k, 0, node="node-a")
+        )
+    # a Service without endpoints: kube-proxy rejects with ICMP port unreachable
+    events.append(
+        PacketEvent(
+            T0 + 2 * NS,
+            "icmp_unreachable",
+            4,
+            CLIENT,
+            50000,
+            "10.96.0.99",
+            80,
+            0,
+            0,
+            0,
+            icmp_type=3,
+            icmp_code=3,
+            reporter="10.1.0.1",
+            node="node-a",
+        )
+    )
+    pods = [
+        Pod(
+            "u-old",
+            "default",
+            "web-6d5f-aaaaa",
+            (POD_IP,),
+            first_seen_ns=T0 - 60 * NS,
+            deletion_ns=T0 // NS * NS,
+            deletion_observed_ns=T0,
+            deleted_observed_ns=T0 + 4 * NS,
+            prestop_sleep_s=prestop_s or None,
+            prestop_kind="sleep" if prestop_s else "none",
+        ),
+        Pod("u-new", "default", "web-6d5f-bbbbb", (NEW_IP,), first_seen_ns=T0 - 5 * NS),
+    ]
+    return events, pods, refused
+
+
+def test_propagation_gap_is_measured_and_attributed() -> None:
+    events, pods, refused = scenario(delay_s=1.0, prestop_s=0.0)
+    res = audit(packet_frame(events), pods)
+    assert refused > 0
+    assert res.causes["propagation_gap"] == refused  # the ClusterIP copies are not counted twice
+    assert res.causes["inflight_reset"] == 1
+    assert res.causes["no_endpoints"] == 1
+    assert res.causes["after_removal"] == 0
+    gap = res.failures.loc[res.failures["cause"] == "propagation_gap"]
+    assert set(gap["pod"]) == {"web-6d5f-aaaaa"}
+    tl = res.timelines.merge(res.episodes[["episode", "pod"]], on="episode")
+    old = tl.loc[tl["pod"] == "web-6d5f-aaaaa"].iloc[0]
+    assert old["rule_removed_source"] == "inferred:last_syn"
+    assert old["listener_closed_source"] == "inferred:first_refused"
+    assert abs(old["gap_s"] - 1.0) < 0.05
+    assert abs(old["propagation_delay_s"] - 1.0) < 0.05
+    assert res.verdict == "GAP"
+    assert res.recommendation is not None and res.recommendation.prestop_seconds == 2
+    assert "GAP default/web" in res.verdict_line
+
+
+@pytest.mark.parametrize(("delay", "expected"), [(1.0, 2), (2.0, 3), (2.7, 4)])
+def test_recommendation_grows_with_delay(delay: float, expected: int) -> None:
+    events, pods, _ = scenario(delay_s=delay, prestop_s=0.0, keepalive_resets=0)
+    res = audit(packet_frame(events), pods)
+    assert res.recommendation is not None
+    assert res.recommendation.prestop_seconds == expected
+    assert res.recommendation.termination_grace_period_seconds is not None
+    assert res.recommendation.termination_grace_period_seconds >= expected
+
+
+def test_prestop_longer_than_delay_is_safe() -> None:
+    events, pods, refused = scenario(delay_s=1.0, prestop_s=3.0, keepalive_resets=0)
+    assert refused == 0
+    res = audit(packet_frame(events), pods)
+    assert res.causes["propagation_gap"] == 0
+    assert res.verdict == "SAFE", res.verdict_line
+    assert res.verdict_line.startswith("SAFE default/web")
+
+
+def test_dataplane_record_beats_inference_and_marks_after_removal() -> None:
+    events, pods, refused = scenario(delay_s=1.0, prestop_s=0.0, keepalive_resets=0)
+    removed = T0 + int(0.5 * NS)  # the rule really went away earlier than the last SYN
+    dp = pd.DataFrame(
+        {
+            "time": pd.to_datetime([removed], unit="ns", utc=True),
+            "node": ["node-a"],
+            "ip": [POD_IP],
+            "port": [8080],
+            "op": ["removed"],
+            "backend": ["iptables-nft"],
+        }
+    )
+    res = audit(packet_frame(events), pods, dataplane=dp)
+    tl = res.timelines.merge(res.episodes[["episode", "pod"]], on="episode")
+    old = tl.loc[tl["pod"] == "web-6d5f-aaaaa"].iloc[0]
+    assert old["rule_removed_source"] == "dataplane:iptables-nft"
+    assert int(old["rule_removed_ns"]) == removed
+    assert res.causes["after_removal"] > 0
+    assert res.causes["propagation_gap"] + res.causes["after_removal"] == refused
+
+
+def test_ip_reuse_attributes_to_the_pod_that_owned_the_ip() -> None:
+    events, pods, refused = scenario(delay_s=1.0, prestop_s=0.0, keepalive_resets=0)
+    # a later pod gets the old pod's IP after it is gone, and resets a connection then
+    later = T0 + 120 * NS
+    pods.append(Pod("u-later", "other", "db-0", (POD_IP,), first_seen_ns=later, replicaset="", deployment=""))
+    events.append(
+        PacketEvent(later + NS, "tcp_rst", 4, POD_IP, 5432, CLIENT, 31000, RST, 5, 0, node="node-a")
+    )
+    res = audit(packet_frame(events), pods)
+    assert res.causes["propagation_gap"] == refused
+    late = res.failures.loc[res.failures["time"] == pd.Timestamp(later + NS, unit="ns", tz="UTC")]
+    assert list(late["cause"]) == ["unrelated"]
+
+
+def test_no_termination_gives_unknown() -> None:
+    res = audit(packet_frame([]), [])
+    assert res.verdict == "UNKNOWN"
+    assert res.inputs["packet_events"] == 0
