@@ -1,0 +1,50 @@
+"""Run the lab by hand (as root): ``python -m tests.lab run --prestop 0 --delay 1 --out /tmp/labrun``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tests.lab.rollout import LabConfig, remove_stale_namespaces, run_rollout
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.lab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="one rolling update under load; writes pcap, watch stream, truth")
+    d = LabConfig()
+    run.add_argument("--out", type=Path, required=True, help="run directory (created)")
+    run.add_argument("--replicas", type=int, default=d.replicas)
+    run.add_argument("--prestop", type=int, default=d.prestop, help="preStop sleep, seconds")
+    run.add_argument("--delay", type=float, default=d.delay, help="propagation delay, seconds")
+    run.add_argument("--qps", type=int, default=d.qps, help="total requests per second")
+    run.add_argument("--workers", type=int, default=d.workers, help="hey workers (-c)")
+    run.add_argument("--keepalive", action="store_true", help="keep-alive load (default: new connections)")
+    run.add_argument("--backend", choices=["nft", "legacy"], default=d.backend)
+    run.add_argument("--drain", type=float, default=d.drain, help="server drain timeout, seconds")
+    run.add_argument("--snaplen", type=int, default=d.snaplen)
+    run.add_argument("--small-capture", action="store_true", help="capture SYN/RST/FIN only")
+    sub.add_parser("clean", help="remove namespaces left by crashed runs")
+    args = parser.parse_args(argv)
+    if args.command == "clean":
+        print("removed:", " ".join(remove_stale_namespaces()) or "nothing")
+        return 0
+    if args.replicas < 1 or args.delay < 0 or args.prestop < 0 or args.qps < 1 or args.workers < 1:
+        parser.error("replicas, qps, workers must be >= 1; prestop and delay >= 0")
+    cfg = LabConfig(replicas=args.replicas, prestop=args.prestop, delay=args.delay, qps=args.qps,
+                    workers=args.workers, keepalive=args.keepalive, backend=args.backend,
+                    drain=args.drain, snaplen=args.snaplen, small_capture=args.small_capture)
+    lab = run_rollout(cfg, args.out)
+    t = lab.truth
+    print(json.dumps({"client": t["client"], "old_pods": [
+        {k: ep[k] for k in ("name", "ip", "rst_from_pod")}
+        | {"gap_s": (ep["t_rule_removed_after"] - ep["t_listener_closed"]) / 1e9} for ep in t["old_pods"]]},
+        indent=2))
+    print(f"outputs in {args.out}: node.pcap kube.json hey.txt truth.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

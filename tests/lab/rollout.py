@@ -1,0 +1,326 @@
+"""The rollout driver: builds the node, runs load and capture, replaces pods one by one, writes truth.
+
+``run_rollout(LabConfig(prestop=0, delay=1.0), Path("/tmp/labrun"))`` leaves in the directory:
+``node.pcap`` (tcpdump on the node), ``kube.json`` (watch stream), ``hey.txt`` (client report),
+``truth.json`` (what really happened), ``pods/*.jsonl`` (server ground truth), ``rules.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.lab import netns
+from tests.lab.client import count_packets, count_rsts_from, parse_hey
+from tests.lab.kube import EndpointSlice, LabPod, ReplicaSet, WatchStream, safe_suffix
+from tests.lab.probe import http_ready
+from tests.lab.rules import Dataplane, Service
+
+REPO = Path(__file__).resolve().parents[2]
+RUNS_DIR = Path("/tmp/auditor-lab-runs")  # <run id>.pid: which process owns which namespaces
+_NS_RE = re.compile(r"^al([0-9a-f]{4})(n|c|p\d+)$")
+TICK_S = 0.002
+CLIENT_IP, NODE_IP = "10.1.0.2", "10.1.0.1"
+
+
+@dataclass
+class LabConfig:
+    """One lab run. ``qps`` is the total request rate, split over ``workers`` hey workers."""
+
+    replicas: int = 3
+    prestop: int = 0  # seconds of preStop sleep
+    delay: float = 1.0  # propagation delay: pod deletion -> this node's rules rewritten
+    qps: int = 500
+    workers: int = 50
+    keepalive: bool = False
+    backend: str = "nft"  # nft | legacy
+    grace: int = 30  # terminationGracePeriodSeconds
+    drain: float = 5.0  # server drain timeout after SIGTERM
+    margin: float = 1.5  # load before the first and after the last replacement
+    settle: float = 1.0  # pause between two replacements
+    snaplen: int = 128
+    small_capture: bool = False  # SYN/RST/FIN only (for shipped examples)
+
+
+@dataclass
+class LabRun:
+    """Paths of one run's outputs and its parsed ground truth."""
+
+    out_dir: Path
+    pcap: Path
+    kube: Path
+    truth_path: Path
+    client_output: Path
+    truth: dict[str, Any] = field(default_factory=dict)
+
+
+class _Procs:
+    """Processes the lab started; stopped in reverse order, each wait bounded."""
+
+    def __init__(self) -> None:
+        self.items: list[subprocess.Popen[bytes]] = []
+
+    def start(self, ns: str, argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv], cwd=REPO, **kw)
+        self.items.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.items):
+            stop(proc, signal.SIGKILL, 5.0)
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> int | None:
+    """Send ``sig`` unless exited, wait up to ``timeout``, then SIGKILL; return the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5.0)
+    return proc.returncode
+
+
+def remove_stale_namespaces() -> list[str]:
+    """Delete ``al<id>...`` namespaces whose owning process is gone (a crashed run)."""
+    RUNS_DIR.mkdir(exist_ok=True)
+    stale = []
+    for ns in netns.list_namespaces():
+        m = _NS_RE.match(ns)
+        if not m:
+            continue
+        pid_file = RUNS_DIR / f"{m.group(1)}.pid"
+        try:
+            os.kill(int(pid_file.read_text()), 0)
+            continue  # its run is alive
+        except (OSError, ValueError):
+            stale.append(ns)
+    netns.remove_namespaces(stale)
+    return stale
+
+
+def _read_events(path: Path) -> dict[str, int]:
+    out: dict[str, int] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            out.setdefault(row["event"], row["time_ns"])
+    return out
+
+
+class _Lab:
+    def __init__(self, cfg: LabConfig, out: Path) -> None:
+        self.cfg, self.out = cfg, out
+        self.run_id = f"{random.getrandbits(16):04x}"
+        while (RUNS_DIR / f"{self.run_id}.pid").exists():
+            self.run_id = f"{random.getrandbits(16):04x}"
+        self.node = f"al{self.run_id}n"
+        self.client = f"al{self.run_id}c"
+        self.namespaces: list[str] = []
+        self.procs = _Procs()
+        self.servers: dict[str, subprocess.Popen[bytes]] = {}
+        self.svc = Service()
+        self.rng = random.Random()
+        self.pod_count = 0
+        (out / "pods").mkdir(parents=True, exist_ok=True)
+        self.stream = WatchStream(out / "kube.json", self.svc.target_port)
+        self.slice = EndpointSlice(name=f"web-{safe_suffix(self.rng, 5)}")
+        self.dataplane = Dataplane(self.node, self.svc, cfg.backend)
+
+    # -- pods ---------------------------------------------------------------------------------
+    def new_pod(self, rs: ReplicaSet) -> LabPod:
+        self.pod_count += 1
+        pod = LabPod(name=f"{rs.name}-{safe_suffix(self.rng, 5)}", ip=f"10.244.0.{10 + self.pod_count}",
+                     rs=rs, prestop_s=self.cfg.prestop, grace_s=self.cfg.grace)
+        pod.created_ns = time.time_ns()
+        return pod
+
+    def start_pod(self, pod: LabPod) -> None:
+        """Sandbox (namespace + veth), container (server), then wait until it answers (bounded)."""
+        ns = f"al{self.run_id}p{self.pod_count}"
+        netns.attach_pod(self.node, ns, ns, pod.ip)
+        self.namespaces.append(ns)
+        events = self.out / "pods" / f"{pod.name}.jsonl"
+        self.servers[pod.name] = self.procs.start(ns, [
+            sys.executable, "-m", "tests.lab.server", "--port", str(self.svc.target_port),
+            "--name", pod.name, "--events", str(events), "--drain", str(self.cfg.drain)])
+        pod.started_ns = time.time_ns()
+        deadline = time.monotonic() + 10.0
+        while not http_ready(self.node, pod.ip, self.svc.target_port):
+            if time.monotonic() > deadline or self.servers[pod.name].poll() is not None:
+                raise RuntimeError(f"pod {pod.name} did not become ready within 10 s")
+            time.sleep(0.02)
+        pod.ready_ns = time.time_ns()
+
+    def pod_ns(self, pod: LabPod) -> str:
+        return f"al{self.run_id}p{int(pod.ip.rsplit('.', 1)[1]) - 10}"
+
+    # -- one replacement -----------------------------------------------------------------------
+    def replace(self, old: LabPod, new_rs: ReplicaSet, live: list[LabPod]) -> dict[str, Any]:
+        cfg = self.cfg
+        new = self.new_pod(new_rs)
+        self.stream.emit("ADDED", new)
+        self.start_pod(new)
+        self.stream.emit("MODIFIED", new, new.ready_ns)
+        live.append(new)
+        self.slice.endpoints.append((new, False))
+        self.slice.trigger_ns = new.ready_ns
+        self.stream.emit("MODIFIED", self.slice)
+        add = self.dataplane.sync([p.ip for p in live])
+
+        # delete the old pod: API marks it, the endpointslice controller marks it terminating
+        old.deleted_ns = time.time_ns()
+        self.stream.emit("MODIFIED", old, old.deleted_ns)
+        self.slice.endpoints = [(p, t or p is old) for p, t in self.slice.endpoints]
+        self.slice.trigger_ns = old.deleted_ns
+        self.stream.emit("MODIFIED", self.slice)
+        t_sigterm_due = old.deleted_ns + int(cfg.prestop * 1e9)
+        t_rules_due = old.deleted_ns + int(cfg.delay * 1e9)
+        t_kill_due = old.deleted_ns + cfg.grace * 1_000_000_000
+        server = self.servers[old.name]
+        t_sigterm = t_kill = 0
+        removed = None
+        while True:  # bounded by the grace period (then SIGKILL) and the propagation delay
+            now = time.time_ns()
+            if not t_sigterm and now >= t_sigterm_due:
+                server.send_signal(signal.SIGTERM)
+                t_sigterm = time.time_ns()
+            if removed is None and now >= t_rules_due:
+                live.remove(old)
+                removed = self.dataplane.sync([p.ip for p in live])
+            if not old.finished_ns and server.poll() is not None:
+                old.finished_ns = time.time_ns()
+                self.stream.emit("MODIFIED", old, old.finished_ns)
+                self.stream.emit("DELETED", old)
+                self.slice.endpoints = [(p, t) for p, t in self.slice.endpoints if p is not old]
+                self.slice.trigger_ns = old.finished_ns
+                self.stream.emit("MODIFIED", self.slice)
+            if not t_kill and now >= t_kill_due and server.poll() is None:
+                server.kill()
+                t_kill = time.time_ns()
+            if old.finished_ns and removed is not None:
+                break
+            time.sleep(TICK_S)
+        ns = self.pod_ns(old)  # sandbox teardown once the node no longer routes to it
+        netns.remove_namespaces([ns])
+        self.namespaces.remove(ns)
+        ground = _read_events(self.out / "pods" / f"{old.name}.jsonl")
+        return {
+            "name": old.name, "uid": old.uid, "ip": old.ip, "replaced_by": new.name,
+            "t_delete": old.deleted_ns, "t_sigterm": t_sigterm,
+            "t_listener_closed": ground.get("listener_closed", 0),
+            "t_rule_removed_before": removed.before_ns, "t_rule_removed_after": removed.after_ns,
+            "t_exit": ground.get("exit", 0), "t_exit_observed": old.finished_ns, "t_sigkill": t_kill,
+            "new_pod": {"name": new.name, "uid": new.uid, "ip": new.ip, "t_ready": new.ready_ns,
+                        "t_rule_added_after": add.after_ns},
+        }
+
+    # -- the whole run -------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        (RUNS_DIR / f"{self.run_id}.pid").write_text(str(os.getpid()))
+        netns.make_node(self.node)
+        self.namespaces.append(self.node)
+        netns.attach_client(self.node, self.client, self.client, CLIENT_IP, NODE_IP)
+        self.namespaces.append(self.client)
+        self.dataplane.install()
+        old_rs, new_rs = ReplicaSet(safe_suffix(self.rng, 10)), ReplicaSet(safe_suffix(self.rng, 10))
+        live: list[LabPod] = []
+        for _ in range(cfg.replicas):
+            pod = self.new_pod(old_rs)
+            self.start_pod(pod)
+            live.append(pod)
+        self.dataplane.sync([p.ip for p in live])
+        self.slice.created_ns = self.slice.trigger_ns = time.time_ns()
+        self.slice.endpoints = [(p, False) for p in live]
+        for pod in live:  # the watch starts with ADDED for what exists
+            self.stream.emit("ADDED", pod)
+        self.stream.emit("ADDED", self.slice)
+
+        capture = self.start_capture()
+        hey_out = (self.out / "hey.txt").open("wb")
+        per_worker = max(1, round(cfg.qps / cfg.workers))
+        hey = self.procs.start(self.client, [
+            "hey", "-z", "600s", "-c", str(cfg.workers), "-q", str(per_worker), "-t", "2",
+            *([] if cfg.keepalive else ["-disable-keepalive"]),
+            f"http://{self.svc.cluster_ip}:{self.svc.port}/"], stdout=hey_out, stderr=subprocess.STDOUT)
+        t_load = time.time_ns()
+        time.sleep(cfg.margin)
+        episodes = []
+        for i, old in enumerate(list(live)):
+            if i:
+                time.sleep(cfg.settle)
+            episodes.append(self.replace(old, new_rs, live))
+        time.sleep(cfg.margin)
+        stop(hey, signal.SIGINT, 15.0)
+        t_load_end = time.time_ns()
+        hey_out.close()
+        stop(capture, signal.SIGINT, 10.0)
+        pcap = self.out / "node.pcap"
+        for ep in episodes:
+            ep["rst_from_pod"] = count_rsts_from(pcap, ep["ip"], self.svc.target_port)
+            ep["syn_to_pod"] = count_packets(
+                pcap, f"dst host {ep['ip']} and tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn")
+        return {
+            "config": asdict(cfg),
+            "run_id": self.run_id,
+            "node": "lab-node",
+            "service": {"namespace": self.svc.namespace, "name": self.svc.name,
+                        "port_name": self.svc.port_name, "cluster_ip": self.svc.cluster_ip,
+                        "port": self.svc.port,
+                        "target_port": self.svc.target_port, "svc_chain": self.svc.svc_chain},
+            "client_ip": CLIENT_IP,
+            "replicasets": {"old": old_rs.name, "new": new_rs.name},
+            "t_load_start": t_load, "t_load_end": t_load_end,
+            "old_pods": episodes,
+            "client": parse_hey((self.out / "hey.txt").read_text(errors="replace")),
+            "kube_events": self.stream.count,
+        }
+
+    def start_capture(self) -> subprocess.Popen[bytes]:
+        bpf = f"tcp and (net 10.244.0.0/16 or host {self.svc.cluster_ip})"
+        if self.cfg.small_capture:
+            bpf += " and tcp[tcpflags] & (tcp-syn|tcp-rst|tcp-fin) != 0"
+        err = (self.out / "tcpdump.log").open("wb")
+        argv = ["tcpdump", "-i", "any", "-n", "-Z", "root", "-s", str(self.cfg.snaplen), "-B", "8192",
+                "-w", str(self.out / "node.pcap"), bpf]
+        proc = self.procs.start(self.node, argv, stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + 10.0
+        while b"listening on" not in (self.out / "tcpdump.log").read_bytes():
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("tcpdump did not start within 10 s (see tcpdump.log)")
+            time.sleep(0.02)
+        return proc
+
+    def close(self) -> None:
+        self.procs.stop_all()
+        netns.remove_namespaces(list(reversed(self.namespaces)))
+        self.stream.close()
+        (self.out / "rules.log").write_text("".join(
+            f"# sync at {t}\n{payload}" for t, payload in self.dataplane.log))
+        (RUNS_DIR / f"{self.run_id}.pid").unlink(missing_ok=True)
+
+
+def run_rollout(config: LabConfig, out_dir: Path) -> LabRun:
+    """Run one lab rollout as root; every namespace, process and rule is gone when it returns."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_namespaces()
+    lab = _Lab(config, out_dir)
+    try:
+        truth = lab.run()
+    finally:
+        lab.close()
+    truth_path = out_dir / "truth.json"
+    truth_path.write_text(json.dumps(truth, indent=2) + "\n")
+    return LabRun(out_dir, out_dir / "node.pcap", out_dir / "kube.json", truth_path,
+                  out_dir / "hey.txt", truth)

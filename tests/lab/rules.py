@@ -1,0 +1,130 @@
+"""kube-proxy's iptables mode, for one ClusterIP service: chain names, rule text, and syncs.
+
+Chains and rules are written as kube-proxy (pkg/proxy/iptables) writes them, with
+``iptables-restore --noflush``: each sync declares the service chain (which flushes it), rewrites it
+with ``-m statistic --mode random --probability`` splits, and deletes stale endpoint chains with ``-X``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from dataclasses import dataclass
+
+from tests.lab.netns import sh
+
+RESTORE = {"nft": "iptables-nft-restore", "legacy": "iptables-legacy-restore"}
+
+
+def port_proto_hash(service_port_name: str, protocol: str, endpoint: str = "") -> str:
+    """kube-proxy's hash: sha256 of name + protocol (+ endpoint), base32, first 16 characters."""
+    digest = hashlib.sha256((service_port_name + protocol + endpoint).encode()).digest()
+    return base64.b32encode(digest).decode()[:16]
+
+
+@dataclass(frozen=True)
+class Service:
+    """One service port: ``namespace/name:port_name`` at cluster_ip:port -> endpoints:target_port."""
+
+    namespace: str = "default"
+    name: str = "web"
+    port_name: str = "http"
+    cluster_ip: str = "10.96.0.10"
+    port: int = 80
+    target_port: int = 8080
+    protocol: str = "tcp"
+
+    @property
+    def port_id(self) -> str:
+        return f"{self.namespace}/{self.name}:{self.port_name}"
+
+    @property
+    def svc_chain(self) -> str:
+        return "KUBE-SVC-" + port_proto_hash(self.port_id, self.protocol)
+
+    def sep_chain(self, pod_ip: str) -> str:
+        return "KUBE-SEP-" + port_proto_hash(self.port_id, self.protocol, f"{pod_ip}:{self.target_port}")
+
+
+def render_base(svc: Service) -> str:
+    """The first sync: jump chains from PREROUTING/OUTPUT, masquerade plumbing, the service portal."""
+    return "\n".join([
+        "*nat",
+        ":KUBE-SERVICES - [0:0]",
+        ":KUBE-MARK-MASQ - [0:0]",
+        ":KUBE-POSTROUTING - [0:0]",
+        f":{svc.svc_chain} - [0:0]",
+        '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
+        "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000",
+        "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN",
+        "-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0",
+        '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" '
+        "-j MASQUERADE --random-fully",
+        f'-A KUBE-SERVICES -d {svc.cluster_ip}/32 -p {svc.protocol} -m comment --comment '
+        f'"{svc.port_id} cluster IP" -m {svc.protocol} --dport {svc.port} -j {svc.svc_chain}',
+        "COMMIT",
+        "",
+    ])
+
+
+def render_sync(svc: Service, endpoints: list[str], stale: list[str]) -> str:
+    """One sync of the service: SVC chain with random splits over ``endpoints``, SEP chains, stale -X."""
+    lines = ["*nat", f":{svc.svc_chain} - [0:0]"]
+    lines += [f":{svc.sep_chain(ip)} - [0:0]" for ip in [*endpoints, *stale]]
+    n = len(endpoints)
+    for i, ip in enumerate(endpoints):
+        comment = f'-m comment --comment "{svc.port_id} -> {ip}:{svc.target_port}"'
+        split = f" -m statistic --mode random --probability {1.0 / (n - i):0.10f}" if i < n - 1 else ""
+        lines.append(f"-A {svc.svc_chain} {comment}{split} -j {svc.sep_chain(ip)}")
+    for ip in endpoints:
+        sep = svc.sep_chain(ip)
+        lines.append(f'-A {sep} -s {ip}/32 -m comment --comment "{svc.port_id}" -j KUBE-MARK-MASQ')
+        lines.append(f'-A {sep} -p {svc.protocol} -m comment --comment "{svc.port_id}" -m {svc.protocol} '
+                     f"-j DNAT --to-destination {ip}:{svc.target_port}")
+    lines += [f"-X {svc.sep_chain(ip)}" for ip in stale]
+    lines += ["COMMIT", ""]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SyncTimes:
+    """Wall-clock nanoseconds just before starting and just after iptables-restore returned."""
+
+    before_ns: int
+    after_ns: int
+
+
+class Dataplane:
+    """The node's nat table for one service, rewritten the way kube-proxy rewrites it."""
+
+    def __init__(self, node_ns: str, svc: Service, backend: str = "nft") -> None:
+        if backend not in RESTORE:
+            raise ValueError(f"unknown backend {backend!r}; use one of {sorted(RESTORE)}")
+        self.node_ns, self.svc, self.restore = node_ns, svc, RESTORE[backend]
+        self.endpoints: list[str] = []
+        self.log: list[tuple[int, str]] = []  # (time_ns after restore, payload) of every sync
+
+    def _apply(self, payload: str) -> SyncTimes:
+        before = time.time_ns()
+        sh([self.restore, "--noflush", "-w", "5"], ns=self.node_ns, stdin=payload)
+        after = time.time_ns()
+        self.log.append((after, payload))
+        return SyncTimes(before, after)
+
+    def install(self) -> SyncTimes:
+        return self._apply(render_base(self.svc))
+
+    def sync(self, endpoints: list[str]) -> SyncTimes:
+        """Make the service balance over ``endpoints`` (in this order); delete chains of removed ones."""
+        stale = [ip for ip in self.endpoints if ip not in endpoints]
+        times = self._apply(render_sync(self.svc, endpoints, stale))
+        self.endpoints = list(endpoints)
+        return times
+
+    def dump(self) -> str:
+        """The nat table as iptables-save shows it."""
+        save = self.restore.replace("-restore", "-save")
+        return sh([save, "-t", "nat"], ns=self.node_ns).stdout
