@@ -27,6 +27,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -100,6 +101,8 @@ class FakeApiServer:
         self._watch_socks: set[socket.socket] = set()
         self._failures: list[int] = []
         self._closing = False
+        self._outage = 0
+        self._drop_generation = 0
         self.requests: list[str] = []  # request lines seen, for tests
         self._httpd = ThreadingHTTPServer((host, 0), _make_handler(self))
         self._httpd.daemon_threads = True
@@ -218,8 +221,10 @@ class FakeApiServer:
     def drop_watches(self) -> int:
         """Abruptly close every open watch connection (no terminating chunk); returns how many."""
         with self._cond:
+            self._drop_generation += 1
             socks = list(self._watch_socks)
             self._watch_socks.clear()
+            self._cond.notify_all()
         for sock in socks:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -232,6 +237,18 @@ class FakeApiServer:
             self._oldest_rv = self._rv
             self._snapshots.clear()
 
+    @contextlib.contextmanager
+    def outage(self, status: int = 503) -> Iterator[None]:
+        """While inside: watches are dropped and every request answers ``status``."""
+        with self._cond:
+            self._outage = status
+        self.drop_watches()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._outage = 0
+
     def fail_next(self, n: int, status: int = 500) -> None:
         """Answer the next ``n`` requests with ``status`` and a Status body."""
         with self._cond:
@@ -240,6 +257,8 @@ class FakeApiServer:
     # -- request side ------------------------------------------------------------------------------
     def _take_failure(self) -> int | None:
         with self._cond:
+            if self._outage:
+                return self._outage
             return self._failures.pop(0) if self._failures else None
 
     def _list(self, plural: str, ns: str | None, limit: int, token: str) -> dict[str, Any] | None:
@@ -273,10 +292,11 @@ class FakeApiServer:
                 item.pop("apiVersion", None)
         return {"kind": f"{res.kind}List", "apiVersion": res.api_version, "metadata": meta, "items": page}
 
-    def _watch_start(self, plural: str, ns: str | None, rv_text: str) -> tuple[list[_Change], int] | int:
-        """Initial events of a watch from ``rv_text`` and the version they reach; else an HTTP code."""
+    def _watch_start(self, plural: str, ns: str | None, rv_text: str) -> tuple[list[_Change], int, int] | int:
+        """Initial events of a watch from ``rv_text``, the version they reach and the drop generation
+        (else an HTTP status)."""
         with self._cond:
-            if self._closing:
+            if self._closing or self._outage:
                 return 503
             if rv_text in ("", "0"):  # "any": synthetic ADDED for the current state
                 initial = [
@@ -284,14 +304,14 @@ class FakeApiServer:
                     for k, o in sorted(self._store[plural].items())
                     if ns is None or k[0] == ns
                 ]
-                return initial, self._rv
+                return initial, self._rv, self._drop_generation
             if not rv_text.isdigit():
                 return 400
             rv = int(rv_text)
             if rv < self._oldest_rv:
                 return 410
             changes = [c for c in self._history if c.rv > rv and c.plural == plural]
-            return changes, max([rv, *(c.rv for c in changes)])
+            return changes, max([rv, *(c.rv for c in changes)]), self._drop_generation
 
 
 def _in(change: _Change, ns: str | None) -> bool:
@@ -376,7 +396,7 @@ def _make_handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(b"0\r\n\r\n")
                 return
             assert isinstance(start, tuple)
-            initial, sent_rv = start
+            initial, sent_rv, generation = start
             timeout = float(query.get("timeoutSeconds", "0") or 0) or 1800.0
             bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
             deadline = time.monotonic() + timeout
@@ -389,7 +409,7 @@ def _make_handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                 next_bookmark = time.monotonic() + server.bookmark_interval
                 while True:
                     with server._cond:
-                        if server._closing or self.connection not in server._watch_socks:
+                        if server._closing or generation != server._drop_generation:
                             return  # dropped: no terminating chunk, like a broken connection
                         pending = [c for c in server._history if c.rv > sent_rv and c.plural == plural]
                         now = time.monotonic()
