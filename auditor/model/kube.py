@@ -88,7 +88,8 @@ class PodInfo:
     name: str
     node: str | None  # spec.nodeName
     ips: tuple[str, ...]  # every pod IP ever seen, in order of first sight
-    ips_first_seen_ns: tuple[int, ...]  # per IP: observedAt of the first event with it (else creation)
+    ips_first_seen_ns: tuple[int, ...]  # per IP: observedAt of the event where it appeared (precise);
+    # creation (coarse) if the first version seen of the pod already had it, or without observedAt
     replicaset: str | None  # ownerReferences kind=ReplicaSet
     deployment: str | None  # replicaset minus "-<pod-template-hash>"
     host_network: bool  # spec.hostNetwork: its IP is the node's, never resolved to this pod

@@ -33,7 +33,7 @@ class PodState:
     namespace: str
     name: str
     node: str | None = None
-    ips: dict[str, int | None] = field(default_factory=dict)  # ip -> first observedAt
+    ips: dict[str, int | None] = field(default_factory=dict)  # ip -> observedAt it appeared (None: creation)
     replicaset: str | None = None
     deployment: str | None = None
     host_network: bool = False
@@ -86,6 +86,7 @@ def update_pod(pods: dict[str, PodState], etype: str, obj: dict[str, Any], obser
     namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
     uid = str(meta.get("uid") or f"{namespace}/{name}")
     st = pods.get(uid)
+    first_version = st is None
     if st is None:
         st = pods[uid] = PodState(uid, namespace, name)
     if observed is not None and (st.first_observed_ns is None or observed < st.first_observed_ns):
@@ -95,8 +96,8 @@ def update_pod(pods: dict[str, PodState], etype: str, obj: dict[str, Any], obser
     st.host_network = bool(spec.get("hostNetwork", st.host_network))
     _owner(st, meta)
     for ip in _pod_ips(status):
-        if ip not in st.ips:
-            st.ips[ip] = observed
+        if ip not in st.ips:  # already there in the first version seen: held since creation, as far as known
+            st.ips[ip] = None if first_version else observed
     deletion = _coarse(meta.get("deletionTimestamp"))
     if deletion is not None and st.deletion_ns is None:  # the first one: request time + grace period
         st.deletion_ns = deletion
