@@ -1,0 +1,78 @@
+// tcp:tcp_send_reset and tcp:tcp_receive_reset -> K_RST_SENT / K_RST_RECEIVED.
+// Field offsets: -DSR_OFF_<FIELD> (send) and -DRR_OFF_<FIELD> (receive) from the format files;
+// -DSR_SOCKADDR when the addresses are sockaddr-sized (6.10+), -D<TP>_HAS_<FIELD> for optional fields.
+// Decoded by auditor/sources/live/decode_tcp_reset.py.
+
+struct ev_tcp_reset {
+    struct ev_hdr hdr;
+    struct ev_tuple t;  // as the tracepoint reports it: saddr = this host's side
+    u32 state;          // TCP state of the socket (TCP_CLOSE = 7 when there is none)
+    u32 reason;         // enum sk_rst_reason (send, 6.10+), else 0
+};
+
+static __always_inline u16 split_family(void *ctx, int has_family, int off_family, int off_s6) {
+    if (has_family)
+        return tp_u16(ctx, off_family);
+    // no family field: IPv4 sockets show a v4-mapped ::ffff:a.b.c.d in saddr_v6
+    u32 w[3] = {};
+    bpf_probe_read_kernel(w, sizeof(w), (const char *)ctx + off_s6);
+    return (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff)) ? AF_INET_ : AF_INET6_;
+}
+
+#ifdef TP_TCP_SEND_RESET
+int on_tcp_send_reset(void *ctx) {
+    struct ev_tcp_reset ev = {};
+    const void *sk = tp_ptr(ctx, SR_OFF_SKADDR);
+#ifdef SR_HAS_SKBADDR
+    const void *skb = tp_ptr(ctx, SR_OFF_SKBADDR);
+#else
+    const void *skb = 0;
+#endif
+    fill_hdr(&ev.hdr, K_RST_SENT, sk ? netns_of_sk(sk) : netns_of_skb(skb));
+#ifdef SR_SOCKADDR
+    ev.hdr.family = read_sockaddrs(ctx, &ev.t, SR_OFF_SADDR, SR_OFF_DADDR);
+#else
+#ifdef SR_HAS_FAMILY
+    ev.hdr.family = split_family(ctx, 1, SR_OFF_FAMILY, SR_OFF_SADDR_V6);
+#else
+    ev.hdr.family = split_family(ctx, 0, 0, SR_OFF_SADDR_V6);
+#endif
+    ev.t.sport = tp_u16(ctx, SR_OFF_SPORT);
+    ev.t.dport = tp_u16(ctx, SR_OFF_DPORT);
+    read_split_addrs(ctx, &ev.t, ev.hdr.family, SR_OFF_SADDR, SR_OFF_DADDR, SR_OFF_SADDR_V6,
+                     SR_OFF_DADDR_V6);
+#endif
+#ifdef SR_HAS_STATE
+    ev.state = tp_u32(ctx, SR_OFF_STATE);
+#endif
+#ifdef SR_HAS_REASON
+    ev.reason = tp_u32(ctx, SR_OFF_REASON);
+#endif
+    emit(ctx, &ev, sizeof(ev), K_RST_SENT);
+    return 0;
+}
+#endif
+
+#ifdef TP_TCP_RECEIVE_RESET
+int on_tcp_receive_reset(void *ctx) {
+    struct ev_tcp_reset ev = {};
+    const void *sk = tp_ptr(ctx, RR_OFF_SKADDR);
+    fill_hdr(&ev.hdr, K_RST_RECEIVED, netns_of_sk(sk));
+#ifdef RR_HAS_FAMILY
+    ev.hdr.family = split_family(ctx, 1, RR_OFF_FAMILY, RR_OFF_SADDR_V6);
+#else
+    ev.hdr.family = split_family(ctx, 0, 0, RR_OFF_SADDR_V6);
+#endif
+    ev.t.sport = tp_u16(ctx, RR_OFF_SPORT);
+    ev.t.dport = tp_u16(ctx, RR_OFF_DPORT);
+    read_split_addrs(ctx, &ev.t, ev.hdr.family, RR_OFF_SADDR, RR_OFF_DADDR, RR_OFF_SADDR_V6,
+                     RR_OFF_DADDR_V6);
+    if (sk) {
+        u8 st = 0;  // sk->__sk_common.skc_state
+        bpf_probe_read_kernel(&st, 1, (const char *)sk + OFF_SK_STATE);
+        ev.state = st;
+    }
+    emit(ctx, &ev, sizeof(ev), K_RST_RECEIVED);
+    return 0;
+}
+#endif
