@@ -101,7 +101,7 @@ def _times_ns(times: Any) -> np.ndarray:
     import pandas as pd
 
     if isinstance(times, pd.Series | pd.Index) and times.dtype.kind == "M":
-        return np.asarray(pd.DatetimeIndex(times).asi8, dtype=np.int64)
+        return np.asarray(pd.DatetimeIndex(times).as_unit("ns").asi8, dtype=np.int64)
     arr = np.asarray(times)
     if arr.dtype.kind == "M":
         return arr.astype("datetime64[ns]").view(np.int64)
