@@ -1,0 +1,134 @@
+"""Pure decoders of the probe events, fed struct-packed byte literals (no root, no bcc)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+import pytest
+
+from auditor.model.packet import RST, SYN, EventKind
+from auditor.sources.live import DecodeError, decode_event
+from auditor.sources.live.clock import measure_clock_offset
+from auditor.sources.live.decode_skb_drop import drop_location
+from auditor.sources.live.formatters import (
+    drop_reason_name,
+    enum_names,
+    rst_reason_name,
+    tcp_state_name,
+)
+
+OFFSET = 1_700_000_000_000_000_000  # realtime - monotonic, ns
+NETNS = 4026532001
+V4 = socket.inet_aton
+AF_INET, AF_INET6 = 2, 10
+
+
+def v6(text: str) -> bytes:
+    return socket.inet_pton(socket.AF_INET6, text)
+
+
+def header(ts: int, kind: int, family: int, saddr: bytes, daddr: bytes, sport: int, dport: int) -> bytes:
+    """struct ev_hdr + struct ev_tuple: ts, kind, netns, pid, family, pad, saddr, daddr, sport, dport."""
+    return struct.pack("<QIIIHH16s16sHH", ts, kind, NETNS, 4242, family, 0, saddr, daddr, sport, dport)
+
+
+def test_rst_sent_for_closed_port() -> None:
+    # 10.244.1.7.8080 > 10.244.2.9.41000: Flags [R.] -- RST from the pod to the client
+    # state 7 (CLOSE: no socket), reason 1 (SK_RST_REASON_NO_SOCKET); padded to sizeof 72
+    data = header(5_000, 1, AF_INET, V4("10.244.1.7"), V4("10.244.2.9"), 8080, 41000)
+    data += struct.pack("<II4x", 7, 1)
+    ev = decode_event(data, OFFSET, node="n1")
+    assert ev.kind == EventKind.RST_SENT
+    assert (ev.src, ev.sport, ev.dst, ev.dport) == ("10.244.1.7", 8080, "10.244.2.9", 41000)
+    assert (ev.time_ns, ev.family, ev.reason_raw, ev.state_raw) == (OFFSET + 5_000, 4, 1, 7)
+    assert (ev.netns, ev.source, ev.node, ev.frame) == (NETNS, "ebpf", "n1", 0)
+
+
+def test_rst_received_is_swapped_to_wire_direction() -> None:
+    # the client socket 10.244.2.9.41000 (SYN_SENT = 2) receives a RST from 10.244.1.7.8080
+    data = header(7, 2, AF_INET, V4("10.244.2.9"), V4("10.244.1.7"), 41000, 8080)
+    data += struct.pack("<II4x", 2, 0)
+    ev = decode_event(data, OFFSET)
+    assert ev.kind == EventKind.RST_RECEIVED
+    assert (ev.src, ev.sport, ev.dst, ev.dport) == ("10.244.1.7", 8080, "10.244.2.9", 41000)
+    assert ev.state_raw == 2
+
+
+def test_refused_ipv6() -> None:
+    # [fd00::2].41000 > [fd00::7].8080 SYN_SENT -> CLOSE
+    data = header(9, 3, AF_INET6, v6("fd00::2"), v6("fd00::7"), 41000, 8080)
+    data += struct.pack("<II4x", 2, 7)
+    ev = decode_event(data, OFFSET)
+    assert ev.kind == EventKind.REFUSED
+    assert (ev.family, ev.src, ev.sport, ev.dst, ev.dport) == (6, "fd00::2", 41000, "fd00::7", 8080)
+    assert ev.state_raw == 2
+
+
+def test_listen_close() -> None:
+    # listener 0.0.0.0:8080 LISTEN (10) -> CLOSE (7)
+    data = header(11, 4, AF_INET, V4("0.0.0.0"), V4("0.0.0.0"), 8080, 0) + struct.pack("<II4x", 10, 7)
+    ev = decode_event(data, OFFSET)
+    assert (ev.kind, ev.src, ev.sport, ev.dport, ev.state_raw) == ("listen_close", "0.0.0.0", 8080, 0, 10)
+
+
+def test_icmp_unreachable_quotes_original_datagram() -> None:
+    # ICMP 10.244.1.7 tcp port 8080 unreachable (type 3 code 3), quoted SYN 10.244.2.9.41000 > .8080
+    data = header(13, 5, AF_INET, V4("10.244.2.9"), V4("10.244.1.7"), 41000, 8080)
+    data += struct.pack("<IIBBHI", 3, 3, 6, SYN, 0, 0)
+    ev = decode_event(data, OFFSET)
+    assert ev.kind == EventKind.ICMP_UNREACHABLE
+    assert (ev.icmp_type, ev.icmp_code, ev.tcp_flags) == (3, 3, SYN)
+    assert (ev.src, ev.sport, ev.dst, ev.dport, ev.reporter) == ("10.244.2.9", 41000, "10.244.1.7", 8080, "")
+
+
+def test_drop_with_reason_and_location() -> None:
+    # SYN 10.244.2.9.41000 > 10.244.1.7.8080 dropped, reason 3 (NO_SOCKET), at 0xffffffff81abcdef
+    data = header(15, 6, AF_INET, V4("10.244.2.9"), V4("10.244.1.7"), 41000, 8080)
+    data += struct.pack("<IHBB4xQ", 3, 0x0800, 6, SYN, 0xFFFFFFFF81ABCDEF)
+    ev = decode_event(data, OFFSET)
+    assert (ev.kind, ev.reason_raw, ev.tcp_flags) == ("drop", 3, SYN)
+    assert (ev.src, ev.dst, ev.dport) == ("10.244.2.9", "10.244.1.7", 8080)
+    assert drop_location(data) == (6, 0xFFFFFFFF81ABCDEF)
+
+
+def test_unknown_family_gives_empty_addresses() -> None:
+    data = header(1, 1, 0, b"\x01" * 16, b"\x02" * 16, 1, 2) + struct.pack("<II4x", 0, 0)
+    ev = decode_event(data, 0)
+    assert (ev.src, ev.dst) == ("", "")
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "expected at least"),
+        (header(1, 1, AF_INET, V4("1.2.3.4"), V4("5.6.7.8"), 1, 2), "expected at least 68"),
+        (header(1, 99, AF_INET, V4("1.2.3.4"), V4("5.6.7.8"), 1, 2) + b"\0" * 40, "unknown event kind 99"),
+    ],
+)
+def test_malformed_events_raise_decode_error(data: bytes, message: str) -> None:
+    with pytest.raises(DecodeError, match=message):
+        decode_event(data, 0)
+
+
+def test_family_decoder_rejects_other_kind() -> None:
+    from auditor.sources.live.decode_sock_state import decode_sock_state
+
+    data = header(1, 1, AF_INET, V4("1.2.3.4"), V4("5.6.7.8"), 1, 2) + struct.pack("<II4x", 0, 0)
+    with pytest.raises(DecodeError, match="not a sock_state"):
+        decode_sock_state(data, 0)
+
+
+def test_formatters_name_raw_values() -> None:
+    assert tcp_state_name(10) == "LISTEN" and tcp_state_name(99) == "STATE_99"
+    rst = enum_names({"SK_RST_REASON_NOT_SPECIFIED": 0, "SK_RST_REASON_NO_SOCKET": 1}, "SK_RST_REASON_")
+    assert rst_reason_name(1, rst) == "NO_SOCKET" and rst_reason_name(5, rst) == "REASON_5"
+    drops = {2: "NOT_SPECIFIED", 3: "NO_SOCKET"}
+    assert drop_reason_name(3, drops) == "NO_SOCKET" and RST == 0x04
+
+
+def test_clock_offset_matches_wall_clock() -> None:
+    offset = measure_clock_offset()
+    utc = time.clock_gettime_ns(time.CLOCK_MONOTONIC) + offset
+    assert abs(utc - time.time_ns()) < 50_000_000  # 50 ms: only scheduling noise between reads
