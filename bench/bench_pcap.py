@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -124,6 +126,11 @@ def find_auditor(given: str | None) -> str:
     if not found:
         raise SystemExit("bench_pcap: no auditor command found — run `bash .ci/install` or pass --auditor")
     return found
+
+
+def tcpdump_version() -> str:
+    done = subprocess.run(["tcpdump", "--version"], capture_output=True, text=True, timeout=30, check=False)
+    return (done.stdout or done.stderr).splitlines()[0] if (done.stdout or done.stderr) else "tcpdump"
 
 
 def fmt_mb(n: int) -> str:
@@ -265,6 +272,7 @@ def run_bench(pcap: Path, truth: Truth, big: tuple[Path, Truth] | None, auditor:
     print(f"capture {pcap}: {truth.packets:,} packets, {fmt_mb(truth.bytes)}, "
           f"{(truth.last_time_us - truth.first_time_us) / 1e6:.0f} s of traffic")
     print(f"tcpdump filter: {TCPDUMP_FILTER}")
+    print(f"machine: {os.cpu_count()} CPUs, Linux {platform.release()}, {tcpdump_version()}")
     print_table(rows)
     if not counts_ok:
         print("FAIL: RST/SYN counts differ between tcpdump, auditor and the generator", file=sys.stderr)
