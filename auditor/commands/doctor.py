@@ -43,8 +43,7 @@ def summarize(checks: list[Check]) -> dict[str, int]:
     show_default=True,
     help="Seconds to wait for the API server.",
 )
-@click.pass_context
-def doctor(ctx: click.Context, as_json: bool, kubeconfig: Path | None, timeout: float) -> None:
+def doctor(as_json: bool, kubeconfig: Path | None, timeout: float) -> None:
     """Check kernel, tracepoints, BTF, bcc and headers, capabilities, iptables backend and API access.
 
     Exits 0 when nothing fails (warnings allowed), 1 otherwise.
@@ -57,4 +56,6 @@ def doctor(ctx: click.Context, as_json: bool, kubeconfig: Path | None, timeout: 
         render_table(checks)
         click.echo(", ".join(f"{n} {s}" for s, n in summary.items()))
     if summary[str(Status.FAIL)]:
-        ctx.exit(1)
+        # SystemExit, not ctx.exit(): cli.main runs click with standalone_mode=False, which turns
+        # ctx.exit(1) into a return value that `python -m auditor` drops.
+        raise SystemExit(1)

@@ -120,7 +120,12 @@ def headers_release(directory: Path) -> str | None:
     return match[1] if match else None
 
 
-def check_headers(release: str, modules: Path = Path("/lib/modules"), src: Path = Path("/usr/src")) -> Check:
+def check_headers(
+    release: str,
+    modules: Path = Path("/lib/modules"),
+    src: Path = Path("/usr/src"),
+    kheaders: Path = KHEADERS,
+) -> Check:
     """Headers bcc would use: BCC_KERNEL_SOURCE, /lib/modules/<release>/build, kheaders, /usr/src."""
     name = "kernel headers"
     mismatch_fix = f"install headers for {release} (Debian: linux-headers-{release}), or point "
@@ -138,8 +143,8 @@ def check_headers(release: str, modules: Path = Path("/lib/modules"), src: Path 
     build = modules / release / "build"
     if build.is_dir():
         return Check(name, Status.OK, f"{build}")
-    if KHEADERS.is_file():
-        return Check(name, Status.OK, f"{KHEADERS} (bcc extracts it)")
+    if kheaders.is_file():
+        return Check(name, Status.OK, f"{kheaders} (bcc extracts it)")
     others = sorted(p for p in src.glob("linux-headers-*") if p.is_dir() and not p.name.endswith("-common"))
     if others:
         found = ", ".join(headers_release(p) or p.name for p in others)
