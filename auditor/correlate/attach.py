@@ -19,7 +19,7 @@ def attach_episodes(times_ns: np.ndarray, ips: pd.Series, episodes: pd.DataFrame
         return result
     ep_ips = episodes["ip"].astype(str).to_numpy()
     cats = pd.Index(np.unique(ep_ips))
-    codes = cats.get_indexer(ips.astype(str).to_numpy())
+    codes = cats.get_indexer(pd.Index(ips.astype(str).to_numpy()))
     known = codes >= 0
     if not known.any():
         return result
@@ -29,7 +29,7 @@ def attach_episodes(times_ns: np.ndarray, ips: pd.Series, episodes: pd.DataFrame
     right = pd.DataFrame(
         {
             "t": episodes["window_start_ns"].to_numpy(dtype="int64"),
-            "ipc": cats.get_indexer(ep_ips),
+            "ipc": cats.get_indexer(pd.Index(ep_ips)),
             "end": episodes["window_end_ns"].to_numpy(dtype="int64"),
             "episode": episodes["episode"].to_numpy(dtype="int64"),
         }

@@ -63,9 +63,12 @@ def build_episodes(pods: Iterable[Any], endpoints: pd.DataFrame | None = None) -
     starts: dict[str, list[int]] = {}
     for p in pods:
         first, _ = _stamp(p, "first_seen_ns", "created_ns")
-        for ip in getattr(p, "ips", ()) or ():
-            if first is not None:
-                starts.setdefault(ip, []).append(first)
+        ips = tuple(getattr(p, "ips", ()) or ())
+        per_ip = tuple(getattr(p, "ips_first_seen_ns", ()) or ())
+        for k, ip in enumerate(ips):
+            seen = per_ip[k] if k < len(per_ip) and per_ip[k] is not None else first
+            if seen is not None:
+                starts.setdefault(ip, []).append(int(seen))
     for p in pods:
         deleted, deleted_precise = _stamp(p, "deletion_observed_ns", "deletion_ns", "deleted_observed_ns")
         if deleted is None:
@@ -127,7 +130,7 @@ def _attach_endpoint_changes(ep: pd.DataFrame, endpoints: pd.DataFrame | None) -
         e["address"] = e["address"].astype(str)
         by_addr = {a: g.sort_values("t", kind="stable") for a, g in e.groupby("address", sort=False)}
         for i, row in enumerate(ep.itertuples(index=False)):
-            g = by_addr.get(row.ip)
+            g = by_addr.get(str(row.ip))
             if g is None:
                 continue
             g = g[(g["t"] >= row.window_start_ns) & (g["t"] <= row.window_end_ns)]

@@ -77,7 +77,7 @@ PACKET_COLUMNS: tuple[str, ...] = tuple(
     "time" if f.name == "time_ns" else f.name for f in fields(PacketEvent)
 )
 
-_INT_COLUMNS: dict[str, str] = {
+_INT_COLUMNS: dict[str, Any] = {
     "family": "uint8",
     "sport": "uint16",
     "dport": "uint16",

@@ -1,0 +1,155 @@
+"""``auditor analyze``: explain a rollout from captures, Kubernetes watch streams, dataplane records
+and the client's own result."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from auditor.errors import InputError
+
+
+def _capture_arg(value: str, default_node: str | None) -> tuple[str, Path]:
+    """``NODE=FILE`` names the node a capture was taken on; a plain FILE is named by --node or its stem."""
+    if "=" in value and not Path(value).exists():
+        node, _, path = value.partition("=")
+        return node, Path(path)
+    p = Path(value)
+    return (default_node or p.stem), p
+
+
+def load_inputs(
+    pcaps: tuple[str, ...],
+    event_files: tuple[str, ...],
+    kube: tuple[str, ...],
+    dataplane: tuple[str, ...],
+    client: str | None,
+    node: str | None,
+) -> dict[str, Any]:
+    """Read every input; user errors surface as one-line InputError, partial damage as ``problems``."""
+    import pandas as pd
+
+    from auditor.model.packet import packet_frame
+    from auditor.sources.kube_stream import read_kube_streams
+
+    problems: list[str] = []
+    frames: list[pd.DataFrame] = []
+    info: dict[str, Any] = {"capture_frames": 0, "capture_skipped": 0, "captures": []}
+    for spec in pcaps:
+        from auditor.sources.capture import read_capture
+
+        name, path = _capture_arg(spec, node)
+        if not path.exists():
+            raise InputError("no such capture file", str(path), "check the --pcap path")
+        cap = read_capture(path, node=name)
+        frames.append(cap.events)
+        s = cap.summary
+        info["capture_frames"] += s.frames
+        info["capture_skipped"] += s.skipped
+        info["captures"].append({"file": str(path), "node": name, "frames": s.frames, "skipped": s.skipped})
+        problems += [f"{path.name}: {e}" for e in s.errors]
+    for spec in event_files:
+        from auditor.sinks.eventfile import read_events
+
+        name, path = _capture_arg(spec, node)
+        ev = read_events(path)
+        if (ev["node"].astype(str) == "").any():
+            ev["node"] = ev["node"].astype(str).replace("", name)
+        frames.append(ev)
+    packets = pd.concat(frames, ignore_index=True) if frames else packet_frame()
+    for col in ("kind", "src", "dst", "node", "source", "file"):
+        packets[col] = packets[col].astype(str).astype("category")
+
+    k = read_kube_streams(list(kube))
+    info["kube_events_read"] = k.events_read
+    info["kube_events_skipped"] = k.events_skipped
+    problems += [str(p) for p in k.problems]
+
+    dp = None
+    if dataplane:
+        from auditor.sources.dataplane_file import read_dataplane
+
+        d = read_dataplane(list(dataplane))
+        dp = d.table
+        info["dataplane_records"] = len(dp)
+        problems += [str(p) for p in d.problems]
+    result = None
+    if client:
+        from auditor.sources.client_result import read_client_result
+
+        result = read_client_result(client)
+    info["problems"] = problems
+    info["problems_count"] = len(problems)
+    return {"packets": packets, "kube": k, "dataplane": dp, "client": result, "inputs": info}
+
+
+@click.command("analyze")
+@click.option(
+    "--pcap", "pcaps", multiple=True, metavar="[NODE=]FILE", help="pcap/pcapng capture (repeatable)."
+)
+@click.option("--events", "event_files", multiple=True, metavar="[NODE=]FILE",
+              help="event table from 'auditor pcap events' or the agent's event log (repeatable).")  # fmt: skip
+@click.option("--kube", multiple=True, metavar="FILE", required=True,
+              help="kubectl --watch --output-watch-events -o json stream, or a kubectl get -o json list.")  # fmt: skip
+@click.option("--dataplane", multiple=True, metavar="FILE", help="dataplane rule-change JSONL (repeatable).")
+@click.option("--client", metavar="FILE", help="the load generator's result: fortio -json or hey's output.")
+@click.option("--node", help="node name for captures given without NODE= (default: the file name).")
+@click.option(
+    "--margin", type=float, default=0.5, show_default=True, help="seconds added to the worst delay."
+)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON document instead of tables.")
+@click.option(
+    "--html", "html_out", metavar="OUT", help="also write an HTML (or .md Markdown) report with plots."
+)
+@click.option("--fail-on-gap", is_flag=True, help="exit 1 when the verdict is GAP (for CI pipelines).")
+def analyze(
+    pcaps: tuple[str, ...],
+    event_files: tuple[str, ...],
+    kube: tuple[str, ...],
+    dataplane: tuple[str, ...],
+    client: str | None,
+    node: str | None,
+    margin: float,
+    as_json: bool,
+    html_out: str | None,
+    fail_on_gap: bool,
+) -> None:
+    """Explain the pod terminations of a rollout: timeline per node, every failed connection's cause,
+    the propagation gap, and the preStop / terminationGracePeriodSeconds that close it."""
+    from auditor.correlate.audit import AuditOptions, audit
+    from auditor.report.document import build_document
+
+    if not pcaps and not event_files:
+        raise InputError("nothing to analyze", "analyze", "give at least one --pcap or --events file")
+    data = load_inputs(pcaps, event_files, kube, dataplane, client, node)
+    k = data["kube"]
+    res = audit(
+        data["packets"],
+        list(k.pods.values()),
+        endpoints=k.endpoints,
+        dataplane=data["dataplane"],
+        client=data["client"],
+        options=AuditOptions(margin_s=margin),
+        inputs=data["inputs"],
+    )
+    doc = build_document(res)
+    if html_out:
+        from auditor.report.html import write_report
+
+        written = write_report(res, doc, html_out)
+        doc["inputs"]["report_files"] = [str(p) for p in written]
+    if as_json:
+        json.dump(doc, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        from auditor.report.terminal import render_terminal
+
+        render_terminal(doc)
+        if html_out:
+            click.echo(f"report written to {html_out}")
+    if fail_on_gap and doc["verdict"] == "GAP":
+        sys.exit(1)

@@ -1,0 +1,134 @@
+"""The audit as one JSON document with stable keys (``auditor analyze --json``).
+
+Top-level keys: ``verdict``, ``verdict_line``, ``recommendation``, ``causes``, ``nodes`` (per-node gaps),
+``rollouts``, ``episodes`` (each with its per-node timeline), ``client``, ``reconciliation``, ``inputs``
+(what was read, and counts of anything unparsed or unmatched) and ``precision`` (which times are precise).
+Times are RFC 3339 UTC strings with nanoseconds; durations are seconds (float).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, is_dataclass
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from auditor.correlate.audit import AuditResult
+from auditor.correlate.causes import CAUSES
+from auditor.correlate.episodes import MISSING_NS
+
+SCHEMA_VERSION = 1
+
+
+def iso(ns: Any) -> str | None:
+    if ns is None or int(ns) == MISSING_NS:
+        return None
+    ts = pd.Timestamp(int(ns), unit="ns", tz="UTC")
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ns) % 1_000_000_000:09d}Z"
+
+
+def _num(v: Any) -> float | None:
+    if v is None:
+        return None
+    f = float(v)
+    return None if math.isnan(f) else round(f, 6)
+
+
+def _plain(v: Any) -> Any:
+    if is_dataclass(v) and not isinstance(v, type):
+        return _plain(asdict(v))
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
+    if isinstance(v, float):
+        return _num(v)
+    if isinstance(v, pd.Timestamp):
+        return iso(int(v.value))
+    if hasattr(v, "item") and not isinstance(v, str):
+        return _plain(v.item())
+    if isinstance(v, datetime):
+        return v.isoformat()
+    return v
+
+
+def build_document(res: AuditResult) -> dict[str, Any]:
+    episodes = []
+    tl = res.timelines
+    fl = res.failures
+    for ep in res.episodes.itertuples(index=False):
+        causes = fl.loc[fl["episode"] == ep.episode, "cause"].value_counts()
+        nodes = []
+        for row in tl.loc[tl["episode"] == ep.episode].itertuples(index=False):
+            nfl = fl.loc[(fl["episode"] == ep.episode) & (fl["node"] == row.node), "cause"].value_counts()
+            nodes.append(
+                {
+                    "node": row.node,
+                    "rule_removed": iso(row.rule_removed_ns),
+                    "rule_removed_source": row.rule_removed_source or None,
+                    "listener_closed": iso(row.listener_closed_ns),
+                    "listener_closed_source": row.listener_closed_source or None,
+                    "propagation_delay_s": _num(row.propagation_delay_s),
+                    "propagation_delay_precise": bool(row.propagation_delay_precise),
+                    "gap_s": _num(row.gap_s),
+                    "causes": {c: int(nfl.get(c, 0)) for c in CAUSES},
+                }
+            )
+        episodes.append(
+            {
+                "episode": int(str(ep.episode)),
+                "pod": ep.pod,
+                "namespace": ep.namespace,
+                "pod_uid": ep.pod_uid,
+                "ip": ep.ip,
+                "pod_node": ep.pod_node or None,
+                "rollout": ep.rollout,
+                "replicaset": ep.replicaset or None,
+                "deleted": iso(ep.deleted_ns),
+                "deleted_precise": bool(ep.deleted_precise),
+                "endpoint_terminating": iso(ep.endpoint_terminating_ns),
+                "endpoint_terminating_precise": bool(ep.endpoint_terminating_precise),
+                "endpoint_removed": iso(ep.endpoint_removed_ns),
+                "exited": iso(ep.exited_ns),
+                "exited_precise": bool(ep.exited_precise),
+                "prestop_s": _num(ep.prestop_s),
+                "prestop_kind": ep.prestop_kind or None,
+                "termination_grace_s": _num(ep.grace_s),
+                "causes": {c: int(causes.get(c, 0)) for c in CAUSES},
+                "nodes": nodes,
+            }
+        )
+    nodes_summary = []
+    if not tl.empty:
+        for node, g in tl.groupby("node", sort=True):
+            d = pd.to_numeric(g["propagation_delay_s"], errors="coerce")
+            nfl = fl.loc[fl["node"] == node, "cause"].value_counts()
+            nodes_summary.append(
+                {
+                    "node": node,
+                    "episodes_measured": int(d.notna().sum()),
+                    "max_propagation_delay_s": _num(d.max()) if d.notna().any() else None,
+                    "median_propagation_delay_s": _num(d.median()) if d.notna().any() else None,
+                    "max_gap_s": _num(g["gap_s"].max()),
+                    "causes": {c: int(nfl.get(c, 0)) for c in CAUSES},
+                }
+            )
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "verdict": res.verdict,
+        "verdict_line": res.verdict_line,
+        "recommendation": _plain(res.recommendation),
+        "causes": dict(res.causes),
+        "nodes": nodes_summary,
+        "rollouts": [_plain(r.as_dict()) for r in res.rollouts],
+        "episodes": episodes,
+        "client": _plain(res.client) if res.client is not None else None,
+        "reconciliation": _plain(res.reconciliation),
+        "inputs": _plain(res.inputs),
+        "precision": {
+            "precise": "packet times, watch receipt times (observedAt), dataplane records, live probe events",
+            "coarse": "Kubernetes object timestamps (deletionTimestamp, finishedAt, ...): one-second resolution",
+        },
+    }
