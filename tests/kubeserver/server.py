@@ -157,6 +157,12 @@ class FakeApiServer:
         with self._cond:
             return self._rv
 
+    @property
+    def open_watches(self) -> int:
+        """How many watch streams are being served right now."""
+        with self._cond:
+            return len(self._watch_socks)
+
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Add an object (``kind`` picks the resource); returns the stored copy."""
         res = _BY_KIND[obj["kind"]]
