@@ -26,6 +26,13 @@ def fetch_version(kubeconfig: Path | None, timeout: float) -> str:
     return f"{info.git_version} at {configuration.host}"
 
 
+def _readable(path: Path) -> bool:
+    try:
+        return path.is_file() and os.access(path, os.R_OK)
+    except OSError:
+        return False
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text[:200]}"
@@ -33,7 +40,7 @@ def _one_line(exc: BaseException) -> str:
 
 def check_api(kubeconfig: Path | None, timeout: float = 3.0, token: Path = SERVICE_ACCOUNT_TOKEN) -> Check:
     name = "api access"
-    in_cluster = token.is_file() and "KUBERNETES_SERVICE_HOST" in os.environ
+    in_cluster = _readable(token) and "KUBERNETES_SERVICE_HOST" in os.environ
     if kubeconfig is not None or in_cluster:
         source = f"kubeconfig {kubeconfig}" if kubeconfig is not None else "in-cluster service account"
         try:
@@ -44,7 +51,7 @@ def check_api(kubeconfig: Path | None, timeout: float = 3.0, token: Path = SERVI
         return Check(name, Status.OK, f"{source}: {version}")
     candidates = [Path(p) for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
     candidates.append(Path.home() / ".kube" / "config")
-    present = [p for p in candidates if p.is_file()]
+    present = [p for p in candidates if _readable(p)]
     if present:
         detail = f"kubeconfig {present[0]} present (not contacted: pass --kubeconfig to try it)"
         return Check(name, Status.OK, detail)

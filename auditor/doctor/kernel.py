@@ -51,11 +51,19 @@ def check_kernel(release: str) -> Check:
     return Check(name, Status.OK, detail)
 
 
+def _is(path: Path, kind: str) -> bool:
+    """``path.is_dir()`` / ``is_file()`` that answers False instead of raising when access is denied."""
+    try:
+        return path.is_dir() if kind == "dir" else path.is_file()
+    except OSError:
+        return False
+
+
 def find_tracefs(roots: tuple[Path, ...] = TRACEFS_ROOTS) -> Path | None:
     """The first tracefs whose events directory this process can read."""
     for root in roots:
         events = root / "events"
-        if events.is_dir() and os.access(events, os.R_OK | os.X_OK):
+        if _is(events, "dir") and os.access(events, os.R_OK | os.X_OK):
             return root
     return None
 
@@ -74,7 +82,7 @@ def check_tracepoints(roots: tuple[Path, ...] = TRACEFS_ROOTS) -> list[Check]:
                 "in a pod, mount the host's /sys/kernel/tracing read-only"
             )
             checks.append(Check(name, missing, f"no readable tracefs at {where}", fix))
-        elif (tracefs / "events" / category / event / "format").exists():
+        elif _is(tracefs / "events" / category / event / "format", "file"):
             checks.append(Check(name, Status.OK, f"{tracefs}/events/{category}/{event}"))
         else:
             lost = "the agent cannot run" if required else "the agent runs without this signal"
@@ -84,7 +92,7 @@ def check_tracepoints(roots: tuple[Path, ...] = TRACEFS_ROOTS) -> list[Check]:
 
 
 def check_btf(path: Path = BTF_PATH) -> Check:
-    if path.is_file():
+    if _is(path, "file"):
         return Check("btf", Status.OK, f"{path}")
     return Check(
         "btf",
@@ -133,7 +141,7 @@ def check_headers(
     chosen = os.environ.get("BCC_KERNEL_SOURCE")
     if chosen:
         tree = Path(chosen)
-        if not tree.is_dir():
+        if not _is(tree, "dir"):
             return Check(name, Status.FAIL, f"BCC_KERNEL_SOURCE={chosen} is not a directory", mismatch_fix)
         built_for = headers_release(tree)
         if built_for is not None and built_for != release:
@@ -141,11 +149,13 @@ def check_headers(
             return Check(name, Status.WARN, detail, mismatch_fix)
         return Check(name, Status.OK, f"BCC_KERNEL_SOURCE={chosen}")
     build = modules / release / "build"
-    if build.is_dir():
+    if _is(build, "dir"):
         return Check(name, Status.OK, f"{build}")
-    if kheaders.is_file():
+    if _is(kheaders, "file"):
         return Check(name, Status.OK, f"{kheaders} (bcc extracts it)")
-    others = sorted(p for p in src.glob("linux-headers-*") if p.is_dir() and not p.name.endswith("-common"))
+    others = sorted(
+        p for p in src.glob("linux-headers-*") if _is(p, "dir") and not p.name.endswith("-common")
+    )
     if others:
         found = ", ".join(headers_release(p) or p.name for p in others)
         detail = f"no headers for the running kernel {release}; found {found} (version mismatch)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -380,3 +381,28 @@ def test_doctor_bad_kubeconfig_path_is_one_line() -> None:
     proc = run_doctor("--kubeconfig", "/nonexistent/kubeconfig")
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "/nonexistent/kubeconfig" in proc.stderr
+
+
+def test_doctor_as_an_unprivileged_user_reports_instead_of_crashing() -> None:
+    """As nobody, without capabilities: tracefs is unreadable and capabilities fail, in JSON, exit 1."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux) to drop to an unprivileged user")
+    drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]
+    reachable = subprocess.run(
+        [*drop, sys.executable, "-c", "import auditor"], capture_output=True, timeout=60, check=False
+    )
+    if reachable.returncode != 0:
+        pytest.skip("this checkout is not readable by uid 65534")
+    proc = subprocess.run(
+        [*drop, sys.executable, "-m", "auditor", "doctor", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+        env={**os.environ, "HOME": "/nonexistent-home", "KUBECONFIG": ""},
+        check=False,
+    )
+    by_name = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
+    assert list(by_name) == EXPECTED_CHECKS
+    assert by_name["capabilities"]["status"] == "fail" and "BPF" in by_name["capabilities"]["detail"]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
