@@ -207,3 +207,46 @@ def test_median_of_runs() -> None:
     assert med.wall_s == 2.0 and med.peak_rss_bytes == 30
     with pytest.raises(ValueError):
         measure.median_of([])
+
+
+_FAKE_AUDITOR = '''
+import json, struct, sys
+import pyarrow as pa, pyarrow.parquet as pq
+_, sub, path, *rest = sys.argv[1:]
+kinds = []
+with open(path, "rb") as f:
+    f.read(24)
+    while header := f.read(16):
+        frame = f.read(struct.unpack("<IIII", header)[2])
+        flags = frame[47]
+        if flags & 4:
+            kinds.append("tcp_rst")
+        elif flags & 2 and not flags & 16:
+            kinds.append("tcp_syn")
+if DROP_ONE_RST:
+    kinds.remove("tcp_rst")
+if sub == "events":
+    pq.write_table(pa.table({"kind": pa.array(kinds).dictionary_encode()}), rest[rest.index("-o") + 1])
+else:
+    print(json.dumps({"tcp_rst": kinds.count("tcp_rst"), "tcp_syn": kinds.count("tcp_syn")}))
+'''
+
+
+@pytest.mark.parametrize("drop_one_rst", [False, True])
+def test_bench_exit_status_follows_the_counts(
+    tmp_path: Path, drop_one_rst: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The harness end to end on a small capture, with a stand-in reader that is right, then one RST short."""
+    require_tool("tcpdump")
+    fake = tmp_path / "auditor"
+    fake.write_text(f"#!{sys.executable}\nDROP_ONE_RST = {drop_one_rst}\n{_FAKE_AUDITOR}")
+    fake.chmod(0o755)
+    bench_pcap = _load("bench_pcap")
+    rc = bench_pcap.main(["--packets", "3000", "--repeat", "1", "--no-scale", "--cache", str(tmp_path / "c"),
+                          "--auditor", str(fake), "--keep", str(tmp_path / "keep")])
+    out = capsys.readouterr()
+    assert rc == (1 if drop_one_rst else 0), out.err
+    rst_row = next(line for line in out.out.splitlines() if line.startswith("RST packets"))
+    assert rst_row.endswith("FAIL" if drop_one_rst else "PASS")
+    assert "ratio auditor / tcpdump" in out.out
+    assert (tmp_path / "keep" / "events.parquet").exists()
