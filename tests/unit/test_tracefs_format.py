@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from auditor.sources.live.btf import ENUM, INT, PTR, STRUCT, UNION, parse_btf
-from auditor.sources.live.environment import kernel_supports_ringbuf, pick_headers
+from auditor.sources.live.environment import kernel_supports_ringbuf, pick_headers, split_tree_cflags
 from auditor.sources.live.layout import FAMILIES, LayoutError, hook_cflags, pack_pod_cidr
 from auditor.sources.live.tracefs import parse_format
 
@@ -203,3 +203,12 @@ def test_pick_headers_debian_split_tree(tmp_path) -> None:
     assert source.name == "linux-headers-6.1.0-56-common"
     assert f"-I{tmp_path}/linux-headers-6.1.0-56-amd64/arch/x86/include/generated" in flags
     assert pick_headers("6.18.0", "x86_64", tmp_path / "empty") is None
+
+
+def test_preset_common_tree_finds_generated_sibling(tmp_path) -> None:
+    common = tmp_path / "linux-headers-6.1.0-56-common"
+    (common / "include" / "linux").mkdir(parents=True)
+    (tmp_path / "linux-headers-6.1.0-56-amd64" / "include" / "generated").mkdir(parents=True)
+    flags = split_tree_cflags(common, "x86_64")
+    assert flags[0] == f"-I{tmp_path}/linux-headers-6.1.0-56-amd64/include"
+    assert split_tree_cflags(tmp_path / "linux-headers-6.1.0-56-amd64", "x86_64") == []

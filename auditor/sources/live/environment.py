@@ -70,13 +70,27 @@ def pick_headers(release: str, machine: str, src: Path = Path("/usr/src")) -> tu
     )
     if source is None or source == build:
         return build, []
-    flags = [
+    return source, _generated_cflags(build, arch)
+
+
+def _generated_cflags(build: Path, arch: str) -> list[str]:
+    return [
         f"-I{build}/include",
         f"-I{build}/arch/{arch}/include/generated",
         f"-I{build}/arch/{arch}/include/generated/uapi",
         f"-I{build}/include/generated/uapi",
     ]
-    return source, flags
+
+
+def split_tree_cflags(source: Path, machine: str) -> list[str]:
+    """For a sources-only tree (``...-common``), -I flags to its generated sibling (``...-amd64``)."""
+    if (source / "include" / "generated").is_dir():
+        return []
+    stem = source.name.removesuffix("-common")
+    for sibling in sorted(source.parent.glob(f"{stem}-*")):
+        if sibling != source and (sibling / "include" / "generated").is_dir():
+            return _generated_cflags(sibling, _ARCH.get(machine, machine))
+    return []
 
 
 def prepare_bcc_environment(mount_tracefs: bool = True) -> BccEnvironment:
@@ -89,6 +103,7 @@ def prepare_bcc_environment(mount_tracefs: bool = True) -> BccEnvironment:
         env.headers, env.kernel_source = "modules", modules
     elif preset:
         env.headers, env.kernel_source = "BCC_KERNEL_SOURCE (preset)", Path(preset)
+        env.extra_cflags = split_tree_cflags(Path(preset), machine)
     else:
         picked = pick_headers(release, machine)
         if picked is None:
