@@ -340,3 +340,51 @@ def test_kubeconfig_from_environment(
         assert [p.metadata.name for p in client.CoreV1Api(api).list_pod_for_all_namespaces().items] == ["a"]
     finally:
         api.close()
+
+
+def test_recorded_stream_reads_back_with_the_kube_stream_reader(
+    server: FakeApiServer, api: Any, tmp_path: Path
+) -> None:
+    """What the agent records is what ``auditor.sources.kube_stream`` reads (format contract)."""
+    from auditor.sources.kube_stream import read_kube_streams
+
+    def slice_(ready: bool) -> dict[str, Any]:
+        return {
+            "kind": "EndpointSlice",
+            "metadata": {
+                "namespace": "default",
+                "name": "web-x",
+                "labels": {"kubernetes.io/service-name": "web"},
+            },
+            "addressType": "IPv4",
+            "ports": [{"port": 8080, "protocol": "TCP", "name": ""}],
+            "endpoints": [
+                {
+                    "addresses": ["10.244.0.5"],
+                    "conditions": {"ready": ready, "serving": True, "terminating": not ready},
+                    "targetRef": {"kind": "Pod", "namespace": "default", "name": "web-1"},
+                }
+            ],
+        }
+
+    web = pod("web-1", ip="10.244.0.5")
+    web["spec"] = {"nodeName": "node-a", "containers": [{"name": "c"}]}
+    server.create(web)
+    server.create(slice_(ready=True))
+    path = tmp_path / "kube.json"
+    with StreamRecorder(path) as rec:
+        watcher = KubeWatcher(api, kinds=("pods", "endpointslices"), on_event=rec.write_event).start()
+        try:
+            assert watcher.wait_synced(10)
+            wait_for(lambda: server.open_watches == 2, what="2 open watches")
+            server.update(slice_(ready=False))
+            server.delete("Pod", "default", "web-1")
+            wait_for(lambda: rec.count == 4, what="4 recorded events")
+        finally:
+            assert watcher.stop()
+    timeline = read_kube_streams([path])
+    assert timeline.problems == [] and timeline.events_read == 4
+    assert list(timeline.endpoints["ready"]) == [True, False]
+    assert bool(timeline.endpoints["precise"].all())  # observedAt was used
+    (info,) = timeline.pods.values()
+    assert (info.name, info.ips, info.deleted) == ("web-1", ("10.244.0.5",), True)
