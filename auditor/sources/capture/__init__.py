@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CaptureResult", "CaptureSummary", "iter_event_batches", "read_capture", "summarize_capture"]
 
-BATCH_ROWS = 65536
+BATCH_ROWS = 32768
 
 
 @dataclass

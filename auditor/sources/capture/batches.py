@@ -15,6 +15,57 @@ from auditor.model.packet import PACKET_COLUMNS, packet_arrow_schema
 from auditor.sources.capture import layout as L
 
 _TIME = pa.timestamp("ns", tz="UTC")
+_ARROW_TYPES = {
+    np.dtype(t): f()
+    for t, f in (
+        ("u1", pa.uint8),
+        ("<u2", pa.uint16),
+        ("<u4", pa.uint32),
+        ("<u8", pa.uint64),
+        ("<i4", pa.int32),
+        ("<i8", pa.int64),
+    )
+}
+
+
+# pa.array() on numpy or lists imports pandas (~0.3 s); building from buffers does not.
+def numeric_array(values: np.ndarray, type: pa.DataType | None = None) -> pa.Array:
+    """A primitive Arrow array sharing a numpy array's memory (copied if strided)."""
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(
+        type or _ARROW_TYPES[values.dtype], len(values), [None, pa.py_buffer(values)]
+    )
+
+
+def string_array(values: list[str]) -> pa.Array:
+    """A string array from a (short) list."""
+    encoded = [v.encode("utf-8") for v in values]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
+    np.cumsum([len(b) for b in encoded], out=offsets[1:])
+    data = pa.py_buffer(b"".join(encoded))
+    return pa.Array.from_buffers(pa.string(), len(encoded), [None, pa.py_buffer(offsets), data])
+
+
+def dictionary_array(codes: np.ndarray, values: list[str] | pa.Array) -> pa.DictionaryArray:
+    dictionary = values if isinstance(values, pa.Array) else string_array(values)
+    return pa.DictionaryArray.from_arrays(numeric_array(codes.astype(np.int32, copy=False)), dictionary)
+
+
+def factorize(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of one row per distinct key tuple, inverse codes) for equal-length integer arrays."""
+    n = len(keys[0])
+    if n == 0:
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
+    order = np.lexsort(keys[::-1])
+    new = np.zeros(n, dtype=bool)
+    new[0] = True
+    for k in keys:
+        ks = k[order]
+        new[1:] |= ks[1:] != ks[:-1]
+    group = np.cumsum(new) - 1
+    inverse = np.empty(n, dtype=np.intp)
+    inverse[order] = group
+    return order[new], inverse
 
 
 class _Dictionary:
@@ -32,9 +83,7 @@ class _Dictionary:
         return i
 
     def array(self, indices: np.ndarray) -> pa.DictionaryArray:
-        return pa.DictionaryArray.from_arrays(
-            pa.array(indices.astype(np.int32, copy=False)), pa.array(self.values, type=pa.string())
-        )
+        return dictionary_array(indices, self.values)
 
 
 def _address_text(family: int, raw: bytes) -> str:
@@ -53,56 +102,57 @@ class BatchBuilder:
         self.file, self.node = file, node
         self.addresses = _Dictionary()
         self.encaps = _Dictionary()
-        self.kinds = pa.array(list(L.KIND_NAMES), type=pa.string())
+        self.kinds = string_array(list(L.KIND_NAMES))
 
     def _addresses(self, family: np.ndarray, raw: np.ndarray) -> pa.DictionaryArray:
-        keys = np.empty(len(raw), dtype=[("f", "u1"), ("a", "V16")])
-        keys["f"], keys["a"] = family, raw
-        uniq, inverse = np.unique(keys, return_inverse=True)
+        words = np.ascontiguousarray(raw).view("<u8").reshape(-1, 2)
+        first, inverse = factorize(family, words[:, 0], words[:, 1])
         codes = np.array(
-            [self.addresses.code(bytes(k), _address_text(int(k["f"]), bytes(k["a"]))) for k in uniq],
+            [
+                self.addresses.code(
+                    (int(family[i]), bytes(raw[i])), _address_text(int(family[i]), bytes(raw[i]))
+                )
+                for i in first
+            ],
             dtype=np.int32,
         )
-        return self.addresses.array(codes[inverse.reshape(-1)])
+        return self.addresses.array(codes[inverse])
 
     def _constant(self, value: str, n: int) -> pa.DictionaryArray:
-        return pa.DictionaryArray.from_arrays(
-            pa.array(np.zeros(n, dtype=np.int32)), pa.array([value], type=pa.string())
-        )
+        return dictionary_array(np.zeros(n, dtype=np.int32), [value])
 
     def build(self, ev: np.ndarray, interfaces: list[str]) -> pa.RecordBatch:
         """One record batch from packed events; ``ev['iface']`` indexes ``interfaces``."""
         n = len(ev)
-        enc_uniq, enc_inv = np.unique(ev["encap"], return_inverse=True)
-        enc_codes = np.array([self.encaps.code(int(u), L.encap_name(int(u))) for u in enc_uniq], dtype=np.int32)
-        zeros32 = np.zeros(n, dtype=np.uint32)
+        encap = ev["encap"]
+        enc_first, enc_inv = factorize(encap)
+        enc_codes = np.array(
+            [self.encaps.code(int(encap[i]), L.encap_name(int(encap[i]))) for i in enc_first], dtype=np.int32
+        )
+        num = numeric_array
         cols: dict[str, pa.Array] = {
-            "time": pa.array(np.ascontiguousarray(ev["time_ns"]), type=pa.int64()).view(_TIME),
-            "kind": pa.DictionaryArray.from_arrays(
-                pa.array(ev["kind"].astype(np.int32) - 1), self.kinds
-            ),
-            "family": pa.array(np.ascontiguousarray(ev["family"])),
+            "time": num(ev["time_ns"], _TIME),
+            "kind": dictionary_array(ev["kind"].astype(np.int32) - 1, self.kinds),
+            "family": num(ev["family"]),
             "src": self._addresses(ev["family"], ev["src"]),
-            "sport": pa.array(np.ascontiguousarray(ev["sport"])),
+            "sport": num(ev["sport"]),
             "dst": self._addresses(ev["family"], ev["dst"]),
-            "dport": pa.array(np.ascontiguousarray(ev["dport"])),
-            "tcp_flags": pa.array(np.ascontiguousarray(ev["tcp_flags"])),
-            "seq": pa.array(np.ascontiguousarray(ev["seq"])),
-            "ack": pa.array(np.ascontiguousarray(ev["ack"])),
-            "payload_len": pa.array(np.ascontiguousarray(ev["payload_len"])),
-            "icmp_type": pa.array(np.ascontiguousarray(ev["icmp_type"])),
-            "icmp_code": pa.array(np.ascontiguousarray(ev["icmp_code"])),
+            "dport": num(ev["dport"]),
+            "tcp_flags": num(ev["tcp_flags"]),
+            "seq": num(ev["seq"]),
+            "ack": num(ev["ack"]),
+            "payload_len": num(ev["payload_len"]),
+            "icmp_type": num(ev["icmp_type"]),
+            "icmp_code": num(ev["icmp_code"]),
             "reporter": self._addresses(ev["rfamily"], ev["reporter"]),
-            "encap": self.encaps.array(enc_codes[enc_inv.reshape(-1)]),
-            "reason_raw": pa.array(zeros32),
-            "state_raw": pa.array(np.zeros(n, dtype=np.uint8)),
-            "netns": pa.array(np.zeros(n, dtype=np.uint64)),
+            "encap": self.encaps.array(enc_codes[enc_inv]),
+            "reason_raw": num(np.zeros(n, dtype=np.uint32)),
+            "state_raw": num(np.zeros(n, dtype=np.uint8)),
+            "netns": num(np.zeros(n, dtype=np.uint64)),
             "source": self._constant("pcap", n),
             "file": self._constant(self.file, n),
-            "interface": pa.DictionaryArray.from_arrays(
-                pa.array(ev["iface"].astype(np.int32)), pa.array(interfaces, type=pa.string())
-            ),
+            "interface": dictionary_array(ev["iface"].astype(np.int32), interfaces),
             "node": self._constant(self.node, n),
-            "frame": pa.array(np.ascontiguousarray(ev["frame"])),
+            "frame": num(ev["frame"]),
         }
         return pa.RecordBatch.from_arrays([cols[c] for c in PACKET_COLUMNS], schema=self.schema)

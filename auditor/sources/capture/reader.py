@@ -13,7 +13,7 @@ import struct
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from io import BufferedReader
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from auditor.sources import _scan  # type: ignore[attr-defined]
 from auditor.sources.capture import layout as L
 from auditor.sources.capture.summary import CaptureSummary
 
-CHUNK = 8 << 20  # bytes read per step
+CHUNK = 4 << 20  # bytes read per step
 MAX_RECORD = 16 << 20  # larger record/block lengths are damage, not data
 SHB = 0x0A0D0D0A
 IDB = 1
@@ -63,14 +63,18 @@ class _State:
             self.summary.link_types[name] = self.summary.link_types.get(name, 0) + frames
 
 
-def scan_file(path: str | os.PathLike[str], summary: CaptureSummary) -> Iterator[tuple[np.ndarray, list[str]]]:
+def scan_file(
+    path: str | os.PathLike[str], summary: CaptureSummary
+) -> Iterator[tuple[np.ndarray, list[str]]]:
     """Yield (events, interface names) per chunk; ``events['iface']`` indexes the names list."""
     name = os.fspath(path)
     summary.file = os.path.basename(name)
     try:
         f = open(name, "rb")  # noqa: SIM115 - closed below, generator
     except OSError as exc:
-        raise InputError(f"cannot open: {exc.strerror or exc}", name, "check the path and permissions") from None
+        raise InputError(
+            f"cannot open: {exc.strerror or exc}", name, "check the path and permissions"
+        ) from None
     state = _State(name, summary)
     with f:
         head = f.read(24)
@@ -99,6 +103,46 @@ def _finish(state: _State) -> None:
         raise InputError(f"no readable packet: {s.errors[0]}", state.path, _HINT)
 
 
+class _Window:
+    """A fixed read buffer over the file (no per-chunk allocation: keeps peak memory flat).
+
+    ``data[:end]`` holds file bytes from offset ``base``; ``refill(pos)`` keeps ``data[pos:end]``
+    (a partial record), moves it to the front and reads more behind it.
+    """
+
+    def __init__(self, f: BufferedReader, head: bytes, base: int) -> None:
+        self.f = f
+        self.data = bytearray(CHUNK)
+        self.data[: len(head)] = head
+        self.base, self.end, self.eof = base, len(head), False
+        self._fill()
+
+    def _fill(self) -> None:
+        with memoryview(self.data) as mv:
+            while self.end < len(self.data) and not self.eof:
+                got = self.f.readinto(mv[self.end :])
+                if not got:
+                    self.eof = True
+                self.end += got or 0
+
+    def view(self) -> memoryview:
+        return memoryview(self.data)[: self.end]
+
+    def refill(self, pos: int) -> tuple[int, bool]:
+        """Drop bytes before ``pos`` and read more; returns (new pos, whether more was read)."""
+        if self.eof:
+            return pos, False
+        tail = self.end - pos
+        self.data[:tail] = self.data[pos : self.end]
+        self.base += pos
+        self.end = tail
+        if tail > len(self.data) // 2:  # a record larger than half the buffer: grow
+            self.data.extend(bytes(len(self.data)))
+        before = self.end
+        self._fill()
+        return 0, self.end > before
+
+
 def _events(raw: bytes, remap: np.ndarray | None = None) -> np.ndarray:
     ev = np.frombuffer(raw, dtype=L.EVENT_DTYPE)
     if remap is not None:
@@ -107,7 +151,7 @@ def _events(raw: bytes, remap: np.ndarray | None = None) -> np.ndarray:
     return ev
 
 
-def _scan_pcap(f: BinaryIO, head: bytes, state: _State) -> Iterator[tuple[np.ndarray, list[str]]]:
+def _scan_pcap(f: BufferedReader, head: bytes, state: _State) -> Iterator[tuple[np.ndarray, list[str]]]:
     if len(head) < 24:
         raise InputError("truncated pcap file header", state.path, _HINT)
     order, nsec = _PCAP_MAGIC[head[:4]]
@@ -119,29 +163,28 @@ def _scan_pcap(f: BinaryIO, head: bytes, state: _State) -> Iterator[tuple[np.nda
     swapped = (order == "<") != (sys.byteorder == "little")
     maxcap = min(max(snaplen, 262144), MAX_RECORD)
     state.interfaces.append("")
-    buf, base, pos, frames = f.read(CHUNK), 24, 0, 0
+    win = _Window(f, b"", 24)
+    pos, frames = 0, 0
     c = state.counters
     while True:
-        pos, n, raw, status = _scan.scan_pcap(buf, pos, swapped, nsec, linktype, frames, maxcap, c)
+        pos, n, raw, status = _scan.scan_pcap(win.view(), pos, swapped, nsec, linktype, frames, maxcap, c)
         frames += n
         if raw:
             yield _events(raw), state.interfaces
-        where = f"at byte {base + pos} (frame {frames + 1})"
+        where = f"at byte {win.base + pos} (frame {frames + 1})"
         if status == _CORRUPT:
-            incl = struct.unpack(order + "I", buf[pos + 8 : pos + 12])[0]
+            incl = struct.unpack_from(order + "I", win.data, pos + 8)[0]
             state.summary.errors.append(
                 f"corrupt record header {where}: captured length {incl} exceeds {maxcap}; rest not read"
             )
             state.summary.skipped += 1
             break
-        more = f.read(CHUNK)
+        pos, more = win.refill(pos)
         if not more:
-            if pos < len(buf):
+            if pos < win.end:
                 state.summary.errors.append(f"truncated record {where}: file ends mid-packet")
                 state.summary.skipped += 1
             break
-        base += pos
-        buf, pos = buf[pos:] + more, 0
     state.add_link_frames(linktype, frames)
 
 
@@ -177,46 +220,49 @@ def _read_idb(body: bytes, sec: _Section, state: _State) -> None:
             offset = struct.unpack(o + "q", value[:8])[0]
         i += 4 + ((length + 3) & ~3)
     row = np.zeros((1, L.IF_FIELDS), dtype=np.int64)
-    row[0, [L.IF_LINKTYPE, L.IF_RES_KIND, L.IF_RES_EXP, L.IF_OFFSET_S]] = (linktype, res_kind, res_exp, offset)
+    row[0, [L.IF_LINKTYPE, L.IF_RES_KIND, L.IF_RES_EXP, L.IF_OFFSET_S]] = (
+        linktype,
+        res_kind,
+        res_exp,
+        offset,
+    )
     sec.table = np.vstack([sec.table, row])
     sec.remap.append(state.interface_index(name))
     if linktype not in L.SUPPORTED_LINKTYPES:
         state.unsupported.add(f"{L.linktype_name(linktype)} ({linktype})")
 
 
-def _scan_pcapng(f: BinaryIO, head: bytes, state: _State) -> Iterator[tuple[np.ndarray, list[str]]]:
-    buf, base, pos, frames = head + f.read(CHUNK), 0, 0, 0
+def _scan_pcapng(f: BufferedReader, head: bytes, state: _State) -> Iterator[tuple[np.ndarray, list[str]]]:
+    win = _Window(f, head, 0)
+    pos, frames = 0, 0
     sec: _Section | None = None
-    eof = False
     errors = state.summary.errors
 
     def more() -> bool:
-        nonlocal buf, base, pos, eof
-        if eof:
-            return False
-        data = f.read(CHUNK)
-        if not data:
-            eof = True
-            return False
-        base += pos
-        buf, pos = buf[pos:] + data, 0
-        return True
+        nonlocal pos
+        pos, got = win.refill(pos)
+        return got
 
     while True:
         status = _OTHER_BLOCK
         if sec is not None:
             pos, n, raw, status = _scan.scan_pcapng(
-                buf, pos, (sec.order == "<") != (sys.byteorder == "little"),
-                sec.table, frames, MAX_RECORD, state.counters,
+                win.view(),
+                pos,
+                (sec.order == "<") != (sys.byteorder == "little"),
+                sec.table,
+                frames,
+                MAX_RECORD,
+                state.counters,
             )
             frames += n
             if raw:
                 yield _events(raw, np.asarray(sec.remap, dtype=np.uint32)), state.interfaces
-        where = f"at byte {base + pos}"
-        if status == _NEED_MORE or len(buf) - pos < 12:
+        where = f"at byte {win.base + pos}"
+        if status == _NEED_MORE or win.end - pos < 12:
             if more():
                 continue
-            if pos < len(buf):
+            if pos < win.end:
                 errors.append(f"truncated block {where} (frame {frames + 1}): file ends mid-block")
                 state.summary.skipped += 1
             break
@@ -224,9 +270,10 @@ def _scan_pcapng(f: BinaryIO, head: bytes, state: _State) -> Iterator[tuple[np.n
             errors.append(f"corrupt block {where} (frame {frames + 1}): bad block length; rest not read")
             state.summary.skipped += 1
             break
-        btype = struct.unpack("<I", buf[pos : pos + 4])[0]
+        buf = win.data
+        btype = struct.unpack_from("<I", buf, pos)[0]
         if btype == SHB:
-            bom = buf[pos + 8 : pos + 12]
+            bom = bytes(buf[pos + 8 : pos + 12])
             order = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">" if bom == b"\x1a\x2b\x3c\x4d" else ""
             if not order:
                 errors.append(f"corrupt section header {where}: bad byte-order magic; rest not read")
@@ -235,19 +282,21 @@ def _scan_pcapng(f: BinaryIO, head: bytes, state: _State) -> Iterator[tuple[np.n
                 _close_section(sec, state)
             sec = _Section(order=order)
         assert sec is not None
-        btype, blen = struct.unpack(sec.order + "II", buf[pos : pos + 8])
+        btype, blen = struct.unpack_from(sec.order + "II", buf, pos)
         if blen < 12 or blen % 4 or blen > MAX_RECORD:
-            errors.append(f"corrupt block {where} (frame {frames + 1}): bad block length {blen}; rest not read")
+            errors.append(
+                f"corrupt block {where} (frame {frames + 1}): bad block length {blen}; rest not read"
+            )
             state.summary.skipped += 1
             break
-        while len(buf) - pos < blen and more():
+        while win.end - pos < blen and more():
             pass
-        if len(buf) - pos < blen:
+        if win.end - pos < blen:
             errors.append(f"truncated block {where} (frame {frames + 1}): file ends mid-block")
             state.summary.skipped += 1
             break
         if btype == IDB and blen >= 20:
-            _read_idb(buf[pos + 8 : pos + blen - 4], sec, state)
+            _read_idb(bytes(buf[pos + 8 : pos + blen - 4]), sec, state)
         pos += blen
     if sec is not None:
         _close_section(sec, state)
