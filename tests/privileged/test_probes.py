@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from auditor.model.packet import EventKind, PacketEvent
+from auditor.sources.live import ProbeConfig, ProbeSet
 from tests.conftest import require_root, require_tool
 
 pytestmark = pytest.mark.privileged
@@ -55,9 +56,8 @@ def _skip_unless_bcc_can_load() -> None:
 
 
 @pytest.fixture(scope="module")
-def probes() -> Iterator[object]:
+def probes() -> Iterator[ProbeSet]:
     _skip_unless_bcc_can_load()
-    from auditor.sources.live import ProbeConfig, ProbeSet
 
     probe_set = ProbeSet(ProbeConfig(pod_cidrs=("127.0.0.0/8",), node="smoke")).start()
     try:
@@ -78,19 +78,19 @@ def netns() -> Iterator[tuple[str, int]]:
         subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
 
 
-def _collect(probe_set: object, inum: int, wanted: set[str], seconds: float = 5.0) -> list[PacketEvent]:
+def _collect(probe_set: ProbeSet, inum: int, wanted: set[str], seconds: float = 5.0) -> list[PacketEvent]:
     got: list[PacketEvent] = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        got += [e for e in probe_set.poll(50) if e.netns == inum]  # type: ignore[attr-defined]
+        got += [e for e in probe_set.poll(50) if e.netns == inum]
         if wanted <= {e.kind for e in got}:
             break
     return got
 
 
-def test_refusal_listener_icmp_and_drop_in_netns(probes: object, netns: tuple[str, int]) -> None:
+def test_refusal_listener_icmp_and_drop_in_netns(probes: ProbeSet, netns: tuple[str, int]) -> None:
     name, inum = netns
-    probes.poll(0)  # type: ignore[attr-defined]  # drop earlier traffic
+    probes.poll(0)  # drop earlier traffic
     out = subprocess.run(
         ["ip", "netns", "exec", name, sys.executable, "-c", CLIENT],
         capture_output=True,
@@ -104,7 +104,7 @@ def test_refusal_listener_icmp_and_drop_in_netns(probes: object, netns: tuple[st
     by_kind: dict[str, list[PacketEvent]] = {}
     for e in events:
         by_kind.setdefault(e.kind, []).append(e)
-    assert wanted <= set(by_kind), f"missing {wanted - set(by_kind)}; disabled: {probes.disabled}"  # type: ignore[attr-defined]
+    assert wanted <= set(by_kind), f"missing {wanted - set(by_kind)}; disabled: {probes.disabled}"
 
     refused = by_kind[EventKind.REFUSED][0]
     assert (refused.dst, refused.dport, refused.state_raw) == ("127.0.0.1", CLOSED_PORT, 2)
@@ -124,20 +124,20 @@ def test_refusal_listener_icmp_and_drop_in_netns(probes: object, netns: tuple[st
         assert abs(e.time_ns - time.time_ns()) < 30 * 10**9
 
 
-def test_counters_match_received(probes: object, netns: tuple[str, int]) -> None:
+def test_counters_match_received(probes: ProbeSet, netns: tuple[str, int]) -> None:
     name, _ = netns
     for _ in range(3):
         subprocess.run(
             ["ip", "netns", "exec", name, sys.executable, "-c", CLIENT], capture_output=True, timeout=20
         )
-    before = probes.counters()  # type: ignore[attr-defined]
+    before = probes.counters()
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        probes.poll(50)  # type: ignore[attr-defined]
-        if all(probes.received[k] >= c["seen"] for k, c in before.items()):  # type: ignore[attr-defined]
+        probes.poll(50)
+        if all(probes.received[k] >= c["seen"] for k, c in before.items()):
             break
-    after = probes.counters()  # type: ignore[attr-defined]
-    assert probes.decode_errors == 0  # type: ignore[attr-defined]
+    after = probes.counters()
+    assert probes.decode_errors == 0
     for kind, c in before.items():
         # everything the kernel saw up to `before` was delivered, and nothing more than it saw
         assert c["seen"] <= after[kind]["received"] <= after[kind]["seen"], kind
@@ -147,7 +147,6 @@ def test_counters_match_received(probes: object, netns: tuple[str, int]) -> None
 
 def test_perf_buffer_fallback(netns: tuple[str, int]) -> None:
     _skip_unless_bcc_can_load()
-    from auditor.sources.live import ProbeConfig, ProbeSet
 
     name, inum = netns
     with ProbeSet(ProbeConfig(families=("sock_state",), output="perf")) as probe_set:
@@ -167,7 +166,7 @@ def test_perf_buffer_fallback(netns: tuple[str, int]) -> None:
 
 def test_missing_tracepoint_disables_only_that_signal(monkeypatch: pytest.MonkeyPatch) -> None:
     _skip_unless_bcc_can_load()
-    from auditor.sources.live import ProbeConfig, ProbeSet, layout
+    from auditor.sources.live import layout
     from auditor.sources.live.layout import Hook
 
     fake = Hook("tcp", "tcp_no_such_event", "NX", "on_nothing", ("skaddr",))

@@ -25,7 +25,7 @@ from auditor.sources.live.btf import load_vmlinux_btf
 from auditor.sources.live.clock import measure_clock_offset
 from auditor.sources.live.decode import decode_event
 from auditor.sources.live.environment import BccEnvironment, prepare_bcc_environment
-from auditor.sources.live.events import KIND_CODES, N_KINDS, DecodeError
+from auditor.sources.live.events import KIND_CODES, DecodeError
 from auditor.sources.live.layout import (
     FAMILIES,
     LayoutError,
@@ -217,7 +217,6 @@ class ProbeSet:
             seen = sum(int(v) for v in table[ctypes.c_int(code * 2)])
             lost = sum(int(v) for v in table[ctypes.c_int(code * 2 + 1)])
             out[kind.value] = {"seen": seen, "lost": lost, "received": self.received[kind.value]}
-        assert len(out) == N_KINDS - 1
         return out
 
     def _disable(self, what: str, why: str) -> None:
