@@ -44,6 +44,14 @@ def count_packets(pcap: Path, bpf: str, timeout: float = 60.0) -> int:
     return sum(1 for line in proc.stdout.splitlines() if line.strip())
 
 
-def count_rsts_from(pcap: Path, ip: str, port: int) -> int:
-    """RST segments sent by ip:port (the pod side, after DNAT) in the capture."""
-    return count_packets(pcap, f"src host {ip} and tcp src port {port} and tcp[tcpflags] & tcp-rst != 0")
+def count_rsts_from(pcap: Path, ip: str, port: int) -> dict[str, int]:
+    """RST segments sent by ip:port (the pod side, after DNAT) in the capture.
+
+    ``rst_refused``: answers to a SYN (sequence number 0: nothing listens, "connection refused");
+    ``rst_established``: on a connection that had completed its handshake (accept queue dropped
+    when the listener closed, or an abort) -- the client sees "connection reset by peer".
+    """
+    rst = f"src host {ip} and tcp src port {port} and tcp[tcpflags] & tcp-rst != 0"
+    total = count_packets(pcap, rst)
+    refused = count_packets(pcap, f"{rst} and tcp[4:4] == 0")
+    return {"rst_from_pod": total, "rst_refused": refused, "rst_established": total - refused}

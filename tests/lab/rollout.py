@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tests.lab import netns
 from tests.lab.client import count_packets, count_rsts_from, parse_hey
@@ -128,6 +128,7 @@ class _Lab:
         self.client = f"al{self.run_id}c"
         self.namespaces: list[str] = []
         self.procs = _Procs()
+        self.files: list[IO[bytes]] = []
         self.servers: dict[str, subprocess.Popen[bytes]] = {}
         self.svc = Service()
         self.rng = random.Random()
@@ -193,8 +194,8 @@ class _Lab:
         while True:  # bounded by the grace period (then SIGKILL) and the propagation delay
             now = time.time_ns()
             if not t_sigterm and now >= t_sigterm_due:
+                t_sigterm = time.time_ns()  # just before: the server may act before we return
                 server.send_signal(signal.SIGTERM)
-                t_sigterm = time.time_ns()
             if removed is None and now >= t_rules_due:
                 live.remove(old)
                 removed = self.dataplane.sync([p.ip for p in live])
@@ -249,6 +250,7 @@ class _Lab:
 
         capture = self.start_capture()
         hey_out = (self.out / "hey.txt").open("wb")
+        self.files.append(hey_out)
         per_worker = max(1, round(cfg.qps / cfg.workers))
         hey = self.procs.start(self.client, [
             "hey", "-z", "600s", "-c", str(cfg.workers), "-q", str(per_worker), "-t", "2",
@@ -268,7 +270,7 @@ class _Lab:
         stop(capture, signal.SIGINT, 10.0)
         pcap = self.out / "node.pcap"
         for ep in episodes:
-            ep["rst_from_pod"] = count_rsts_from(pcap, ep["ip"], self.svc.target_port)
+            ep.update(count_rsts_from(pcap, ep["ip"], self.svc.target_port))
             ep["syn_to_pod"] = count_packets(
                 pcap, f"dst host {ep['ip']} and tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn")
         return {
@@ -292,6 +294,7 @@ class _Lab:
         if self.cfg.small_capture:
             bpf += " and tcp[tcpflags] & (tcp-syn|tcp-rst|tcp-fin) != 0"
         err = (self.out / "tcpdump.log").open("wb")
+        self.files.append(err)
         argv = ["tcpdump", "-i", "any", "-n", "-Z", "root", "-s", str(self.cfg.snaplen), "-B", "8192",
                 "-w", str(self.out / "node.pcap"), bpf]
         proc = self.procs.start(self.node, argv, stdout=subprocess.DEVNULL, stderr=err)
@@ -304,6 +307,8 @@ class _Lab:
 
     def close(self) -> None:
         self.procs.stop_all()
+        for f in self.files:
+            f.close()
         netns.remove_namespaces(list(reversed(self.namespaces)))
         self.stream.close()
         (self.out / "rules.log").write_text("".join(

@@ -30,8 +30,9 @@ MAX_HEAD = 16384
 class Pod:
     """Listener, live connections and the event log of one server process."""
 
-    def __init__(self, port: int, name: str, events: Path | None, drain_s: float) -> None:
-        self.port, self.name, self.events_path, self.drain_s = port, name, events, drain_s
+    def __init__(self, port: int, name: str, events: Path | None, drain_s: float,
+                 host: str = "0.0.0.0") -> None:
+        self.host, self.port, self.name, self.events_path, self.drain_s = host, port, name, events, drain_s
         self.draining = threading.Event()
         self.lock = threading.Lock()
         self.conns: set[socket.socket] = set()
@@ -89,7 +90,8 @@ class Pod:
         wake_w.setblocking(False)
         signal.set_wakeup_fd(wake_w.fileno())
         signal.signal(signal.SIGTERM, lambda *_: None)
-        listener = socket.create_server(("0.0.0.0", self.port), backlog=1024, reuse_port=False)
+        listener = socket.create_server((self.host, self.port), backlog=1024)
+        self.port = listener.getsockname()[1]
         listener.setblocking(False)
         sel = selectors.DefaultSelector()
         sel.register(listener, selectors.EVENT_READ, "accept")
@@ -129,12 +131,13 @@ class Pod:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.lab.server", description=__doc__)
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8080, help="0: any free port (logged)")
     parser.add_argument("--name", default="web")
     parser.add_argument("--events", type=Path, default=None)
     parser.add_argument("--drain", type=float, default=5.0, help="seconds before aborting connections")
     args = parser.parse_args(argv)
-    return Pod(args.port, args.name, args.events, args.drain).run()
+    return Pod(args.port, args.name, args.events, args.drain, args.host).run()
 
 
 if __name__ == "__main__":
