@@ -191,3 +191,23 @@ def test_hook_kinds() -> None:
     assert hook_duration({"httpGet": {"path": "/drain", "port": 80}}) == ("http", None)
     assert hook_duration({"tcpSocket": {"port": 80}}) == ("tcp", None)
     assert parse_sleep_seconds("2m") == 120.0 and parse_sleep_seconds("x") is None
+
+
+def test_stream_without_observed_at_is_coarse(tmp_path: Path) -> None:
+    import re
+
+    text = (DATA / "rollout-watch-oneline.json").read_text()
+    path = tmp_path / "plain.json"
+    path.write_text(re.sub(r',"observedAt":"[^"]*"', "", text))
+    kube = read_kube_streams([path])
+    assert kube.problems == []
+    old = kube.pods[OLD]
+    assert not old.first_seen_precise and old.first_seen_ns == old.created_ns
+    assert old.deletion_observed_ns is None and old.deleted and old.deleted_observed_ns is None
+    assert old.deletion_ns == ns("2026-11-26T08:00:50Z")
+    new = kube.pods[NEW]
+    assert new.ready_ns == ns("2026-11-26T08:00:04Z") and not new.ready_precise
+    ep = kube.endpoints
+    assert not ep["precise"].any()
+    assert (ep["time"] == ep["trigger_time"]).all()  # the slice's last-change-trigger-time
+    assert ep["present"].tolist() == [True, True, True, True, False]
