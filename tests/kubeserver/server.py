@@ -103,7 +103,7 @@ class FakeApiServer:
         self._closing = False
         self._outage = 0
         self._drop_generation = 0
-        self.requests: list[str] = []  # request lines seen, for tests
+        self.requests: deque[str] = deque(maxlen=1000)  # recent request paths, for tests
         self._httpd = ThreadingHTTPServer((host, 0), _make_handler(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None

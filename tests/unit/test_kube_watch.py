@@ -142,6 +142,7 @@ def test_dropped_watch_resumes_from_last_version_and_misses_nothing(
     watcher, sink = make_watcher(kinds=("pods",))
     server.update(pod("a", ip="10.244.0.2"))
     wait_for(lambda: len(sink.of()) == 2, what="first change")
+    last_seen = sink.of()[1].object["metadata"]["resourceVersion"]
     with server.outage():  # connection dropped; changes happen while the agent is away
         server.update(pod("a", ip="10.244.0.3"))
         server.create(pod("b"))
@@ -161,7 +162,9 @@ def test_dropped_watch_resumes_from_last_version_and_misses_nothing(
     assert not any(e.relisted for e in sink.of())  # resumed from history, no relist needed
     stats = watcher.stats()
     assert stats.reconnects["pods"] >= 1 and stats.relists["pods"] == 0
-    assert server.requests[-1].count("resourceVersion=") == 1
+    assert sum("watch=true" not in r for r in server.requests) == 1  # one LIST only
+    resumed = [r for r in server.requests if "watch=true" in r][-1]
+    assert f"resourceVersion={last_seen}&" in resumed  # from the last version seen before the drop
 
 
 def test_410_relists_and_reports_every_change_made_in_the_gap(
@@ -388,3 +391,16 @@ def test_recorded_stream_reads_back_with_the_kube_stream_reader(
     assert bool(timeline.endpoints["precise"].all())  # observedAt was used
     (info,) = timeline.pods.values()
     assert (info.name, info.ips, info.deleted) == ("web-1", ("10.244.0.5",), True)
+
+
+def test_in_cluster_without_service_account_is_a_user_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if Path("/var/run/secrets/kubernetes.io/serviceaccount/token").exists():
+        pytest.skip("running inside a pod with a service account")
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    with pytest.raises(AuditorError, match="in-cluster configuration unusable"):
+        load_api_client(None)
