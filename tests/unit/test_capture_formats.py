@@ -13,6 +13,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
 from auditor.errors import InputError
+from auditor.model.packet import PACKET_COLUMNS
 from auditor.sources.capture import iter_event_batches, read_capture, summarize_capture
 
 T0 = 1_700_000_000  # seconds
@@ -62,7 +63,9 @@ def ng_shb(order: str = "<") -> bytes:
     return ng_block(0x0A0D0D0A, struct.pack(order + "IHHq", 0x1A2B3C4D, 1, 0, -1), order)
 
 
-def ng_idb(linktype: int, name: str = "", tsresol: int | None = None, tsoffset: int = 0, order: str = "<") -> bytes:
+def ng_idb(
+    linktype: int, name: str = "", tsresol: int | None = None, tsoffset: int = 0, order: str = "<"
+) -> bytes:
     opts = b""
     if name:
         opts += _option(2, name.encode(), order)
@@ -110,7 +113,11 @@ def test_pcap_byte_orders_and_resolutions(tmp_path: Path, order: str, nsec: bool
     assert set(ev["file"].astype(str)) == {"x.pcap"}
     row = ev.iloc[0]
     assert (row["src"], row["sport"], row["dst"], row["dport"], row["family"]) == (
-        "10.244.1.7", 40000, "10.96.0.10", 8080, 4,
+        "10.244.1.7",
+        40000,
+        "10.96.0.10",
+        8080,
+        4,
     )
 
 
@@ -129,8 +136,8 @@ def test_pcapng_sections_interfaces_and_blocks(tmp_path: Path) -> None:
             ng_shb(">"),
             ng_idb(229, "v6", tsresol=0x80 | 10, order=">"),  # 2^-10 s
             ng_idb(1, "eth1", order=">"),
-            ng_epb(0, 3 << 10, bytes(IPv6Pkt()), order=">"),
-            ng_spb(bytes(IPv6Pkt("R")), order=">"),  # SPB: interface 0
+            ng_epb(0, 3 << 10, bytes(ipv6_packet()), order=">"),
+            ng_spb(bytes(ipv6_packet("R")), order=">"),  # SPB: interface 0
             ng_pb(1, 1, tcp_frame("F", sport=4), order=">"),
         ]
     )
@@ -152,7 +159,7 @@ def test_pcapng_sections_interfaces_and_blocks(tmp_path: Path) -> None:
     assert ev["family"].iloc[2] == 6
 
 
-def IPv6Pkt(flags: str = "S") -> object:  # noqa: N802 - a scapy packet factory
+def ipv6_packet(flags: str = "S") -> object:
     from scapy.layers.inet6 import IPv6
 
     return IPv6(src="fd00::7", dst="fd00::1") / TCP(sport=5, dport=80, flags=flags)
@@ -236,7 +243,9 @@ def test_unsupported_link_type_is_named(tmp_path: Path) -> None:
 
 def test_mixed_pcapng_counts_unsupported_frames_as_skipped(tmp_path: Path) -> None:
     ng = tmp_path / "mixed.pcapng"
-    ng.write_bytes(ng_shb() + ng_idb(127) + ng_idb(1) + ng_epb(0, 1, b"\0" * 40) + ng_epb(1, 1, tcp_frame("S")))
+    ng.write_bytes(
+        ng_shb() + ng_idb(127) + ng_idb(1) + ng_epb(0, 1, b"\0" * 40) + ng_epb(1, 1, tcp_frame("S"))
+    )
     s = summarize_capture(ng)
     assert (s.frames, s.tcp_syn, s.skipped) == (2, 1, 1)
     assert s.link_types == {"IEEE802_11_RADIO": 1, "EN10MB": 1}
@@ -251,4 +260,4 @@ def test_empty_capture_is_valid(tmp_path: Path) -> None:
     path = write_pcap(tmp_path / "none.pcap", [])
     result = read_capture(path)
     assert result.summary.frames == 0 and result.summary.errors == []
-    assert len(result.events) == 0 and list(result.events.columns)[0] == "time"
+    assert len(result.events) == 0 and list(result.events.columns) == list(PACKET_COLUMNS)
