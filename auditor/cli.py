@@ -56,7 +56,10 @@ _register()
 def main(argv: list[str] | None = None) -> Any:
     """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
     try:
-        return cli.main(args=argv, prog_name="auditor", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="auditor", standalone_mode=False)
+        if isinstance(rv, int) and rv:
+            sys.exit(rv)  # ctx.exit(n) returns n when standalone_mode is off
+        return rv
     except click.exceptions.Abort:
         click.echo("auditor: aborted", err=True)
         sys.exit(130)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from auditor.correlate.columns import codes_in
+
 
 def attach_episodes(times_ns: np.ndarray, ips: pd.Series, episodes: pd.DataFrame) -> np.ndarray:
     """For each (time, ip), the ``episode`` id whose IP window contains it, or -1.
@@ -19,7 +21,7 @@ def attach_episodes(times_ns: np.ndarray, ips: pd.Series, episodes: pd.DataFrame
         return result
     ep_ips = episodes["ip"].astype(str).to_numpy()
     cats = pd.Index(np.unique(ep_ips))
-    codes = cats.get_indexer(pd.Index(ips.astype(str).to_numpy()))
+    codes = codes_in(ips, cats)
     known = codes >= 0
     if not known.any():
         return result

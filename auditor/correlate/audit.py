@@ -56,7 +56,7 @@ def audit(
     failures["episode"] = attach_episodes(t, failures["server_ip"], episodes)
 
     nodes = sorted(
-        {str(n) for n in (packets["node"].astype(str).unique() if not packets.empty else [])}
+        {str(n) for n in (packets["node"].unique() if not packets.empty else [])}
         | ({str(n) for n in dataplane["node"].astype(str).unique()} if dataplane is not None else set())
     )
     timelines = build_timelines(episodes, nodes, packets, failures, dataplane)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from auditor.correlate.columns import as_str_array, codes_in, distinct, row_hash
+
 # kinds that can mean a failed connection
 RESET_KINDS = ("tcp_rst", "rst_sent")
 REFUSED_KINDS = ("refused",)
@@ -32,115 +34,81 @@ FAILURE_COLUMNS = [
 ]
 
 
-def _str(s: pd.Series) -> pd.Series:
-    return s.astype(str)
+def _frame(p: pd.DataFrame, failure: object, server: str, client: str) -> pd.DataFrame:
+    """Failure rows from packet rows; ``server``/``client`` name the packet side ("src"/"dst")."""
+    sport, cport = ("sport", "dport") if server == "src" else ("dport", "sport")
+    return pd.DataFrame(
+        {
+            "time": p["time"].to_numpy(),
+            "node": as_str_array(p["node"]),
+            "failure": failure,
+            "server_ip": as_str_array(p[server]),
+            "server_port": p[sport].to_numpy(dtype="int64"),
+            "client_ip": as_str_array(p[client]),
+            "client_port": p[cport].to_numpy(dtype="int64"),
+            "kind": as_str_array(p["kind"]),
+            "tcp_flags": p["tcp_flags"].to_numpy(dtype="int64"),
+            "seq": p["seq"].to_numpy(dtype="int64"),
+            "ack": p["ack"].to_numpy(dtype="int64"),
+            "source": as_str_array(p["source"]),
+            "file": as_str_array(p["file"]),
+            "frame": p["frame"].to_numpy(dtype="int64"),
+        }
+    )
 
 
 def find_failures(packets: pd.DataFrame) -> pd.DataFrame:
     """Return one row per failed connection event seen in ``packets`` (packet schema).
 
-    * ``refused``: an RST whose ACK number acknowledges a SYN of the reverse flow (the server side
+    * ``refused``: an RST/ACK whose ACK number acknowledges a SYN of the reverse flow (the server side
       had no listener), or a live ``refused`` event;
-    * ``reset``: any other RST sent by the server side of a flow (in-flight connections);
+    * ``reset``: any other RST, with its sender as the server side (in-flight connections);
     * ``unreachable``: an ICMP destination unreachable quoting a TCP datagram.
     """
     if packets.empty:
         return pd.DataFrame(columns=FAILURE_COLUMNS)
-    kind = _str(packets["kind"])
-    syn = packets.loc[kind == "tcp_syn", ["node", "src", "sport", "dst", "dport", "seq"]]
-    rst = packets.loc[kind.isin(RESET_KINDS)]
+    kind = as_str_array(packets["kind"])
+    is_rst = np.isin(kind, RESET_KINDS)
     out = []
-    if not rst.empty:
-        out.append(_classify_resets(rst, syn))
-    icmp = packets.loc[kind.isin(ICMP_KINDS)]
+    if is_rst.any():
+        rst = packets.loc[is_rst]
+        answered = _answers_a_syn(packets, kind, is_rst)
+        out.append(_frame(rst, np.where(answered, "refused", "reset"), "src", "dst"))
+    icmp = packets.loc[np.isin(kind, ICMP_KINDS)]
     if not icmp.empty:
-        out.append(
-            pd.DataFrame(
-                {
-                    "time": icmp["time"],
-                    "node": _str(icmp["node"]),
-                    "failure": "unreachable",
-                    "server_ip": _str(icmp["dst"]),
-                    "server_port": icmp["dport"].astype("int64"),
-                    "client_ip": _str(icmp["src"]),
-                    "client_port": icmp["sport"].astype("int64"),
-                    "kind": _str(icmp["kind"]),
-                    "tcp_flags": 0,
-                    "seq": 0,
-                    "ack": 0,
-                    "source": _str(icmp["source"]),
-                    "file": _str(icmp["file"]),
-                    "frame": icmp["frame"].astype("int64"),
-                }
-            )
-        )
-    live = packets.loc[kind.isin(REFUSED_KINDS)]
+        # the quoted datagram's tuple: src = the client, dst = the unreachable server
+        out.append(_frame(icmp, "unreachable", "dst", "src"))
+    live = packets.loc[np.isin(kind, REFUSED_KINDS)]
     if not live.empty:
         # the client's socket went SYN_SENT -> CLOSE: src is the client, dst the (pre-DNAT) server
-        out.append(
-            pd.DataFrame(
-                {
-                    "time": live["time"],
-                    "node": _str(live["node"]),
-                    "failure": "refused",
-                    "server_ip": _str(live["dst"]),
-                    "server_port": live["dport"].astype("int64"),
-                    "client_ip": _str(live["src"]),
-                    "client_port": live["sport"].astype("int64"),
-                    "kind": _str(live["kind"]),
-                    "tcp_flags": 0,
-                    "seq": 0,
-                    "ack": 0,
-                    "source": _str(live["source"]),
-                    "file": _str(live["file"]),
-                    "frame": live["frame"].astype("int64"),
-                }
-            )
-        )
+        out.append(_frame(live, "refused", "dst", "src"))
     if not out:
         return pd.DataFrame(columns=FAILURE_COLUMNS)
     res = pd.concat(out, ignore_index=True)
     return res.sort_values("time", kind="stable").reset_index(drop=True)[FAILURE_COLUMNS]
 
 
-def _classify_resets(rst: pd.DataFrame, syn: pd.DataFrame) -> pd.DataFrame:
-    r = pd.DataFrame(
-        {
-            "time": rst["time"].to_numpy(),
-            "node": _str(rst["node"]).to_numpy(),
-            "server_ip": _str(rst["src"]).to_numpy(),
-            "server_port": rst["sport"].astype("int64").to_numpy(),
-            "client_ip": _str(rst["dst"]).to_numpy(),
-            "client_port": rst["dport"].astype("int64").to_numpy(),
-            "kind": _str(rst["kind"]).to_numpy(),
-            "tcp_flags": rst["tcp_flags"].astype("int64").to_numpy(),
-            "seq": rst["seq"].astype("int64").to_numpy(),
-            "ack": rst["ack"].astype("int64").to_numpy(),
-            "source": _str(rst["source"]).to_numpy(),
-            "file": _str(rst["file"]).to_numpy(),
-            "frame": rst["frame"].astype("int64").to_numpy(),
-        }
+def _answers_a_syn(packets: pd.DataFrame, kind: np.ndarray, is_rst: np.ndarray) -> np.ndarray:
+    """For each RST row: is it an RST/ACK acknowledging a SYN of the reverse flow (seq + 1)?
+
+    Keyed by the client's address and port and the acknowledged sequence number: an initial sequence
+    number is random, so (client, ISN + 1) names one connection attempt.
+    """
+    r = is_rst
+    flags = packets["tcp_flags"].to_numpy()
+    # a RST answers a SYN only with the ACK bit set (RFC 9293: RST/ACK to a SYN on a closed port)
+    has_ack = (flags[r] & 0x10) != 0
+    s = kind == "tcp_syn"
+    addr = distinct(packets["src"], packets["dst"])
+    syn_keys = row_hash(
+        codes_in(packets["src"][s], addr),
+        packets["sport"].to_numpy()[s],
+        (packets["seq"].to_numpy()[s].astype("int64") + 1) & 0xFFFFFFFF,
     )
-    answered = np.zeros(len(r), dtype=bool)
-    if not syn.empty:
-        s = pd.DataFrame(
-            {
-                "node": _str(syn["node"]).to_numpy(),
-                "client_ip": _str(syn["src"]).to_numpy(),
-                "client_port": syn["sport"].astype("int64").to_numpy(),
-                "server_ip": _str(syn["dst"]).to_numpy(),
-                "server_port": syn["dport"].astype("int64").to_numpy(),
-                "ack": (syn["seq"].astype("int64").to_numpy() + 1) % (1 << 32),
-            }
-        ).drop_duplicates()
-        s["_answered"] = True
-        keys = ["node", "client_ip", "client_port", "server_ip", "server_port", "ack"]
-        m = r[keys].merge(s, on=keys, how="left")
-        answered = m["_answered"].fillna(False).to_numpy(dtype=bool).copy()
-    # a RST answers a SYN only with the ACK bit set (RFC 793: RST/ACK to a SYN on a closed port)
-    answered &= (r["tcp_flags"].to_numpy() & 0x10) != 0
-    r.insert(2, "failure", np.where(answered, "refused", "reset"))
-    return r
+    rst_keys = row_hash(
+        codes_in(packets["dst"][r], addr), packets["dport"].to_numpy()[r], packets["ack"].to_numpy()[r]
+    )
+    return np.isin(rst_keys, syn_keys) & has_ack
 
 
 def drop_nat_copies(failures: pd.DataFrame, is_pod_ip: pd.Series) -> pd.DataFrame:

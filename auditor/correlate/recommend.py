@@ -45,67 +45,81 @@ class RolloutSummary:
         return asdict(self)
 
 
-def _nan_max(values: pd.Series) -> float | None:
-    v = pd.to_numeric(values, errors="coerce").dropna()
-    return float(v.max()) if not v.empty else None
+def _opt(v: Any) -> float | None:
+    return None if v is None or pd.isna(v) else float(v)
 
 
 def summarize_rollouts(
     episodes: pd.DataFrame, timelines: pd.DataFrame, failures: pd.DataFrame, margin_s: float
 ) -> list[RolloutSummary]:
-    out: list[RolloutSummary] = []
+    """Aggregate per rollout with grouped (vectorized) operations, then one small record per rollout."""
     if episodes.empty:
-        return out
-    tl = timelines.merge(episodes[["episode", "rollout"]], on="episode", how="left")
-    fl = failures.loc[failures["episode"] >= 0].drop(columns=["rollout"], errors="ignore")
-    fl = fl.merge(episodes[["episode", "rollout"]], on="episode")
-    for rollout, eps in episodes.groupby("rollout", sort=True):
-        rtl = tl.loc[tl["rollout"] == rollout]
-        rfl = fl.loc[fl["rollout"] == rollout]
-        counts = rfl["cause"].value_counts()
-        causes = {c: int(counts.get(c, 0)) for c in CAUSES}
-        failed = sum(causes[c] for c in ROLLOUT_FAILURE_CAUSES)
-        max_delay = _nan_max(rtl["propagation_delay_s"])
-        max_gap = float(rtl["gap_s"].max()) if not rtl.empty else 0.0
-        nodes: dict[str, dict[str, Any]] = {}
-        for node, g in rtl.groupby("node", sort=True):
-            nfl = rfl.loc[rfl["node"] == node]
-            nodes[str(node)] = {
-                "max_propagation_delay_s": _nan_max(g["propagation_delay_s"]),
-                "mean_propagation_delay_s": (
-                    float(pd.to_numeric(g["propagation_delay_s"], errors="coerce").mean())
-                    if g["propagation_delay_s"].notna().any()
-                    else None
-                ),
-                "max_gap_s": float(g["gap_s"].max()),
-                "failed": int(nfl["cause"].isin(ROLLOUT_FAILURE_CAUSES).sum()),
-            }
-        prestop = _nan_max(eps["prestop_s"])
-        if prestop is None and (eps["prestop_kind"].isin(["", "none"])).all():
+        return []
+    roll_of = episodes.set_index("episode")["rollout"]
+    tl = timelines.assign(
+        rollout=roll_of.reindex(timelines["episode"]).to_numpy(),
+        delay=pd.to_numeric(timelines["propagation_delay_s"], errors="coerce"),
+    )
+    fl = failures.loc[failures["episode"] >= 0, ["episode", "node", "cause"]]
+    fl = fl.assign(rollout=roll_of.reindex(fl["episode"]).to_numpy())
+    by_roll = tl.groupby("rollout", sort=False).agg(max_delay=("delay", "max"), max_gap=("gap_s", "max"))
+    by_node = tl.groupby(["rollout", "node"], sort=True).agg(
+        max_delay=("delay", "max"), mean_delay=("delay", "mean"), max_gap=("gap_s", "max")
+    )
+    causes_by = fl.groupby(["rollout", "cause"], sort=False).size()
+    failing = fl.loc[fl["cause"].isin(ROLLOUT_FAILURE_CAUSES)]
+    failed_by_node = failing.groupby(["rollout", "node"], sort=False).size()
+    start = (
+        episodes["deleted_ns"].to_numpy(dtype="int64")
+        + np.nan_to_num(episodes["prestop_s"].to_numpy(dtype=float)) * 1e9
+    )
+    exited = episodes["exited_ns"].to_numpy(dtype="int64")
+    drain = np.where(exited != MISSING_NS, np.maximum(0.0, (exited - start) / 1e9), np.nan)
+    ep = episodes.assign(
+        drain=drain, prestop_none=episodes["prestop_kind"].isin(["", "none"]) & episodes["prestop_s"].isna()
+    )
+    by_ep = ep.groupby("rollout", sort=True).agg(
+        episodes=("pod_uid", "nunique"),
+        prestop=("prestop_s", "max"),
+        prestop_none=("prestop_none", "all"),
+        grace=("grace_s", "max"),
+        drain=("drain", "max"),
+    )
+    node_rows: dict[str, dict[str, dict[str, Any]]] = {}
+    for (rollout, node), row in by_node.iterrows():
+        node_rows.setdefault(str(rollout), {})[str(node)] = {
+            "max_propagation_delay_s": _opt(row["max_delay"]),
+            "mean_propagation_delay_s": _opt(row["mean_delay"]),
+            "max_gap_s": float(row["max_gap"]),
+            "failed": int(failed_by_node.get((rollout, node), 0)),
+        }
+    out: list[RolloutSummary] = []
+    for rollout, row in by_ep.iterrows():
+        causes = {c: int(causes_by.get((rollout, c), 0)) for c in CAUSES}
+        max_delay = _opt(by_roll["max_delay"].get(rollout)) if rollout in by_roll.index else None
+        max_gap = float(by_roll["max_gap"].get(rollout, 0.0)) if rollout in by_roll.index else 0.0
+        prestop = _opt(row["prestop"])
+        if prestop is None and bool(row["prestop_none"]):
             prestop = 0.0
-        grace = _nan_max(eps["grace_s"])
-        rec = recommend(eps, rtl, max_delay, margin_s)
         s = RolloutSummary(
             rollout=str(rollout),
-            episodes=int(eps["pod_uid"].nunique()),
+            episodes=int(row["episodes"]),
             causes=causes,
-            failed=failed,
+            failed=sum(causes[c] for c in ROLLOUT_FAILURE_CAUSES),
             configured_prestop_s=prestop,
-            configured_grace_s=grace,
+            configured_grace_s=_opt(row["grace"]),
             max_propagation_delay_s=max_delay,
-            max_gap_s=max_gap,
-            nodes=nodes,
-            recommendation=rec,
+            max_gap_s=0.0 if pd.isna(max_gap) else max_gap,
+            nodes=node_rows.get(str(rollout), {}),
+            recommendation=recommend(max_delay, _opt(row["drain"]), margin_s),
         )
         s.verdict, s.verdict_line = verdict(s)
         out.append(s)
     return out
 
 
-def recommend(
-    eps: pd.DataFrame, timelines: pd.DataFrame, max_delay: float | None, margin_s: float
-) -> Recommendation:
-    drain = _drain_seconds(eps, timelines)
+def recommend(max_delay: float | None, drain: float | None, margin_s: float) -> Recommendation:
+    """preStop >= worst delay + margin (whole seconds); grace >= preStop + observed drain + margin."""
     if max_delay is None:
         return Recommendation(
             None,
@@ -124,19 +138,6 @@ def recommend(
         + f" + margin {margin_s:g} s"
     )
     return Recommendation(prestop, grace, margin_s, max_delay, drain, basis)
-
-
-def _drain_seconds(eps: pd.DataFrame, timelines: pd.DataFrame) -> float | None:
-    """Time from SIGTERM (listener closed, or deletion + preStop) to the container's exit."""
-    exited = eps["exited_ns"].to_numpy(dtype="int64")
-    ok = exited != MISSING_NS
-    if not ok.any():
-        return None
-    start = eps["deleted_ns"].to_numpy(dtype="int64") + (
-        np.nan_to_num(eps["prestop_s"].to_numpy(dtype=float)) * 1e9
-    )
-    drains = (exited[ok] - start[ok]) / 1e9
-    return float(max(0.0, np.max(drains)))
 
 
 def verdict(s: RolloutSummary) -> tuple[str, str]:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from auditor.correlate.attach import attach_episodes
+from auditor.correlate.columns import as_str_array
 from auditor.correlate.episodes import MISSING_NS
 
 TIMELINE_COLUMNS = [
@@ -64,13 +65,13 @@ def build_timelines(
         out[ok] = lower.reindex(ep_ids[ok]).to_numpy(dtype="int64")
         return out
 
-    kind = packets["kind"].astype(str).to_numpy() if not packets.empty else np.array([], dtype=object)
+    kind = as_str_array(packets["kind"]) if not packets.empty else np.array([], dtype=object)
     # last SYN routed to the pod IP, per node
     syn = packets.loc[kind == "tcp_syn"] if not packets.empty else packets
     syn_t = syn["time"].to_numpy(dtype="datetime64[ns]").astype("int64") if not syn.empty else np.array([])
     syn_ep = attach_episodes(syn_t, syn["dst"], episodes) if not syn.empty else np.array([], dtype="int64")
     last_syn = (
-        _first_or_last(syn_t, syn_ep, syn["node"].astype(str).to_numpy(), after_of(syn_ep), "max")
+        _first_or_last(syn_t, syn_ep, as_str_array(syn["node"]), after_of(syn_ep), "max")
         if not syn.empty
         else pd.Series(dtype="int64")
     )
@@ -84,7 +85,7 @@ def build_timelines(
     if not lc.empty:
         lc_t = lc["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
         lc_ep = attach_episodes(lc_t, lc["src"], episodes)
-        listen_close = _first_or_last(lc_t, lc_ep, lc["node"].astype(str).to_numpy(), after_of(lc_ep), "min")
+        listen_close = _first_or_last(lc_t, lc_ep, as_str_array(lc["node"]), after_of(lc_ep), "min")
     else:
         listen_close = pd.Series(dtype="int64")
     # rule removed, from the dataplane record
