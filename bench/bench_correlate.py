@@ -25,8 +25,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from auditor.correlate.audit import audit  # noqa: E402
-from auditor.model.packet import PACKET_COLUMNS  # noqa: E402
+from auditor.correlate.audit import audit
+from auditor.model.packet import PACKET_COLUMNS
 
 NS = 1_000_000_000
 T0 = 1_790_000_000 * NS

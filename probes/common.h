@@ -110,49 +110,53 @@ static __always_inline u32 netns_of_skb(const void *skb) {
     return netns_of_sk(sk);
 }
 
-static __always_inline const void *tp_ptr(void *ctx, int off) {
+// Tracepoint record fields. Each program copies the record once (one helper call, -D<P>_REC_SIZE
+// bytes: up to the end of its last field) to the stack, then picks fields at the -D offsets.
+#define TP_RECORD(ctx, rec) bpf_probe_read_kernel(rec, sizeof(rec), ctx)
+
+static __always_inline const void *tp_ptr(const u8 *rec, int off) {
     const void *p = 0;
-    bpf_probe_read_kernel(&p, sizeof(p), (const char *)ctx + off);
+    __builtin_memcpy(&p, rec + off, sizeof(p));
     return p;
 }
 
-static __always_inline u32 tp_u32(void *ctx, int off) {
+static __always_inline u32 tp_u32(const u8 *rec, int off) {
     u32 v = 0;
-    bpf_probe_read_kernel(&v, sizeof(v), (const char *)ctx + off);
+    __builtin_memcpy(&v, rec + off, sizeof(v));
     return v;
 }
 
-static __always_inline u16 tp_u16(void *ctx, int off) {
+static __always_inline u16 tp_u16(const u8 *rec, int off) {
     u16 v = 0;
-    bpf_probe_read_kernel(&v, sizeof(v), (const char *)ctx + off);
+    __builtin_memcpy(&v, rec + off, sizeof(v));
     return v;
 }
 
 // Addresses stored as two sockaddr_in/sockaddr_in6 (6.10+ tcp_send_reset): family, be16 port, address.
-static __always_inline u16 read_sockaddrs(void *ctx, struct ev_tuple *t, int off_s, int off_d) {
-    u16 fam = tp_u16(ctx, off_s);
-    t->sport = bpf_ntohs(tp_u16(ctx, off_s + 2));
-    t->dport = bpf_ntohs(tp_u16(ctx, off_d + 2));
+static __always_inline u16 read_sockaddrs(const u8 *rec, struct ev_tuple *t, int off_s, int off_d) {
+    u16 fam = tp_u16(rec, off_s);
+    t->sport = bpf_ntohs(tp_u16(rec, off_s + 2));
+    t->dport = bpf_ntohs(tp_u16(rec, off_d + 2));
     if (fam == AF_INET_) {
-        bpf_probe_read_kernel(t->saddr, 4, (const char *)ctx + off_s + 4);
-        bpf_probe_read_kernel(t->daddr, 4, (const char *)ctx + off_d + 4);
+        __builtin_memcpy(t->saddr, rec + off_s + 4, 4);
+        __builtin_memcpy(t->daddr, rec + off_d + 4, 4);
     } else if (fam == AF_INET6_) {
-        bpf_probe_read_kernel(t->saddr, 16, (const char *)ctx + off_s + 8);
-        bpf_probe_read_kernel(t->daddr, 16, (const char *)ctx + off_d + 8);
+        __builtin_memcpy(t->saddr, rec + off_s + 8, 16);
+        __builtin_memcpy(t->daddr, rec + off_d + 8, 16);
     }
     return fam;
 }
 
 // Addresses stored split (older layouts): saddr[4], daddr[4], saddr_v6[16], daddr_v6[16], ports in
 // host order. The v6 arrays hold the v4-mapped address for IPv4 sockets.
-static __always_inline void read_split_addrs(void *ctx, struct ev_tuple *t, u16 family, int off_s4,
+static __always_inline void read_split_addrs(const u8 *rec, struct ev_tuple *t, u16 family, int off_s4,
                                              int off_d4, int off_s6, int off_d6) {
     if (family == AF_INET_) {
-        bpf_probe_read_kernel(t->saddr, 4, (const char *)ctx + off_s4);
-        bpf_probe_read_kernel(t->daddr, 4, (const char *)ctx + off_d4);
+        __builtin_memcpy(t->saddr, rec + off_s4, 4);
+        __builtin_memcpy(t->daddr, rec + off_d4, 4);
     } else {
-        bpf_probe_read_kernel(t->saddr, 16, (const char *)ctx + off_s6);
-        bpf_probe_read_kernel(t->daddr, 16, (const char *)ctx + off_d6);
+        __builtin_memcpy(t->saddr, rec + off_s6, 16);
+        __builtin_memcpy(t->daddr, rec + off_d6, 16);
     }
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -86,7 +86,8 @@ def summarize_rollouts(
         drain=("drain", "max"),
     )
     node_rows: dict[str, dict[str, dict[str, Any]]] = {}
-    for (rollout, node), row in by_node.iterrows():
+    for key, row in by_node.iterrows():
+        rollout, node = cast(tuple[str, str], key)
         node_rows.setdefault(str(rollout), {})[str(node)] = {
             "max_propagation_delay_s": _opt(row["max_delay"]),
             "mean_propagation_delay_s": _opt(row["mean_delay"]),

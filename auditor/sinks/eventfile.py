@@ -143,9 +143,11 @@ def read_events(path: str | os.PathLike[str]) -> pd.DataFrame:
         elif fmt == "csv":
             df = pd.read_csv(name, dtype={c: str for c in text_cols}, keep_default_na=False)
         else:
-            if os.path.getsize(name) == 0:
+            with open(name, encoding="utf-8") as f:
+                records = [json.loads(line) for line in f if line.strip()]
+            if not records:
                 return packet_frame()
-            df = pd.read_json(name, lines=True, dtype={c: str for c in text_cols}, convert_dates=False)
+            df = pd.DataFrame.from_records(records)
     except (OSError, ValueError) as exc:
         raise InputError(
             f"cannot read event file: {exc}".splitlines()[0],

@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--keepalive", action="store_true", help="keep-alive load (default: new connections)")
     run.add_argument("--backend", choices=["nft", "legacy"], default=d.backend)
     run.add_argument("--drain", type=float, default=d.drain, help="server drain timeout, seconds")
+    run.add_argument("--keep-idle", action="store_true",
+                     help="server does not close kept-alive connections on SIGTERM; --drain aborts them (RST)")
     run.add_argument("--snaplen", type=int, default=d.snaplen)
     run.add_argument("--small-capture", action="store_true", help="capture SYN/RST/FIN only")
     sub.add_parser("clean", help="remove namespaces left by crashed runs")
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("replicas, qps, workers must be >= 1; prestop and delay >= 0")
     cfg = LabConfig(replicas=args.replicas, prestop=args.prestop, delay=args.delay, qps=args.qps,
                     workers=args.workers, keepalive=args.keepalive, backend=args.backend,
-                    drain=args.drain, snaplen=args.snaplen, small_capture=args.small_capture)
+                    drain=args.drain, keep_idle=args.keep_idle, snaplen=args.snaplen, small_capture=args.small_capture)
     lab = run_rollout(cfg, args.out)
     t = lab.truth
     print(json.dumps({"client": t["client"], "old_pods": [

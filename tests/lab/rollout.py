@@ -45,6 +45,7 @@ class LabConfig:
     backend: str = "nft"  # nft | legacy
     grace: int = 30  # terminationGracePeriodSeconds
     drain: float = 5.0  # server drain timeout after SIGTERM
+    keep_idle: bool = False  # server keeps kept-alive connections open until the drain timeout aborts them
     margin: float = 1.5  # load before the first and after the last replacement
     settle: float = 1.0  # pause between two replacements
     snaplen: int = 128
@@ -109,12 +110,13 @@ def remove_stale_namespaces() -> list[str]:
     return stale
 
 
-def _read_events(path: Path) -> dict[str, int]:
-    out: dict[str, int] = {}
+def _read_events(path: Path) -> dict[str, dict[str, Any]]:
+    """The server's ground-truth rows by event name (first of each)."""
+    out: dict[str, dict[str, Any]] = {}
     if path.exists():
         for line in path.read_text().splitlines():
             row = json.loads(line)
-            out.setdefault(row["event"], row["time_ns"])
+            out.setdefault(row["event"], row)
     return out
 
 
@@ -154,7 +156,8 @@ class _Lab:
         events = self.out / "pods" / f"{pod.name}.jsonl"
         self.servers[pod.name] = self.procs.start(ns, [
             sys.executable, "-m", "tests.lab.server", "--port", str(self.svc.target_port),
-            "--name", pod.name, "--events", str(events), "--drain", str(self.cfg.drain)])
+            "--name", pod.name, "--events", str(events), "--drain", str(self.cfg.drain),
+            *(["--keep-idle"] if self.cfg.keep_idle else [])])
         pod.started_ns = time.time_ns()
         deadline = time.monotonic() + 10.0
         while not http_ready(self.node, pod.ip, self.svc.target_port):
@@ -219,9 +222,12 @@ class _Lab:
         return {
             "name": old.name, "uid": old.uid, "ip": old.ip, "replaced_by": new.name,
             "t_delete": old.deleted_ns, "t_sigterm": t_sigterm,
-            "t_listener_closed": ground.get("listener_closed", 0),
+            "t_listener_closed": ground.get("listener_closed", {}).get("time_ns", 0),
             "t_rule_removed_before": removed.before_ns, "t_rule_removed_after": removed.after_ns,
-            "t_exit": ground.get("exit", 0), "t_exit_observed": old.finished_ns, "t_sigkill": t_kill,
+            "t_exit": ground.get("exit", {}).get("time_ns", 0), "t_exit_observed": old.finished_ns,
+            "t_sigkill": t_kill,
+            "server_served": ground.get("exit", {}).get("served", 0),
+            "server_aborted": ground.get("exit", {}).get("aborted", 0),
             "new_pod": {"name": new.name, "uid": new.uid, "ip": new.ip, "t_ready": new.ready_ns,
                         "t_rule_added_after": add.after_ns},
         }

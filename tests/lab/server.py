@@ -1,8 +1,8 @@
 """The pod's container: a threaded HTTP/1.1 keep-alive server that drains on SIGTERM.
 
 On SIGTERM it closes its listener at once (new SYNs then get RST: connection refused), answers
-requests already received, closes idle keep-alive connections, and after ``--drain`` seconds aborts
-what is left (SO_LINGER 0 -> RST) and exits. Ground-truth times go to ``--events`` as JSON lines
+requests already received, closes idle keep-alive connections (unless ``--keep-idle``: a server
+that ignores them), and after ``--drain`` seconds aborts what is left (SO_LINGER 0 -> RST) and exits. Ground-truth times go to ``--events`` as JSON lines
 (``time.time_ns()``): listening, sigterm, listener_closed, exit.
 
 Run: ``python -m tests.lab.server --port 8080 --events /tmp/pod.jsonl --name web-1``
@@ -31,8 +31,9 @@ class Pod:
     """Listener, live connections and the event log of one server process."""
 
     def __init__(self, port: int, name: str, events: Path | None, drain_s: float,
-                 host: str = "0.0.0.0") -> None:
+                 host: str = "0.0.0.0", close_idle: bool = True) -> None:
         self.host, self.port, self.name, self.events_path, self.drain_s = host, port, name, events, drain_s
+        self.close_idle = close_idle  # False: keep serving kept-alive connections until the abort
         self.draining = threading.Event()
         self.lock = threading.Lock()
         self.conns: set[socket.socket] = set()
@@ -51,7 +52,7 @@ class Pod:
         try:
             while True:
                 if b"\r\n\r\n" not in buf:
-                    if self.draining.is_set() and not buf:
+                    if self.close_idle and self.draining.is_set() and not buf:
                         return  # idle keep-alive connection: close it (FIN)
                     try:
                         chunk = conn.recv(4096)
@@ -65,7 +66,7 @@ class Pod:
                 lines = head.decode("latin-1").split("\r\n")
                 headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
                 close = headers.get("connection", "").lower() == "close" or lines[0].endswith("HTTP/1.0")
-                close = close or self.draining.is_set()
+                close = close or (self.close_idle and self.draining.is_set())
                 body = f"{self.name}\n".encode()
                 conn.sendall(
                     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
@@ -136,8 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="web")
     parser.add_argument("--events", type=Path, default=None)
     parser.add_argument("--drain", type=float, default=5.0, help="seconds before aborting connections")
+    parser.add_argument("--keep-idle", action="store_true",
+                        help="on SIGTERM do not close kept-alive connections: they are aborted after --drain")
     args = parser.parse_args(argv)
-    return Pod(args.port, args.name, args.events, args.drain, args.host).run()
+    return Pod(args.port, args.name, args.events, args.drain, args.host, not args.keep_idle).run()
 
 
 if __name__ == "__main__":

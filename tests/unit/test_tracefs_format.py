@@ -96,6 +96,7 @@ def test_cflags_old_layout_uses_split_addresses() -> None:
     assert "-DTP_TCP_SEND_RESET=1" in flags
     assert "-DSR_OFF_SPORT=28" in flags and "-DSR_OFF_DADDR_V6=58" in flags
     assert "-DSR_HAS_FAMILY=1" in flags
+    assert "-DSR_REC_SIZE=80" in flags  # daddr_v6 ends at 74, rounded up to 8
     assert "-DSR_SOCKADDR=1" not in flags and "-DSR_HAS_REASON=1" not in flags
     assert not any("COMMON" in f for f in flags)
 
@@ -105,6 +106,7 @@ def test_cflags_new_layout_uses_sockaddr_and_reason() -> None:
     assert "-DSR_SOCKADDR=1" in flags
     assert "-DSR_OFF_REASON=28" in flags and "-DSR_HAS_REASON=1" in flags
     assert "-DSR_OFF_SADDR=32" in flags and "-DSR_OFF_DADDR=60" in flags
+    assert "-DSR_REC_SIZE=88" in flags  # daddr ends at 60 + 28, copied whole to the stack
 
 
 def test_missing_field_disables_hook() -> None:

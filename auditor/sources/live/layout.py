@@ -94,7 +94,8 @@ def hook_cflags(fmt: TracepointFormat, hook: Hook) -> list[str]:
         missing += [name for name in _SPLIT_ADDRS if not fmt.has(name)]
     if missing:
         raise LayoutError(f"{hook.system}:{hook.event} has no field {', '.join(missing)}")
-    flags = [f"-D{hook.define}=1"]
+    end = max(f.offset + f.size for f in fmt.fields.values())
+    flags = [f"-D{hook.define}=1", f"-D{hook.prefix}_REC_SIZE={(end + 7) // 8 * 8}"]
     for f in fmt.fields.values():
         if f.name.startswith("common_"):
             continue

@@ -25,7 +25,7 @@ from auditor.sources.live.btf import load_vmlinux_btf
 from auditor.sources.live.clock import measure_clock_offset
 from auditor.sources.live.decode import decode_event
 from auditor.sources.live.environment import BccEnvironment, prepare_bcc_environment
-from auditor.sources.live.events import KIND_CODES, DecodeError
+from auditor.sources.live.events import KIND_CODES, N_KINDS, DecodeError
 from auditor.sources.live.layout import (
     FAMILIES,
     LayoutError,
@@ -63,9 +63,9 @@ class ProbeSet:
         self.output = ""
         self.decode_errors = 0
         self.perf_lost = 0
-        self.received: dict[str, int] = {kind.value: 0 for kind in KIND_CODES.values()}
+        self._received = [0] * N_KINDS
         self._bpf: Any = None
-        self._pending: list[PacketEvent] = []
+        self._raw: list[bytes] = []
         self._offset_ns = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -179,20 +179,17 @@ class ProbeSet:
     # -- reading ---------------------------------------------------------------------------------
     def _on_event(self, _ctx: Any, data: Any, size: int) -> int:
         raw = ctypes.string_at(data, size)
-        try:
-            event = decode_event(raw, self._offset_ns, self.config.node)
-        except DecodeError:
-            self.decode_errors += 1
-            return 0
-        self.received[event.kind] += 1
-        self._pending.append(event)
+        self._raw.append(raw)
+        code = raw[8] if size > 8 else 0  # ev_hdr.kind (u32 LE, < 256)
+        if code < len(self._received):
+            self._received[code] += 1
         return 0
 
     def _on_lost(self, lost: int) -> None:
         self.perf_lost += lost
 
-    def poll(self, timeout_ms: int = 100) -> list[PacketEvent]:
-        """Events delivered within ``timeout_ms`` (plus any already waiting), oldest first."""
+    def poll_raw(self, timeout_ms: int = 100) -> list[bytes]:
+        """Undecoded records (the fast path: decode later, in batches); see :meth:`poll`."""
         if self._bpf is None:
             raise AuditorError("probes are not started", hint="call start() first")
         if self.output == "ringbuf":
@@ -200,8 +197,31 @@ class ProbeSet:
             self._bpf.ring_buffer_consume()
         else:
             self._bpf.perf_buffer_poll(timeout_ms)
-        out, self._pending = self._pending, []
+        out, self._raw = self._raw, []
         return out
+
+    def poll(self, timeout_ms: int = 100) -> list[PacketEvent]:
+        """Events delivered within ``timeout_ms`` (plus any already waiting), oldest first per CPU.
+
+        Undecodable records are counted in ``decode_errors`` and skipped.
+        """
+        events = []
+        for raw in self.poll_raw(timeout_ms):
+            try:
+                events.append(decode_event(raw, self._offset_ns, self.config.node))
+            except DecodeError:
+                self.decode_errors += 1
+        return events
+
+    @property
+    def received(self) -> dict[str, int]:
+        """Records delivered to Python so far, per kind (decoded or not)."""
+        return {kind.value: self._received[code] for code, kind in KIND_CODES.items()}
+
+    @property
+    def offset_ns(self) -> int:
+        """CLOCK_REALTIME - CLOCK_MONOTONIC used to stamp events (for decoding poll_raw records)."""
+        return self._offset_ns
 
     def resync_clock(self) -> None:
         """Re-measure the monotonic -> UTC offset (NTP may slew the wall clock on long runs)."""
@@ -216,7 +236,7 @@ class ProbeSet:
         for code, kind in KIND_CODES.items():
             seen = sum(int(v) for v in table[ctypes.c_int(code * 2)])
             lost = sum(int(v) for v in table[ctypes.c_int(code * 2 + 1)])
-            out[kind.value] = {"seen": seen, "lost": lost, "received": self.received[kind.value]}
+            out[kind.value] = {"seen": seen, "lost": lost, "received": self._received[code]}
         return out
 
     def _disable(self, what: str, why: str) -> None:
