@@ -95,7 +95,8 @@ def summarize_rollouts(
             "failed": int(failed_by_node.get((rollout, node), 0)),
         }
     out: list[RolloutSummary] = []
-    for rollout, row in by_ep.iterrows():
+    for rkey, row in by_ep.iterrows():
+        rollout = str(rkey)
         causes = {c: int(causes_by.get((rollout, c), 0)) for c in CAUSES}
         max_delay = _opt(by_roll["max_delay"].get(rollout)) if rollout in by_roll.index else None
         max_gap = float(by_roll["max_gap"].get(rollout, 0.0)) if rollout in by_roll.index else 0.0
