@@ -3,12 +3,13 @@
 The runs (marker ``lab``) happen once per scenario (module-scoped fixtures):
 (a) preStop 0, delay 1 s, new connections: refused connections, one RST per refusal from the old pods;
 (b) preStop 3 s, delay 1 s: no client failure, no RST from old pods;
-(c) keep-alive load, preStop 0: resets from the old pods.
+(c) keep-alive load, preStop 0, a server that aborts kept-alive connections: resets and refusals.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -136,13 +137,20 @@ def gap_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
 
 
 @pytest.fixture(scope="module")
+def gap2_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
+    yield _run(tmp_path_factory, "gap2", LabConfig(prestop=0, delay=2.0))
+
+
+@pytest.fixture(scope="module")
 def safe_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
     yield _run(tmp_path_factory, "safe", LabConfig(prestop=3, delay=1.0))
 
 
 @pytest.fixture(scope="module")
 def keepalive_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
-    yield _run(tmp_path_factory, "keepalive", LabConfig(prestop=0, delay=1.0, keepalive=True))
+    # a server that leaves kept-alive connections open and aborts them (RST) after 0.3 s of drain
+    cfg = LabConfig(prestop=0, delay=1.0, keepalive=True, keep_idle=True, drain=0.3)
+    yield _run(tmp_path_factory, "keepalive", cfg)
 
 
 @pytest.mark.lab
@@ -218,9 +226,67 @@ def test_prestop_longer_than_delay_is_safe(safe_run: LabRun) -> None:
 
 
 @pytest.mark.lab
-def test_keepalive_load_sees_resets(keepalive_run: LabRun) -> None:
+def test_keepalive_load_sees_resets_and_refusals(keepalive_run: LabRun) -> None:
     pods = keepalive_run.truth["old_pods"]
-    assert sum(pod["rst_from_pod"] for pod in pods) > 0
+    for pod in pods:
+        # every connection the server aborted at the drain timeout is one RST on the wire
+        assert pod["server_aborted"] > 0
+        assert pod["rst_established"] == pod["server_aborted"], pod["name"]
+    # aborted clients reconnect inside the gap: some land on the old pod and are refused
+    assert sum(pod["rst_refused"] for pod in pods) > 0
+    assert sum(pod["rst_refused"] for pod in pods) >= keepalive_run.truth["client"]["refused"]
     assert keepalive_run.truth["config"]["keepalive"] is True
     # kept-alive connections mean far fewer SYNs than requests
     assert sum(pod["syn_to_pod"] for pod in pods) < keepalive_run.truth["client"]["total"] / 10
+
+
+@pytest.mark.lab
+def test_two_second_delay_widens_the_gap(gap2_run: LabRun, gap_run: LabRun) -> None:
+    for pod in gap2_run.truth["old_pods"]:
+        gap = (pod["t_rule_removed_after"] - pod["t_listener_closed"]) / 1e9
+        assert 1.95 <= gap <= 2.15, (pod["name"], gap)
+        assert pod["rst_refused"] > 0
+    # twice the gap at the same rate: clearly more refusals than with 1 s
+    assert gap2_run.truth["client"]["refused"] > 1.4 * gap_run.truth["client"]["refused"]
+
+
+@pytest.mark.lab
+def test_legacy_backend(tmp_path: Path) -> None:
+    require_root()
+    require_tool("hey", "tcpdump", "iptables-legacy-restore", "iptables-legacy-save", "ip")
+    cfg = LabConfig(replicas=1, prestop=0, delay=0.5, backend="legacy", margin=0.5, settle=0.0)
+    run = run_rollout(cfg, tmp_path / "legacy")
+    rules = (tmp_path / "legacy" / "rules.log").read_text()
+    assert "-m statistic --mode random" not in rules.split("# sync")[-1]  # one endpoint left: no split
+    assert run.truth["client"]["refused"] == run.truth["old_pods"][0]["rst_refused"] > 0
+
+
+@pytest.mark.lab
+def test_cleanup_on_failure_and_stale_namespaces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    require_root()
+    require_tool("ip", "iptables-nft-restore")
+    from tests.lab import netns, rollout
+
+    def fail(self: object) -> None:
+        raise RuntimeError("injected failure after the namespaces exist")
+
+    before = set(list_namespaces())
+    monkeypatch.setattr(rollout.Dataplane, "install", fail)
+    with pytest.raises(RuntimeError, match="injected"):
+        run_rollout(LabConfig(), tmp_path / "fail")
+    assert set(list_namespaces()) <= before  # node and client namespaces removed in finally
+    # a crashed run's namespace (owner gone) is stale; one of a live run is not
+    dead, live = "fff0", "fff1"
+    rollout.RUNS_DIR.mkdir(exist_ok=True)
+    (rollout.RUNS_DIR / f"{dead}.pid").write_text("999999999")
+    (rollout.RUNS_DIR / f"{live}.pid").write_text(str(os.getpid()))
+    try:
+        netns.add_namespace(f"al{dead}n")
+        netns.add_namespace(f"al{live}n")
+        removed = rollout.remove_stale_namespaces()
+        assert f"al{dead}n" in removed and f"al{live}n" not in removed
+        assert f"al{live}n" in list_namespaces()
+    finally:
+        netns.remove_namespaces([f"al{dead}n", f"al{live}n"])
+        for run_id in (dead, live):
+            (rollout.RUNS_DIR / f"{run_id}.pid").unlink(missing_ok=True)
