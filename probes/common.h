@@ -38,7 +38,6 @@ struct ev_tuple {
 
 #ifdef USE_RINGBUF
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
-BPF_PERCPU_ARRAY(wakeups, u64, 1);
 #else
 BPF_PERF_OUTPUT(events);
 #endif
@@ -52,26 +51,25 @@ static __always_inline void count(u32 idx) {
 }
 
 // Counts the event as seen, sends it, counts it as lost if the channel is full.
-// Ring buffer: wake the reader only every WAKEUP_BATCH events per CPU; the reader also polls
-// with a timeout, so a quiet CPU's events are delivered within that timeout.
+// Ring buffer: wake the reader only every WAKEUP_BATCH events of a kind per CPU (the seen counter
+// decides, so one map lookup serves both); the reader also polls with a timeout, so the rest is
+// delivered within that timeout.
 static __always_inline void emit(void *ctx, void *ev, u32 size, u32 kind) {
     int rc;
-    count(kind * 2);
-#ifdef USE_RINGBUF
-    u32 zero = 0;
-    u64 flags = BPF_RB_NO_WAKEUP;
-    u64 *n = wakeups.lookup(&zero);
-    if (n) {
-        *n += 1;
-        if (*n % WAKEUP_BATCH == 0)
-            flags = BPF_RB_FORCE_WAKEUP;
+    u32 idx = kind * 2;
+    u64 n = 0;
+    u64 *seen = counters.lookup(&idx);
+    if (seen) {
+        *seen += 1;
+        n = *seen;
     }
-    rc = events.ringbuf_output(ev, size, flags);
+#ifdef USE_RINGBUF
+    rc = events.ringbuf_output(ev, size, n % WAKEUP_BATCH == 0 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 #else
     rc = events.perf_submit(ctx, ev, size);
 #endif
     if (rc < 0)
-        count(kind * 2 + 1);
+        count(idx + 1);
 }
 
 static __always_inline void fill_hdr(struct ev_hdr *h, u32 kind, u32 netns) {
