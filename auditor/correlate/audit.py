@@ -109,22 +109,24 @@ def _overall(
 
 
 def reconcile(client: Any, failures: pd.DataFrame) -> dict[str, Any]:
-    """Compare what the client saw with what the nodes saw."""
+    """Compare what the client saw with what the nodes saw and explained."""
     by_error = dict(getattr(client, "by_error", {}) or {})
     client_refused = int(by_error.get("connection_refused", 0))
     client_reset = int(by_error.get("connection_reset", 0)) + int(by_error.get("eof", 0))
-    node_refused = int((failures["failure"] == "refused").sum())
-    node_reset = int((failures["failure"] == "reset").sum())
-    explained = int(failures["cause"].isin(["propagation_gap", "inflight_reset", "after_removal"]).sum())
     client_failed = int(getattr(client, "failed", 0) or 0)
+    related = failures["cause"] != "unrelated"
+    node_refused = int(((failures["failure"] == "refused") & related).sum())
+    node_reset = int(((failures["failure"] == "reset") & related).sum())
+    unrelated = int((~related).sum())
+    explained = int(failures["cause"].isin(["propagation_gap", "inflight_reset", "after_removal"]).sum())
     notes = []
     if client_refused != node_refused:
         notes.append(
-            f"client saw {client_refused} refused, nodes saw {node_refused}: "
+            f"client saw {client_refused} refused, the captured nodes attributed {node_refused}: "
             + (
-                "some refusals happened on nodes that were not captured"
+                "the rest happened on nodes without a capture, or before/after the captured window"
                 if client_refused > node_refused
-                else "some refusals were retried or came from other clients"
+                else "the extra refusals came from other clients (or were retried by the client)"
             )
         )
     return {
@@ -135,10 +137,8 @@ def reconcile(client: Any, failures: pd.DataFrame) -> dict[str, Any]:
         "client_reset": client_reset,
         "node_refused": node_refused,
         "node_reset": node_reset,
+        "node_unrelated": unrelated,
         "node_explained": explained,
         "explained_fraction": (min(explained, client_failed) / client_failed) if client_failed else None,
         "notes": notes,
     }
-
-
-__all__ = ["AuditOptions", "AuditResult", "audit"]

@@ -117,3 +117,43 @@ def plot_delay_distribution(res: AuditResult) -> Figure:
     ax.set_xlabel("propagation delay (s)")
     ax.set_title("propagation delay per node")
     return fig
+
+
+def plot_failures_by_cause(res: AuditResult) -> Figure:
+    """Failed connections by cause (all causes, zero bars included), coloured as in the timeline."""
+    from matplotlib.figure import Figure
+
+    causes = list(CAUSE_COLORS)
+    counts = [int(res.causes.get(c, 0)) for c in causes]
+    fig = Figure(figsize=(7, 3), layout="constrained")
+    ax = fig.subplots()
+    bars = ax.barh(causes, counts, color=[CAUSE_COLORS[c] for c in causes])
+    ax.bar_label(bars, padding=2)
+    ax.invert_yaxis()
+    ax.set_xlabel("failed connections")
+    ax.set_title("failed connections by cause")
+    return fig
+
+
+def plot_prestop_what_if(table: pd.DataFrame) -> Figure:
+    """Failures remaining and avoided per hypothetical preStop (a table from ``auditor.api.what_if``),
+    one panel per rollout."""
+    from matplotlib.figure import Figure
+
+    rollouts = list(dict.fromkeys(table["rollout"])) if not table.empty else []
+    fig = Figure(figsize=(7, 0.5 + 2.8 * max(1, len(rollouts))), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(max(1, len(rollouts)), 1, squeeze=False)[:, 0])
+    if not rollouts:
+        axes[0].text(0.5, 0.5, "no rollout to evaluate", ha="center", va="center")
+        return fig
+    for ax, rollout in zip(axes, rollouts, strict=True):
+        t = table.loc[table["rollout"] == rollout].sort_values("prestop_s")
+        x = np.arange(len(t))
+        ax.bar(x, t["remaining"], color="#d62728", label="still failing")
+        ax.bar(x, t["avoided"], bottom=t["remaining"], color="#2ca02c", label="avoided")
+        ax.set_xticks(x, [f"{p:g} s\n{v}" for p, v in zip(t["prestop_s"], t["verdict"], strict=True)])
+        ax.set_ylabel("failed connections")
+        ax.set_title(f"{rollout}: observed failures under another preStop")
+        ax.legend(loc="upper right", fontsize="small")
+    axes[-1].set_xlabel("preStop sleep (and the resulting verdict)")
+    return fig

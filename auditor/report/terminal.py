@@ -80,8 +80,9 @@ def render_terminal(doc: dict[str, Any], console: Console | None = None) -> None
     if recon:
         con.print(
             f"client ({recon['client_tool']}): {recon['client_requests']} requests, {recon['client_failed']} failed "
-            f"({recon['client_refused']} refused, {recon['client_reset']} reset/EOF); nodes saw "
-            f"{recon['node_refused']} refused, {recon['node_reset']} reset, {recon['node_explained']} explained"
+            f"({recon['client_refused']} refused, {recon['client_reset']} reset/EOF); the nodes attribute "
+            f"{recon['node_refused']} refused and {recon['node_reset']} reset to terminations "
+            f"({recon['node_unrelated']} other failures are unrelated, e.g. probes of pods not yet listening)"
         )
         for note in recon["notes"]:
             con.print(f"  note: {note}")
