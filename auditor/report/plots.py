@@ -152,6 +152,7 @@ def plot_prestop_what_if(table: pd.DataFrame) -> Figure:
         ax.bar(x, t["remaining"], color="#d62728", label="still failing")
         ax.bar(x, t["avoided"], bottom=t["remaining"], color="#2ca02c", label="avoided")
         ax.set_xticks(x, [f"{p:g} s\n{v}" for p, v in zip(t["prestop_s"], t["verdict"], strict=True)])
+        ax.set_ylim(0, max(1, int(t["failed_observed"].max())) * 1.3)
         ax.set_ylabel("failed connections")
         ax.set_title(f"{rollout}: observed failures under another preStop")
         ax.legend(loc="upper right", fontsize="small")
