@@ -21,16 +21,18 @@ pytestmark = pytest.mark.privileged
 
 CLOSED_PORT, LISTEN_PORT = 7, 8123
 
-# Runs inside the namespace: refused IPv4 connect, open+close a listener, UDP to a closed port.
+# Runs inside the namespace: refused IPv4 and IPv6 connects, open+close a listener, UDP to a
+# closed port.
 CLIENT = f"""
 import socket
-s = socket.socket()
-s.settimeout(2)
-try:
-    s.connect(("127.0.0.1", {CLOSED_PORT}))
-except ConnectionRefusedError:
-    print("refused")
-s.close()
+for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+    s = socket.socket(family)
+    s.settimeout(2)
+    try:
+        s.connect((host, {CLOSED_PORT}))
+    except ConnectionRefusedError:
+        print("refused", host)
+    s.close()
 l = socket.socket()
 l.bind(("127.0.0.1", {LISTEN_PORT}))
 l.listen()
@@ -98,7 +100,7 @@ def test_refusal_listener_icmp_and_drop_in_netns(probes: ProbeSet, netns: tuple[
         timeout=20,
         check=True,
     )
-    assert out.stdout.strip() == "refused"
+    assert out.stdout.split("\n")[0] == "refused 127.0.0.1"
     wanted = {"refused", "rst_sent", "rst_received", "listen_close", "icmp_unreachable", "drop"}
     events = _collect(probes, inum, wanted)
     by_kind: dict[str, list[PacketEvent]] = {}
@@ -106,7 +108,7 @@ def test_refusal_listener_icmp_and_drop_in_netns(probes: ProbeSet, netns: tuple[
         by_kind.setdefault(e.kind, []).append(e)
     assert wanted <= set(by_kind), f"missing {wanted - set(by_kind)}; disabled: {probes.disabled}"
 
-    refused = by_kind[EventKind.REFUSED][0]
+    refused = next(e for e in by_kind[EventKind.REFUSED] if e.family == 4)
     assert (refused.dst, refused.dport, refused.state_raw) == ("127.0.0.1", CLOSED_PORT, 2)
     client_port = refused.sport
     rst = next(e for e in by_kind[EventKind.RST_SENT] if e.dport == client_port)
@@ -114,6 +116,12 @@ def test_refusal_listener_icmp_and_drop_in_netns(probes: ProbeSet, netns: tuple[
     assert rst.reason_raw == 1  # SK_RST_REASON_NO_SOCKET on 6.10+; 0 before
     received = next(e for e in by_kind[EventKind.RST_RECEIVED] if e.dport == client_port)
     assert received.sport == CLOSED_PORT
+    if "refused ::1" in out.stdout:  # IPv6 enabled in the namespace
+        v6 = _collect(probes, inum, set(), 0.2) + [e for e in events if e.family == 6]
+        refused6 = next(e for e in v6 if e.kind == EventKind.REFUSED)
+        assert (refused6.dst, refused6.dport) == ("::1", CLOSED_PORT)
+        rst6 = next(e for e in v6 if e.kind == EventKind.RST_SENT and e.dport == refused6.sport)
+        assert (rst6.src, rst6.sport) == ("::1", CLOSED_PORT)
     listen = by_kind[EventKind.LISTEN_CLOSE][0]
     assert (listen.src, listen.sport, listen.state_raw) == ("127.0.0.1", LISTEN_PORT, 10)
     icmp = by_kind[EventKind.ICMP_UNREACHABLE][0]
@@ -175,3 +183,19 @@ def test_missing_tracepoint_disables_only_that_signal(monkeypatch: pytest.Monkey
     with ProbeSet(ProbeConfig(families=("tcp_reset",))) as probe_set:
         assert "tcp:tcp_no_such_event" in probe_set.disabled
         assert probe_set.attached == ["tcp:tcp_send_reset", "tcp:tcp_receive_reset"]
+
+
+def test_old_tcp_send_reset_layout_compiles_and_loads() -> None:
+    """The split-address layout (<= 6.9) is built from a 5.15 format file and passes the verifier."""
+    _skip_unless_bcc_can_load()
+    from auditor.sources.live.tracefs import find_tracefs, parse_format, read_format
+    from tests.unit.test_tracefs_format import SEND_RESET_5_15
+
+    def formats(system: str, event: str):  # type: ignore[no-untyped-def]
+        if event == "tcp_send_reset":
+            return parse_format(SEND_RESET_5_15)
+        return read_format(find_tracefs() or Path("/sys/kernel/tracing"), system, event)
+
+    with ProbeSet(ProbeConfig(families=("tcp_reset",)), formats=formats) as probe_set:
+        assert probe_set.attached == ["tcp:tcp_send_reset", "tcp:tcp_receive_reset"]
+        assert probe_set.disabled == {}

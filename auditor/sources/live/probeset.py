@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from auditor.sources.live.layout import (
     kernel_offset_cflags,
     pack_pod_cidr,
 )
-from auditor.sources.live.tracefs import read_format
+from auditor.sources.live.tracefs import TracepointFormat, read_format
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,14 @@ class ProbeConfig:
 class ProbeSet:
     """The loaded probes of the enabled families, sharing one output channel and counter array."""
 
-    def __init__(self, config: ProbeConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: ProbeConfig | None = None,
+        formats: Callable[[str, str], TracepointFormat | None] | None = None,
+    ) -> None:
+        """``formats(system, event)`` overrides the tracefs format files (tests of other layouts)."""
         self.config = config or ProbeConfig()
+        self._formats = formats
         self.disabled: dict[str, str] = {}  # "system:event" or family -> why
         self.attached: list[str] = []
         self.environment: BccEnvironment | None = None
@@ -93,7 +100,10 @@ class ProbeSet:
             c_file, family_hooks = FAMILIES[family]
             usable = []
             for hook in family_hooks:
-                fmt = read_format(env.tracefs, hook.system, hook.event)
+                if self._formats is not None:
+                    fmt = self._formats(hook.system, hook.event)
+                else:
+                    fmt = read_format(env.tracefs, hook.system, hook.event)
                 if fmt is None:
                     self._disable(f"{hook.system}:{hook.event}", "tracepoint not found on this kernel")
                     continue
