@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_bench(pcap: Path, truth: Truth, big: tuple[Path, Truth] | None, auditor: str, work: Path,
               repeat: int) -> int:
     failed = False
+    load_before = os.getloadavg()[0]  # other work on the machine skews wall times: say how much
     warm_cache(pcap)
     print("counting tcpdump matches ...", flush=True)
     td_counts = count_tcpdump(pcap)
@@ -229,6 +230,8 @@ def run_bench(pcap: Path, truth: Truth, big: tuple[Path, Truth] | None, auditor:
             big_parquet.unlink()
 
     ratio = ev.wall_s / td.wall_s if td.wall_s > 0 else float("inf")
+    td_cpu = td.user_s + td.sys_s
+    cpu_ratio = (ev.user_s + ev.sys_s) / td_cpu if td_cpu > 0 else float("inf")
     counts_ok = ev_counts is not None and td_counts == ev_counts == Counts(truth.rst, truth.syn)
     counts_ok = counts_ok and sm_counts == td_counts
 
@@ -248,6 +251,7 @@ def run_bench(pcap: Path, truth: Truth, big: tuple[Path, Truth] | None, auditor:
          goal(ev.peak_rss_bytes <= RSS_GOAL_BYTES, ev)),
         ("CPU user + sys, median", f"{td.user_s + td.sys_s:.3f} s", f"{ev.user_s + ev.sys_s:.3f} s",
          "", "", ""),
+        ("CPU ratio (less load-sensitive)", "", f"{cpu_ratio:.2f}", "", "(info)", ""),
     ]
     if big is not None and big_run is not None:
         big_ok = big_counts == Counts(big[1].rst, big[1].syn)
@@ -272,7 +276,8 @@ def run_bench(pcap: Path, truth: Truth, big: tuple[Path, Truth] | None, auditor:
     print(f"capture {pcap}: {truth.packets:,} packets, {fmt_mb(truth.bytes)}, "
           f"{(truth.last_time_us - truth.first_time_us) / 1e6:.0f} s of traffic")
     print(f"tcpdump filter: {TCPDUMP_FILTER}")
-    print(f"machine: {os.cpu_count()} CPUs, Linux {platform.release()}, {tcpdump_version()}")
+    print(f"machine: {os.cpu_count()} CPUs, Linux {platform.release()}, {tcpdump_version()}; "
+          f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     print_table(rows)
     if not counts_ok:
         print("FAIL: RST/SYN counts differ between tcpdump, auditor and the generator", file=sys.stderr)
