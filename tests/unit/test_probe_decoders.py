@@ -132,3 +132,43 @@ def test_clock_offset_matches_wall_clock() -> None:
     offset = measure_clock_offset()
     utc = time.clock_gettime_ns(time.CLOCK_MONOTONIC) + offset
     assert abs(utc - time.time_ns()) < 50_000_000  # 50 ms: only scheduling noise between reads
+
+
+def _sample_records() -> list[bytes]:
+    """One record of each kind (as in the tests above), plus IPv6 and an unknown family."""
+    return [
+        header(5_000, 1, AF_INET, V4("10.244.1.7"), V4("10.244.2.9"), 8080, 41000)
+        + struct.pack("<II4x", 7, 1),
+        header(7, 2, AF_INET, V4("10.244.2.9"), V4("10.244.1.7"), 41000, 8080) + struct.pack("<II4x", 2, 0),
+        header(9, 3, AF_INET6, v6("fd00::2"), v6("fd00::7"), 41000, 8080) + struct.pack("<II4x", 2, 7),
+        header(11, 4, AF_INET, V4("0.0.0.0"), V4("0.0.0.0"), 8080, 0) + struct.pack("<II4x", 10, 7),
+        header(13, 5, AF_INET, V4("10.244.2.9"), V4("10.244.1.7"), 41000, 8080)
+        + struct.pack("<IIBBHI", 3, 3, 6, SYN, 0, 0),
+        header(15, 6, AF_INET6, v6("fd00::9"), v6("fd00::7"), 41000, 8080)
+        + struct.pack("<IHBB4xQ", 3, 0x86DD, 6, SYN, 0xFFFFFFFF81ABCDEF),
+        header(17, 1, 0, b"\x01" * 16, b"\x02" * 16, 1, 2) + struct.pack("<II4x", 0, 0),
+    ]
+
+
+def test_batch_decoder_matches_record_decoders() -> None:
+    from pandas.testing import assert_frame_equal
+
+    from auditor.model.packet import packet_frame
+    from auditor.sources.live.decode_batch import decode_records
+
+    records = _sample_records()
+    batch, bad = decode_records(
+        [*records, b"\x00" * 4, header(1, 9, 2, b"", b"", 0, 0) + b"\0" * 8], OFFSET, "n1"
+    )
+    assert bad == 2
+    expected = [decode_event(r, OFFSET, "n1") for r in records]
+    one_by_one = packet_frame(sorted(expected, key=lambda e: e.time_ns))
+    assert_frame_equal(batch, one_by_one, check_categorical=False)
+    assert list(batch["kind"]) == [e.kind for e in sorted(expected, key=lambda e: e.time_ns)]
+
+
+def test_batch_decoder_empty() -> None:
+    from auditor.sources.live.decode_batch import decode_records
+
+    df, bad = decode_records([], 0)
+    assert len(df) == 0 and bad == 0 and "time" in df.columns
