@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from auditor.errors import AuditorError
 from auditor.model.packet import PacketEvent
@@ -35,6 +35,9 @@ from auditor.sources.live.layout import (
     pack_pod_cidr,
 )
 from auditor.sources.live.tracefs import TracepointFormat, read_format
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +225,14 @@ class ProbeSet:
             except DecodeError:
                 self.decode_errors += 1
         return events
+
+    def poll_frame(self, timeout_ms: int = 100) -> pd.DataFrame:
+        """Like :meth:`poll`, as the packet event table, decoded in one batch (the fast path)."""
+        from auditor.sources.live.decode_batch import decode_records
+
+        frame, bad = decode_records(self.poll_raw(timeout_ms), self._offset_ns, self.config.node)
+        self.decode_errors += bad
+        return frame
 
     @property
     def received(self) -> dict[str, int]:
