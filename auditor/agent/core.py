@@ -1,0 +1,363 @@
+"""The agent: packet sources -> bounded queue -> writer (event log + live window); kube and dataplane
+inputs; episodes audited as they finish; metrics; a bounded, lossless shutdown.
+
+Threads: one poll loop per packet source, the writer, the kube watcher's, the dataplane watcher's,
+the metrics HTTP server; the caller's thread runs :meth:`Agent.run` (episodes, loss counters, summary).
+On :meth:`Agent.request_stop` (SIGTERM): sources stop and are drained, the writer empties the queue and
+finishes the log segment, then ``agent-<node>.json`` records received / written / lost. Every event a
+poll loop received is either written or counted as ``queue_full`` (``received == written + dropped``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from auditor.agent.correlator import EpisodeReport, LiveCorrelator
+from auditor.agent.inputs import DataplaneInput, KubeInput
+from auditor.agent.sources import PacketSource
+from auditor.model.kube import format_time_ns
+from auditor.model.packet import PacketEvent
+from auditor.sinks.eventlog import EventLog, segment_stamp
+from auditor.sinks.metrics import AgentMetrics, MetricsServer
+
+log = logging.getLogger("auditor.agent")
+
+_STOP = object()
+
+
+@dataclass
+class AgentConfig:
+    node: str
+    log_dir: Path
+    metrics_addr: str | None = ":9808"  # None: no HTTP server
+    log_format: str = "parquet"
+    rotate_bytes: int = 64 << 20
+    rotate_seconds: float = 300.0
+    flush_ms: int = 1000
+    settle_s: float = 10.0
+    window_s: float = 600.0
+    queue_batches: int = 4096  # poll batches waiting for the writer
+    stop_timeout_s: float = 10.0
+    dataplane: str = "off"  # off | auto | iptables-nft | iptables-legacy | nftables
+    extra: dict[str, Any] = field(default_factory=dict)  # copied into the summary
+
+
+class Agent:
+    """Build with the inputs, :meth:`start`, :meth:`run` until stopped; :meth:`run` returns the summary."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        sources: list[PacketSource],
+        kube_client: Any = None,
+        metrics: AgentMetrics | None = None,
+        on_episode: Callable[[EpisodeReport], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.sources = sources
+        self.metrics = metrics or AgentMetrics()
+        self.on_episode = on_episode or (lambda r: log.info("%s", r.line))
+        self.stop_event = threading.Event()
+        self.correlator = LiveCorrelator(config.node, settle_s=config.settle_s, window_s=config.window_s)
+        self.started_ns = time.time_ns()
+        stamp = segment_stamp(self.started_ns / 1e9)
+        self.dir = Path(config.log_dir)
+        self.eventlog = EventLog(
+            self.dir, config.node, config.log_format, config.rotate_bytes, config.rotate_seconds
+        )
+        self.kube = (
+            KubeInput(kube_client, self.dir / f"kube-{config.node}-{stamp}.json", self.correlator)
+            if kube_client is not None
+            else None
+        )
+        self.dataplane: DataplaneInput | None = None
+        self.dataplane_note = "off"
+        if config.dataplane != "off":
+            self.dataplane = DataplaneInput(
+                config.node,
+                config.dataplane,
+                self.dir / f"dataplane-{config.node}-{stamp}.jsonl",
+                self.correlator,
+            )
+        self.summary_path = self.dir / f"agent-{config.node}.json"
+        self.episodes_path = self.dir / f"episodes-{config.node}.jsonl"
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, config.queue_batches))
+        self._lock = threading.Lock()
+        self.received: Counter[str] = Counter()
+        self.dropped = 0
+        self.written = 0
+        self.episode_verdicts: Counter[str] = Counter()
+        self._pollers: list[threading.Thread] = []
+        self._writer = threading.Thread(target=self._write_loop, name="agent-writer", daemon=True)
+        self._server: MetricsServer | None = None
+        self._source_errors: dict[str, str] = {}
+        self._clean = True
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> Agent:
+        from auditor.errors import AuditorError
+
+        if self.config.metrics_addr:
+            self._server = MetricsServer(self.metrics, self.config.metrics_addr, self.health).start()
+        started: list[PacketSource] = []
+        try:
+            for src in self.sources:
+                src.start()
+                started.append(src)
+        except BaseException:
+            for src in started:
+                src.close()
+            if self._server:
+                self._server.stop()
+            raise
+        if self.dataplane is not None:
+            try:
+                self.dataplane.start()
+                self.dataplane_note = f"on ({self.config.dataplane})"
+            except AuditorError as exc:
+                if self.config.dataplane != "auto":
+                    self.stop_event.set()
+                    self._stop_inputs(0.0)
+                    raise
+                log.warning("dataplane recording disabled: %s", exc.line())
+                self.dataplane_note = f"disabled: {exc.line()}"
+                self.dataplane = None
+        if self.kube is not None:
+            self.kube.start()
+        self._writer.start()
+        for src in self.sources:
+            t = threading.Thread(target=self._poll_loop, args=(src,), name=f"poll-{src.name}", daemon=True)
+            self._pollers.append(t)
+            t.start()
+        return self
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to return (safe from a signal handler)."""
+        self.stop_event.set()
+
+    def health(self) -> tuple[bool, str]:
+        problems = [f"source {n}: {e}" for n, e in self._source_errors.items()]
+        if not self._writer.is_alive():
+            problems.append("writer stopped")
+        if any(not t.is_alive() for t in self._pollers) and not self.stop_event.is_set():
+            problems.append("a packet source stopped")
+        if self.stop_event.is_set():
+            problems.append("stopping")
+        return (not problems, "; ".join(problems) or "ok")
+
+    def run(self, duration_s: float | None = None) -> dict[str, Any]:
+        """Serve until :meth:`request_stop` (or ``duration_s``), then shut down; returns the summary."""
+        start = time.monotonic()
+        next_tick = next_summary = 0.0
+        try:
+            while not self.stop_event.is_set():
+                if duration_s is not None and time.monotonic() - start >= duration_s:
+                    break
+                now = time.monotonic()
+                if now >= next_tick:
+                    next_tick = now + 1.0
+                    self._tick()
+                if now >= next_summary:
+                    next_summary = now + 10.0
+                    self._write_summary(final=False)
+                self.stop_event.wait(0.2)
+        finally:
+            summary = self.shutdown()
+        return summary
+
+    def shutdown(self) -> dict[str, Any]:
+        """Stop inputs, drain, flush, close; bounded by ``stop_timeout_s``. Idempotent enough to call once."""
+        self.stop_event.set()
+        deadline = time.monotonic() + self.config.stop_timeout_s
+        for t in self._pollers:
+            t.join(max(0.0, deadline - time.monotonic() - 2.0))
+        self._stop_inputs(max(0.5, min(3.0, deadline - time.monotonic() - 2.0)))
+        if self._writer.is_alive():
+            try:
+                self._queue.put(_STOP, timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Full:
+                self._clean = False
+            self._writer.join(max(0.1, deadline - time.monotonic()))
+        if self._writer.is_alive() or any(t.is_alive() for t in self._pollers):
+            self._clean = False
+            log.error(
+                "shutdown did not finish within %.0f s; summary may be incomplete", self.config.stop_timeout_s
+            )
+        self._tick()
+        summary = self._write_summary(final=True)
+        if self._server is not None:
+            self._server.stop()
+        return summary
+
+    def _stop_inputs(self, timeout: float) -> None:
+        if self.kube is not None:
+            self.kube.stop(timeout)
+        if self.dataplane is not None:
+            self.dataplane.stop()
+
+    # -- threads -----------------------------------------------------------------------------------
+    def _poll_loop(self, src: PacketSource) -> None:
+        try:
+            while not self.stop_event.is_set():
+                self._enqueue(src.poll(100))
+            for _ in range(100):  # drain what is already waiting (bounded)
+                events = src.poll(0)
+                if not events:
+                    break
+                self._enqueue(events)
+        except Exception as exc:
+            self._source_errors[src.name] = f"{type(exc).__name__}: {exc}"
+            log.error("packet source %s failed: %s", src.name, self._source_errors[src.name])
+        finally:
+            try:
+                src.close()
+            except Exception as exc:
+                log.warning("closing source %s: %s", src.name, exc)
+
+    def _enqueue(self, events: list[PacketEvent]) -> None:
+        if not events:
+            return
+        kinds = Counter(e.kind for e in events)
+        with self._lock:
+            self.received.update(kinds)
+        for kind, n in kinds.items():
+            self.metrics.count_received(kind, n)
+        try:
+            self._queue.put(events, timeout=1.0)
+        except queue.Full:
+            with self._lock:
+                self.dropped += len(events)
+
+    def _write_loop(self) -> None:
+        flush_s = max(0.01, self.config.flush_ms / 1000)
+        last_flush = time.monotonic()
+        stopping = False
+        while True:
+            try:
+                item = self._queue.get(timeout=flush_s) if not stopping else self._queue.get_nowait()
+            except queue.Empty:
+                item = None
+                if stopping:
+                    break
+            if item is _STOP:
+                stopping = True  # keep taking what poll loops put before they ended
+                continue
+            if item:
+                try:
+                    self.eventlog.write(item)
+                except Exception as exc:
+                    self._clean = False
+                    log.error("event log write failed: %s: %s", type(exc).__name__, exc)
+                    with self._lock:
+                        self.dropped += len(item)
+                    continue
+                with self._lock:
+                    self.written += len(item)
+                self.metrics.count_written(len(item))
+                self.correlator.add_packets(item)
+            if time.monotonic() - last_flush >= flush_s:
+                self.eventlog.flush()
+                last_flush = time.monotonic()
+        self.eventlog.close()
+
+    # -- periodic ----------------------------------------------------------------------------------
+    def _tick(self) -> None:
+        for kind, total in self.lost().items():
+            self.metrics.set_lost_total(kind, total)
+        for report in self.correlator.run_due():
+            self._report(report)
+
+    def _report(self, report: EpisodeReport) -> None:
+        self.episode_verdicts[report.verdict] += 1
+        self.metrics.count_episode(report.verdict)
+        for (failure, cause), n in report.failures.items():
+            self.metrics.count_failures(report.namespace, report.pod, failure, cause, n)
+        for delay in report.node_delays.values():
+            self.metrics.observe_delay(delay)
+        for gap in report.node_gaps.values():
+            self.metrics.observe_gap(gap)
+        try:
+            with self.episodes_path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(report.as_dict(), separators=(",", ":")) + "\n")
+        except OSError as exc:
+            log.warning("cannot append to %s: %s", self.episodes_path, exc.strerror)
+        self.on_episode(report)
+
+    def lost(self) -> dict[str, int]:
+        """Running loss totals from every input, plus events dropped at the writer queue."""
+        out: Counter[str] = Counter()
+        for src in self.sources:
+            try:
+                out.update(src.lost())
+            except Exception as exc:
+                log.debug("lost counters of %s unavailable: %s", src.name, exc)
+        for side in (self.kube, self.dataplane):
+            if side is not None:
+                out.update(side.lost())
+        with self._lock:
+            out["queue_full"] = self.dropped
+        return dict(out)
+
+    def summary(self) -> dict[str, Any]:
+        with self._lock:
+            received, written, dropped = dict(self.received), self.written, self.dropped
+        c = self.correlator
+        return {
+            "node": self.config.node,
+            "started_at": format_time_ns(self.started_ns),
+            "updated_at": format_time_ns(time.time_ns()),
+            "received": received,
+            "received_total": sum(received.values()),
+            "written": written,
+            "dropped": dropped,
+            "lost": self.lost(),
+            "log_format": self.config.log_format,
+            "segments": [p.name for p in self.eventlog.finished],
+            "live_segment": self.eventlog.current.name if self.eventlog.current else None,
+            "episodes": {
+                "finished": c.finished,
+                "skipped": c.skipped,
+                "errors": c.errors,
+                "unfinished": c.pending,
+                "by_verdict": dict(self.episode_verdicts),
+                "window_evicted_packets": c.window.evicted_packets,
+            },
+            "kube": self.kube.notes() if self.kube is not None else "off",
+            "dataplane": self.dataplane.notes() if self.dataplane is not None else self.dataplane_note,
+            "sources": {s.name: _safe_notes(s) for s in self.sources},
+            "source_errors": dict(self._source_errors),
+            **self.config.extra,
+        }
+
+    def _write_summary(self, final: bool) -> dict[str, Any]:
+        data = self.summary()
+        data["final"] = final
+        data["clean_exit"] = self._clean if final else None
+        tmp = self.summary_path.with_name(self.summary_path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+            os.replace(tmp, self.summary_path)
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.summary_path, exc.strerror)
+        return data
+
+    @property
+    def clean(self) -> bool:
+        return self._clean
+
+
+def _safe_notes(src: PacketSource) -> dict[str, Any]:
+    try:
+        return src.notes()
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}

@@ -1,0 +1,202 @@
+"""Live correlation: when a pod termination episode is over, explain it with the offline engine.
+
+A pod's episode is over ``settle_s`` seconds after its DELETED watch event: late refusals and the last
+dataplane rewrites have arrived by then. The correlator then runs :func:`auditor.correlate.audit.audit`
+on the window restricted to that pod (its watch events, the EndpointSlices that listed it, packets and
+rule changes touching its addresses) and returns one :class:`EpisodeReport`.
+Pods on other nodes are audited too (kube-proxy on this node routes to them), but only when this node
+saw something about them (a packet event or a rule change); the others are counted as ``skipped``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from auditor.agent.window import KubeItem, Window
+from auditor.model.packet import PacketEvent
+
+log = logging.getLogger(__name__)
+
+LOOKBACK_NS = 120 * 10**9  # packets this long before the deletion belong to the episode
+
+
+@dataclass
+class EpisodeReport:
+    """One finished termination episode as this node saw it."""
+
+    namespace: str
+    pod: str
+    uid: str
+    pod_node: str  # where the pod ran
+    node: str  # the agent's node (where the traffic was seen)
+    verdict: str  # SAFE | GAP | UNKNOWN
+    causes: dict[str, int]
+    failures: Counter[tuple[str, str]] = field(default_factory=Counter)  # (failure, cause) -> n
+    max_propagation_delay_s: float | None = None
+    max_gap_s: float = 0.0
+    node_delays: dict[str, float] = field(default_factory=dict)
+    node_gaps: dict[str, float] = field(default_factory=dict)
+    packets: int = 0
+    line: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace, "pod": self.pod, "uid": self.uid, "pod_node": self.pod_node,
+            "node": self.node, "verdict": self.verdict, "causes": self.causes,
+            "failures": [{"failure": f, "cause": c, "count": n} for (f, c), n in sorted(self.failures.items())],
+            "max_propagation_delay_s": self.max_propagation_delay_s, "max_gap_s": self.max_gap_s,
+            "node_delays": self.node_delays, "packets": self.packets, "line": self.line,
+        }  # fmt: skip
+
+
+def format_episode_line(r: EpisodeReport) -> str:
+    """``episode ns/pod node=... pod-node=... verdict=GAP failed=3 (propagation_gap 2, ...) delay=... gap=...``."""
+    causes = ", ".join(f"{c} {n}" for c, n in r.causes.items() if n) or "none"
+    delay = f"{r.max_propagation_delay_s:.3f}s" if r.max_propagation_delay_s is not None else "unmeasured"
+    failed = sum(r.failures.values())
+    return (
+        f"episode {r.namespace}/{r.pod} node={r.node} pod-node={r.pod_node or '-'} verdict={r.verdict} "
+        f"failed={failed} causes=({causes}) propagation-delay={delay} gap={r.max_gap_s:.3f}s packets={r.packets}"
+    )
+
+
+class LiveCorrelator:
+    """Thread-safe: sources add inputs from their threads, the agent's main loop calls :meth:`run_due`."""
+
+    def __init__(
+        self,
+        node: str,
+        settle_s: float = 10.0,
+        window_s: float = 600.0,
+        max_packets: int = 500_000,
+        max_kube: int = 200_000,
+        margin_s: float = 0.5,
+    ) -> None:
+        self.node = node
+        self.settle_ns = int(settle_s * 1e9)
+        self.margin_s = margin_s
+        self.window = Window(window_s, max_packets, max_kube)
+        self._lock = threading.Lock()
+        self._due: dict[str, tuple[int, int]] = {}  # uid -> (due_ns, deleted_observed_ns)
+        self.finished = 0
+        self.skipped = 0
+        self.errors = 0
+
+    # -- inputs (any thread) -----------------------------------------------------------------------
+    def add_packets(self, events: list[PacketEvent]) -> None:
+        with self._lock:
+            self.window.add_packets(events)
+
+    def add_kube(self, kind: str, type_: str, obj: dict[str, Any], observed_ns: int) -> None:
+        item = KubeItem(kind, type_, obj, observed_ns)
+        with self._lock:
+            self.window.add_kube(item)
+            if kind == "Pod" and type_ == "DELETED" and item.key:
+                self._due[item.key] = (observed_ns + self.settle_ns, observed_ns)
+
+    def add_dataplane(self, record: Any) -> None:
+        with self._lock:
+            self.window.add_dataplane(record)
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._due)
+
+    # -- episodes (main loop) ----------------------------------------------------------------------
+    def run_due(self, now_ns: int | None = None, force: bool = False) -> list[EpisodeReport]:
+        """Audit every episode whose settle time has passed (all of them with ``force``)."""
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        with self._lock:
+            ready = [(uid, d) for uid, (due, d) in self._due.items() if force or due <= now_ns]
+            for uid, _ in ready:
+                del self._due[uid]
+        reports = []
+        for uid, deleted_ns in sorted(ready, key=lambda x: x[1]):
+            try:
+                report = self._audit(uid, deleted_ns)
+            except Exception as exc:  # a bad episode must not stop the agent; count and say why
+                self.errors += 1
+                log.warning("episode %s: correlation failed: %s: %s", uid, type(exc).__name__, exc)
+                continue
+            finally:
+                with self._lock:
+                    self.window.forget_pod(uid)
+            if report is None:
+                self.skipped += 1
+            else:
+                self.finished += 1
+                reports.append(report)
+        with self._lock:
+            self.window.trim(now_ns)
+        return reports
+
+    def _audit(self, uid: str, deleted_ns: int) -> EpisodeReport | None:
+        from auditor.correlate.audit import AuditOptions, audit
+        from auditor.model.dataplane import dataplane_frame
+        from auditor.model.packet import packet_frame
+        from auditor.sources.kube_stream import read_kube_streams
+
+        with self._lock:
+            pod_items = [it for it in self.window.kube if it.kind == "Pod" and it.key == uid]
+            base = self.window.base.get(("Pod", uid))
+            objs = [it.obj for it in pod_items] + ([base.obj] if base else [])
+            ips = {
+                str(ip.get("ip"))
+                for o in objs
+                for ip in (o.get("status") or {}).get("podIPs") or []
+                if ip.get("ip")
+            }
+            ips |= {
+                str((o.get("status") or {}).get("podIP"))
+                for o in objs
+                if (o.get("status") or {}).get("podIP")
+            }
+            pod_node = next((str((o.get("spec") or {}).get("nodeName") or "") for o in objs), "")
+            since = deleted_ns - LOOKBACK_NS
+            packets = self.window.packets_for(ips, since)
+            records = self.window.dataplane_for(ips, since)
+            lines = self.window.kube_lines(uid, ips)
+        if not ips or (pod_node != self.node and not packets and not records):
+            return None
+        fd, path = tempfile.mkstemp(prefix="auditor-episode-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write("\n".join(lines) + "\n")
+            kube = read_kube_streams([path])
+        finally:
+            os.unlink(path)
+        pods = [p for p in kube.pods.values() if p.uid == uid]
+        if not pods:
+            return None
+        pod = pods[0]
+        dp = dataplane_frame(records) if records else None
+        res = audit(packet_frame(packets), pods, endpoints=kube.endpoints, dataplane=dp,
+                    options=AuditOptions(margin_s=self.margin_s))  # fmt: skip
+        report = EpisodeReport(
+            pod.namespace, pod.name, uid, pod_node, self.node, res.verdict, dict(res.causes)
+        )
+        report.packets = len(packets)
+        fl = res.failures
+        if not fl.empty:
+            mine = fl.loc[fl["episode"] >= 0]
+            for key, n in mine.groupby(["failure", "cause"], sort=True).size().items():
+                failure, cause = cast(tuple[str, str], key)
+                report.failures[(str(failure), str(cause))] += int(n)
+        if res.rollouts:
+            r = res.rollouts[0]
+            report.max_propagation_delay_s = r.max_propagation_delay_s
+            report.max_gap_s = r.max_gap_s
+            for node, row in r.nodes.items():
+                if row.get("max_propagation_delay_s") is not None:
+                    report.node_delays[node] = float(row["max_propagation_delay_s"])
+                report.node_gaps[node] = float(row.get("max_gap_s") or 0.0)
+        report.line = format_episode_line(report)
+        return report

@@ -1,0 +1,71 @@
+"""Packet sources the agent polls: the eBPF probes, or anything with the same small interface."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from auditor.model.packet import PacketEvent
+
+
+class PacketSource(Protocol):
+    """What the agent needs from a packet source (tests use fakes)."""
+
+    name: str
+
+    def start(self) -> None: ...
+
+    def poll(self, timeout_ms: int) -> list[PacketEvent]:
+        """Events that arrived within ``timeout_ms`` (empty list if none)."""
+        ...
+
+    def lost(self) -> dict[str, int]:
+        """Running totals of events lost before they reached :meth:`poll`, by kind or stage."""
+        ...
+
+    def notes(self) -> dict[str, Any]:
+        """Anything worth keeping in the agent summary (disabled signals, output channel...)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ProbeSource:
+    """:class:`auditor.sources.live.ProbeSet` as a :class:`PacketSource`."""
+
+    name = "ebpf"
+
+    def __init__(self, node: str, pod_cidrs: tuple[str, ...] = ()) -> None:
+        from auditor.sources.live import ProbeConfig, ProbeSet
+
+        self.probes = ProbeSet(ProbeConfig(pod_cidrs=pod_cidrs, node=node))
+        self._last_counters: dict[str, dict[str, int]] = {}
+        self._started = False
+
+    def start(self) -> None:
+        self.probes.start()
+        self._started = True
+
+    def poll(self, timeout_ms: int) -> list[PacketEvent]:
+        return self.probes.poll(timeout_ms)
+
+    def lost(self) -> dict[str, int]:
+        if self._started:
+            self._last_counters = self.probes.counters()
+        out = {kind: c["lost"] for kind, c in self._last_counters.items()}
+        out["perf_buffer"] = self.probes.perf_lost
+        out["decode"] = self.probes.decode_errors
+        return out
+
+    def notes(self) -> dict[str, Any]:
+        return {
+            "output": self.probes.output,
+            "attached": list(self.probes.attached),
+            "disabled": dict(self.probes.disabled),
+            "kernel": self._last_counters,
+        }
+
+    def close(self) -> None:
+        if self._started:
+            self._last_counters = self.probes.counters()
+            self._started = False
+        self.probes.close()

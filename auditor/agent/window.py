@@ -1,0 +1,124 @@
+"""What the live correlator remembers: recent packet events, recent watch events, dataplane records.
+
+Everything is bounded in count and in age. Watch events that age out are not forgotten entirely: the
+last version of every live pod and EndpointSlice stays as its *base*, so an episode of a pod created
+hours ago still sees the pod's spec and the slice state before the window.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from auditor.model.kube import format_time_ns
+from auditor.model.packet import PacketEvent
+
+
+@dataclass(frozen=True, slots=True)
+class KubeItem:
+    """One watch event as the correlator keeps it."""
+
+    kind: str  # "Pod" | "EndpointSlice" | ...
+    type: str
+    obj: dict[str, Any]
+    observed_ns: int
+
+    @property
+    def key(self) -> str:
+        meta = self.obj.get("metadata") or {}
+        if self.kind == "Pod":
+            return str(meta.get("uid") or "")
+        return f"{meta.get('namespace') or ''}/{meta.get('name') or ''}"
+
+    def line(self, type_: str | None = None) -> str:
+        return json.dumps(
+            {"type": type_ or self.type, "object": self.obj, "observedAt": format_time_ns(self.observed_ns)},
+            separators=(",", ":"),
+        )
+
+
+def slice_addresses(obj: dict[str, Any]) -> set[str]:
+    out: set[str] = set()
+    for ep in obj.get("endpoints") or []:
+        if isinstance(ep, dict):
+            out.update(str(a) for a in ep.get("addresses") or [])
+    return out
+
+
+class Window:
+    """Bounded memory of recent inputs (not thread-safe: the correlator locks around it)."""
+
+    def __init__(self, window_s: float = 600.0, max_packets: int = 500_000, max_kube: int = 200_000) -> None:
+        self.window_ns = int(window_s * 1e9)
+        self.max_packets, self.max_kube = max_packets, max_kube
+        self.packets: deque[PacketEvent] = deque()
+        self.kube: deque[KubeItem] = deque()
+        self.dataplane: deque[Any] = deque()  # DataplaneRecord
+        self.base: dict[tuple[str, str], KubeItem] = {}  # (kind, key) -> last version aged out
+        self.evicted_packets = 0  # trimmed by count before their age: the window was too small
+
+    def add_packets(self, events: list[PacketEvent]) -> None:
+        self.packets.extend(events)
+        while len(self.packets) > self.max_packets:
+            self.packets.popleft()
+            self.evicted_packets += 1
+
+    def add_kube(self, item: KubeItem) -> None:
+        self.kube.append(item)
+        while len(self.kube) > self.max_kube:
+            self._age_out(self.kube.popleft())
+
+    def add_dataplane(self, record: Any) -> None:
+        self.dataplane.append(record)
+        while len(self.dataplane) > self.max_kube:
+            self.dataplane.popleft()
+
+    def trim(self, now_ns: int) -> None:
+        """Forget what is older than the window."""
+        cut = now_ns - self.window_ns
+        while self.packets and self.packets[0].time_ns < cut:
+            self.packets.popleft()
+        while self.kube and self.kube[0].observed_ns < cut:
+            self._age_out(self.kube.popleft())
+        while self.dataplane and self.dataplane[0].time_ns < cut:
+            self.dataplane.popleft()
+
+    def _age_out(self, item: KubeItem) -> None:
+        key = (item.kind, item.key)
+        if item.type == "DELETED":
+            self.base.pop(key, None)
+        else:
+            self.base[key] = item
+
+    def forget_pod(self, uid: str) -> None:
+        self.base.pop(("Pod", uid), None)
+
+    # -- what one episode needs --------------------------------------------------------------------
+    def kube_lines(self, uid: str, ips: set[str]) -> list[str]:
+        """The watch stream of one pod and of the EndpointSlices that ever listed its addresses."""
+        slices = {
+            k
+            for (kind, k), it in self.base.items()
+            if kind == "EndpointSlice" and slice_addresses(it.obj) & ips
+        }
+        slices |= {it.key for it in self.kube if it.kind == "EndpointSlice" and slice_addresses(it.obj) & ips}
+        lines = []
+        for (kind, key), it in self.base.items():
+            if (kind == "Pod" and key == uid) or (kind == "EndpointSlice" and key in slices):
+                lines.append(it.line("ADDED"))
+        for it in self.kube:
+            if (it.kind == "Pod" and it.key == uid) or (it.kind == "EndpointSlice" and it.key in slices):
+                lines.append(it.line())
+        return lines
+
+    def packets_for(self, ips: set[str], since_ns: int) -> list[PacketEvent]:
+        return [
+            e
+            for e in self.packets
+            if e.time_ns >= since_ns and (e.dst in ips or e.src in ips or e.reporter in ips)
+        ]
+
+    def dataplane_for(self, ips: set[str], since_ns: int) -> list[Any]:
+        return [r for r in self.dataplane if r.time_ns >= since_ns and r.ip in ips]

@@ -1,0 +1,163 @@
+"""``auditor agent`` (the live node agent) and ``auditor record`` (a bounded recording session).
+
+Log directory (``--log-dir`` / ``--out``), all names carry the node name::
+
+    events-<node>-<stamp>-<seq>.parquet   finished event segments (or .jsonl with --format jsonl)
+    events-<node>-<stamp>-<seq>.jsonl     the live segment: complete lines, readable at any time
+    kube-<node>-<stamp>.json              pods, EndpointSlices, Events as a watch stream with observedAt
+    dataplane-<node>-<stamp>.jsonl        dataplane rule changes (docs/dataplane-record.md)
+    episodes-<node>.jsonl                 one JSON object per finished termination episode
+    agent-<node>.json                     counters: received / written / lost by kind (final at exit)
+
+``auditor analyze --events SEG... --kube kube-*.json --dataplane dataplane-*.jsonl`` reads them as is.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from auditor.errors import AuditorError
+
+DATAPLANE_CHOICES = ("auto", "off", "iptables-nft", "iptables-legacy", "nftables")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """``500ms``, ``60s``, ``2m``, ``1h``, ``90`` (seconds) -> seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|)\s*", text or "")
+    if m is None or float(m.group(1)) <= 0:
+        raise AuditorError(f"bad duration {text!r}", "--duration", "use e.g. 60s, 2m, 500ms")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def _sources_options(f: Any) -> Any:
+    options = [
+        click.option("--node-name", envvar="NODE_NAME", default=socket.gethostname, show_default="hostname",
+                     help="this node's name (env NODE_NAME)."),
+        click.option("--kubeconfig", metavar="PATH", help="kubeconfig (default: KUBECONFIG, in-cluster, ~/.kube)."),
+        click.option("--no-kube", is_flag=True, help="do not watch the Kubernetes API (packets only)."),
+        click.option("--pod-cidr", "pod_cidrs", multiple=True, metavar="CIDR",
+                     help="pod network (repeatable); enables the skb drop probe for pod traffic."),
+        click.option("--dataplane", type=click.Choice(DATAPLANE_CHOICES), default="auto", show_default=True,
+                     help="record service rule changes; 'auto' degrades to off when unavailable."),
+        click.option("--format", "log_format", type=click.Choice(["parquet", "jsonl"]), default="parquet",
+                     show_default=True, help="format of finished event segments."),
+        click.option("--rotate-mb", type=click.IntRange(min=1), default=64, show_default=True),
+        click.option("--rotate-seconds", type=click.FloatRange(min=1), default=300, show_default=True),
+        click.option("--flush-ms", type=click.IntRange(min=10), default=1000, show_default=True,
+                     help="how often the live segment is flushed to disk."),
+        click.option("--settle-s", type=click.FloatRange(min=0), default=10, show_default=True,
+                     help="seconds after a pod's deletion before its episode is audited."),
+        click.option("--stop-timeout", type=click.FloatRange(min=1), default=10, show_default=True,
+                     help="bound on the flush-and-exit after SIGTERM (seconds)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _run(
+    params: dict[str, Any], log_dir: str, metrics_addr: str | None, duration_s: float | None
+) -> dict[str, Any]:
+    from auditor.agent import AgentConfig, ProbeSource, configure_logging, run_agent
+
+    configure_logging()
+    node = str(params["node_name"] or "").strip()
+    if not node or "/" in node:
+        raise AuditorError(f"bad node name {node!r}", "--node-name", "give the Kubernetes node name")
+    kube_client = None
+    if not params["no_kube"]:
+        from auditor.kubeapi import load_api_client
+
+        kube_client = load_api_client(params["kubeconfig"])
+    config = AgentConfig(
+        node=node,
+        log_dir=Path(log_dir),
+        metrics_addr=metrics_addr,
+        log_format=params["log_format"],
+        rotate_bytes=params["rotate_mb"] << 20,
+        rotate_seconds=params["rotate_seconds"],
+        flush_ms=params["flush_ms"],
+        settle_s=params["settle_s"],
+        stop_timeout_s=params["stop_timeout"],
+        dataplane=params["dataplane"],
+    )
+    source = ProbeSource(node, tuple(params["pod_cidrs"]))
+    return run_agent(config, [source], kube_client=kube_client, duration_s=duration_s)
+
+
+@click.command("agent")
+@click.option("--log-dir", required=True, metavar="DIR", help="directory of the rotating event log.")
+@click.option("--metrics-addr", default=":9808", show_default=True, metavar="HOST:PORT",
+              help="serve /metrics and /healthz here ('off' to disable).")  # fmt: skip
+@_sources_options
+def agent(log_dir: str, metrics_addr: str, **params: Any) -> None:
+    """Run the live node agent until SIGTERM: eBPF probes, Kubernetes watch and dataplane rules into one
+    event log; one log line per finished pod termination; Prometheus metrics."""
+    addr = None if metrics_addr.lower() in ("off", "none", "") else metrics_addr
+    summary = _run(params, log_dir, addr, None)
+    if not summary.get("clean_exit", True):
+        sys.exit(1)
+
+
+@click.command("record")
+@click.option("--duration", default="60s", show_default=True, help="session length: 500ms, 60s, 2m, 1h.")
+@click.option("--out", "out", required=True, metavar="DIR", help="directory to record into.")
+@click.option("--metrics-addr", default="off", show_default=True, metavar="HOST:PORT",
+              help="also serve /metrics and /healthz during the session.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="print the final summary as JSON.")
+@_sources_options
+def record(duration: str, out: str, metrics_addr: str, as_json: bool, **params: Any) -> None:
+    """Record a bounded session (the agent's sources) into a directory, then print the analysis."""
+    seconds = parse_duration(duration)
+    addr = None if metrics_addr.lower() in ("off", "none", "") else metrics_addr
+    summary = _run(params, out, addr, seconds)
+    print_session(Path(out), str(summary["node"]), summary, as_json)
+    if not summary.get("clean_exit", True):
+        sys.exit(1)
+
+
+def print_session(directory: Path, node: str, summary: dict[str, Any], as_json: bool) -> None:
+    """The counters, then the ``auditor analyze`` view of the directory when it holds a kube stream."""
+    import json
+
+    from auditor.sinks.eventlog import list_segments
+
+    segments = list_segments(directory)
+    kube = [p for p in sorted(directory.glob(f"kube-{node}-*.json")) if p.stat().st_size > 0]
+    dataplane = sorted(directory.glob(f"dataplane-{node}-*.jsonl"))
+    lost = {k: v for k, v in summary["lost"].items() if v}
+    doc: dict[str, Any] | None = None
+    if kube and segments:
+        from auditor.commands.analyze import load_inputs
+        from auditor.correlate.audit import audit
+        from auditor.report.document import build_document
+
+        try:
+            data = load_inputs((), tuple(str(p) for p in segments), tuple(str(p) for p in kube),
+                               tuple(str(p) for p in dataplane), None, node)  # fmt: skip
+            k = data["kube"]
+            res = audit(data["packets"], list(k.pods.values()), endpoints=k.endpoints,
+                        dataplane=data["dataplane"], inputs=data["inputs"])  # fmt: skip
+            doc = build_document(res)
+        except AuditorError as exc:
+            click.echo(f"auditor: analysis skipped: {exc.line()}", err=True)
+    if as_json:
+        click.echo(json.dumps({"session": summary, "analysis": doc}, indent=2, default=str))
+        return
+    click.echo(
+        f"recorded {summary['written']} of {summary['received_total']} events into {directory} "
+        f"({len(segments)} segment(s)); lost: {lost or 'none'}"
+    )
+    if doc is not None:
+        from auditor.report.terminal import render_terminal
+
+        render_terminal(doc)
+    elif not kube:
+        click.echo("no Kubernetes stream recorded: run with the API reachable for an analysis")

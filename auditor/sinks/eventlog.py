@@ -1,0 +1,218 @@
+"""The agent's rotating event log: segments of the packet event table in one directory.
+
+Layout (``auditor analyze --dir DIR`` reads it; see :func:`list_segments`)::
+
+    events-<node>-<YYYYmmddTHHMMSS>Z-<seq>.jsonl     live segment (and finished ones in jsonl mode)
+    events-<node>-<YYYYmmddTHHMMSS>Z-<seq>.parquet   finished segment (parquet mode)
+    events-<node>-<...>.parquet.part                  Parquet being written: never read
+
+Why two files per segment in Parquet mode: a Parquet file is unreadable until its footer is written,
+so a live Parquet file would be lost entirely if the process died. Every event therefore goes first to
+the JSONL segment (whole lines, flushed every ``flush()``, readable at any moment), and also into a
+``.parquet.part`` written in large row groups. When the segment is finished (rotation by size or age,
+or ``close()`` on SIGTERM) the Parquet footer is written, the file renamed to ``.parquet`` and only
+then the JSONL copy removed. :func:`recover_segments` (run on start) settles what a crash left behind:
+a ``.part`` is deleted (its JSONL twin holds every row), a JSONL next to its finished Parquet twin too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import IO, Any
+
+from auditor.errors import AuditorError
+from auditor.model.kube import format_time_ns
+from auditor.model.packet import PacketEvent
+
+LOG_FORMATS = ("parquet", "jsonl")
+_FIELDS = tuple(f.name for f in fields(PacketEvent) if f.name != "time_ns")
+
+
+def segment_stamp(now_s: float) -> str:
+    """``20260101T120000Z``: UTC, sortable, safe in file names."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now_s))
+
+
+def event_json_line(event: PacketEvent) -> str:
+    """One JSONL row in the packet table's column order (``time`` as RFC 3339 with nanoseconds)."""
+    row: dict[str, Any] = {"time": format_time_ns(event.time_ns)}
+    for name in _FIELDS:
+        row[name] = getattr(event, name)
+    return json.dumps(row, separators=(",", ":"))
+
+
+def _record_batch(events: Sequence[PacketEvent]) -> Any:
+    import pyarrow as pa
+
+    from auditor.model.packet import packet_arrow_schema, packet_frame
+
+    frame = packet_frame(list(events))
+    return pa.RecordBatch.from_pandas(frame, schema=packet_arrow_schema(), preserve_index=False)
+
+
+class EventLog:
+    """Append events to rotating segments; ``close()`` leaves every received event in a finished file.
+
+    Not thread-safe: one writer thread owns it.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        node: str,
+        fmt: str = "parquet",
+        rotate_bytes: int = 64 << 20,
+        rotate_seconds: float = 300.0,
+        row_group_rows: int = 65_536,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if fmt not in LOG_FORMATS:
+            raise AuditorError(
+                f"unknown event log format {fmt!r}", hint=f"use one of {', '.join(LOG_FORMATS)}"
+            )
+        self.directory = Path(directory)
+        self.node = node or "node"
+        self.fmt = fmt
+        self.rotate_bytes = max(1, rotate_bytes)
+        self.rotate_seconds = rotate_seconds
+        self.row_group_rows = max(1, row_group_rows)
+        self.clock = clock
+        self.written = 0  # rows in files (JSONL lines written)
+        self.finished: list[Path] = []  # segments closed so far
+        self._seq = 0
+        self._base: Path | None = None  # current segment without suffix
+        self._jsonl: IO[str] | None = None
+        self._parquet: Any = None
+        self._pending: list[PacketEvent] = []
+        self._bytes = 0
+        self._opened_at = 0.0
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AuditorError(
+                f"cannot create the log directory ({exc.strerror})", str(directory), "check --log-dir"
+            ) from None
+        self.recovered = recover_segments(self.directory)
+
+    # -- writing -----------------------------------------------------------------------------------
+    def write(self, events: Sequence[PacketEvent]) -> None:
+        """Append events (buffered until :meth:`flush`); rotates when the segment is too big."""
+        if not events:
+            return
+        if self._jsonl is None:
+            self._open()
+        assert self._jsonl is not None
+        text = "".join(event_json_line(e) + "\n" for e in events)
+        self._jsonl.write(text)
+        self._bytes += len(text)
+        self.written += len(events)
+        if self.fmt == "parquet":
+            self._pending.extend(events)
+            if len(self._pending) >= self.row_group_rows:
+                self._write_row_group()
+        if self._bytes >= self.rotate_bytes:
+            self.rotate()
+
+    def flush(self) -> None:
+        """Make everything written so far readable on disk (JSONL); rotate an old segment."""
+        if self._jsonl is not None:
+            self._jsonl.flush()
+            if self.clock() - self._opened_at >= self.rotate_seconds:
+                self.rotate()
+
+    def rotate(self) -> Path | None:
+        """Finish the current segment (if any); the next write opens a new one. Returns the file."""
+        if self._jsonl is None or self._base is None:
+            return None
+        self._jsonl.flush()
+        with contextlib.suppress(OSError):
+            os.fsync(self._jsonl.fileno())
+        self._jsonl.close()
+        self._jsonl = None
+        jsonl = self._base.with_name(self._base.name + ".jsonl")
+        done = jsonl
+        if self.fmt == "parquet":
+            self._write_row_group()
+            if self._parquet is not None:
+                self._parquet.close()
+                self._parquet = None
+            part = self._base.with_name(self._base.name + ".parquet.part")
+            done = self._base.with_name(self._base.name + ".parquet")
+            os.replace(part, done)
+            jsonl.unlink()
+        self.finished.append(done)
+        self._base = None
+        return done
+
+    def close(self) -> None:
+        """Finish the current segment; the log may be written again (a new segment opens)."""
+        self.rotate()
+
+    @property
+    def current(self) -> Path | None:
+        """The live JSONL segment, if one is open."""
+        return None if self._base is None else self._base.with_name(self._base.name + ".jsonl")
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _open(self) -> None:
+        now = self.clock()
+        self._seq += 1
+        base = self.directory / f"events-{self.node}-{segment_stamp(now)}-{self._seq:04d}"
+        try:
+            self._jsonl = open(base.with_name(base.name + ".jsonl"), "w", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise AuditorError(
+                f"cannot write the event log ({exc.strerror})", str(base), "check --log-dir"
+            ) from None
+        self._base, self._bytes, self._opened_at = base, 0, now
+
+    def _write_row_group(self) -> None:
+        if not self._pending or self._base is None:
+            return
+        import pyarrow.parquet as pq
+
+        from auditor.model.packet import packet_arrow_schema
+
+        if self._parquet is None:
+            part = self._base.with_name(self._base.name + ".parquet.part")
+            self._parquet = pq.ParquetWriter(part, packet_arrow_schema(), compression="snappy")
+        self._parquet.write_batch(_record_batch(self._pending))
+        self._pending = []
+
+
+def recover_segments(directory: str | Path) -> int:
+    """Settle what a crashed writer left; returns how many files it removed (never removes data)."""
+    d = Path(directory)
+    removed = 0
+    for part in d.glob("events-*.parquet.part"):
+        part.unlink()  # unfinished Parquet: its JSONL twin holds every row
+        removed += 1
+    for done in d.glob("events-*.parquet"):
+        twin = done.with_suffix(".jsonl")
+        if twin.exists():  # died between rename and unlink: the Parquet file is complete
+            twin.unlink()
+            removed += 1
+    return removed
+
+
+def list_segments(directory: str | Path) -> list[Path]:
+    """Finished and live event segments of a log directory, oldest first (``.part`` files excluded)."""
+    d = Path(directory)
+    files = [*d.glob("events-*.parquet"), *d.glob("events-*.jsonl")]
+    return sorted(files, key=lambda p: p.name)
+
+
+__all__ = [
+    "LOG_FORMATS",
+    "EventLog",
+    "event_json_line",
+    "list_segments",
+    "recover_segments",
+    "segment_stamp",
+]

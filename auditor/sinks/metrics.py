@@ -1,0 +1,194 @@
+"""Prometheus metrics of the live agent and the HTTP server that exposes them (``/metrics``, ``/healthz``).
+
+Series (all prefixed ``auditor_``):
+
+* ``events_received_total{kind}``: packet events the agent received from its sources;
+* ``events_written_total``: rows written to the event log;
+* ``events_lost_total{kind}``: what did not reach the log: in-kernel losses per event kind,
+  ``perf_buffer``, ``decode``, ``queue_full``, ``kube_watch`` (errors and relists), ``dataplane``;
+* ``connection_failures_total{namespace,pod,failure,cause}``: refused / reset connections explained by
+  a finished termination episode. Pods are labelled only when terminating, and at most ``max_pods``
+  distinct pods are named; the rest share ``pod="_other"`` (bounded cardinality);
+* ``propagation_delay_seconds``: histogram of measured per-node propagation delays (ms buckets);
+* ``gap_seconds``: histogram of the per-node gap (time new connections still went to the pod);
+* ``episodes_total{verdict}``: finished termination episodes by verdict (SAFE / GAP / UNKNOWN).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from auditor.errors import AuditorError
+
+DELAY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+OTHER_POD = "_other"
+
+
+class AgentMetrics:
+    """The agent's series in their own registry (tests may create several)."""
+
+    def __init__(self, max_pods: int = 200, registry: Any = None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.max_pods = max_pods
+        self._pods: set[tuple[str, str]] = set()
+        self._totals: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.received = Counter(
+            "auditor_events_received", "Packet events received from the sources.", ["kind"], registry=r
+        )
+        self.written = Counter(
+            "auditor_events_written", "Packet events written to the event log.", registry=r
+        )
+        self.lost = Counter(
+            "auditor_events_lost", "Events lost before the log, by kind or stage.", ["kind"], registry=r
+        )
+        self.failures = Counter(
+            "auditor_connection_failures",
+            "Refused or reset connections by cause, for terminating pods.",
+            ["namespace", "pod", "failure", "cause"],
+            registry=r,
+        )
+        self.delay = Histogram(
+            "auditor_propagation_delay_seconds",
+            "Per node: pod deletion seen -> this node stopped sending it new connections.",
+            buckets=DELAY_BUCKETS,
+            registry=r,
+        )
+        self.gap = Histogram(
+            "auditor_gap_seconds",
+            "Per node: how long new connections still reached a pod that no longer listened.",
+            buckets=DELAY_BUCKETS,
+            registry=r,
+        )
+        self.episodes = Counter(
+            "auditor_episodes", "Finished pod termination episodes by verdict.", ["verdict"], registry=r
+        )
+
+    def count_received(self, kind: str, n: int = 1) -> None:
+        self.received.labels(kind=kind).inc(n)
+
+    def count_written(self, n: int) -> None:
+        self.written.inc(n)
+
+    def set_lost_total(self, kind: str, total: int) -> None:
+        """Report a source's running loss total; the counter advances by the difference."""
+        with self._lock:
+            delta = total - self._totals.get(kind, 0)
+            if delta <= 0:
+                if kind not in self._totals:
+                    self._totals[kind] = 0
+                    self.lost.labels(kind=kind)  # expose the series at 0
+                return
+            self._totals[kind] = total
+        self.lost.labels(kind=kind).inc(delta)
+
+    def count_failures(self, namespace: str, pod: str, failure: str, cause: str, n: int = 1) -> None:
+        with self._lock:
+            key = (namespace, pod)
+            if key not in self._pods:
+                if len(self._pods) >= self.max_pods:
+                    namespace, pod = "", OTHER_POD
+                else:
+                    self._pods.add(key)
+        self.failures.labels(namespace=namespace, pod=pod, failure=failure, cause=cause).inc(n)
+
+    def observe_delay(self, seconds: float) -> None:
+        self.delay.observe(max(0.0, seconds))
+
+    def observe_gap(self, seconds: float) -> None:
+        self.gap.observe(max(0.0, seconds))
+
+    def count_episode(self, verdict: str) -> None:
+        self.episodes.labels(verdict=verdict).inc()
+
+    def exposition(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return bytes(generate_latest(self.registry))
+
+
+def parse_addr(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` / ``:PORT`` / ``[::1]:PORT`` -> (host, port); an empty host means all addresses."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        raise AuditorError(f"bad listen address {text!r}", "--metrics-addr", "use HOST:PORT, e.g. :9808")
+    try:
+        number = int(port)
+    except ValueError:
+        raise AuditorError(f"bad port in {text!r}", "--metrics-addr", "use HOST:PORT, e.g. :9808") from None
+    if not 0 <= number <= 65535:
+        raise AuditorError(f"port out of range in {text!r}", "--metrics-addr", "use a port 0..65535")
+    return host.strip("[]"), number
+
+
+class MetricsServer:
+    """``/metrics`` (Prometheus text format) and ``/healthz`` (200 "ok" or 503 with the reason)."""
+
+    def __init__(self, metrics: AgentMetrics, addr: str, health: Callable[[], tuple[bool, str]]) -> None:
+        host, port = parse_addr(addr)
+        handler = _handler(metrics, health)
+        server_class = ThreadingHTTPServer
+        if ":" in host:
+            import socket
+
+            class _V6(ThreadingHTTPServer):
+                address_family = socket.AF_INET6
+
+            server_class = _V6
+        try:
+            self._server = server_class((host or "0.0.0.0", port), handler)
+        except OSError as exc:
+            raise AuditorError(
+                f"cannot listen on {addr} ({exc.strerror})", "--metrics-addr", "pick a free port"
+            ) from None
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler(metrics: AgentMetrics, health: Callable[[], tuple[bool, str]]) -> type[BaseHTTPRequestHandler]:
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # quiet: scrapes every few seconds
+            return
+
+        def _send(self, code: int, body: bytes, ctype: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, metrics.exposition(), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                ok, text = health()
+                self._send(200 if ok else 503, (text + "\n").encode(), "text/plain; charset=utf-8")
+            else:
+                self._send(404, b"not found: try /metrics or /healthz\n", "text/plain; charset=utf-8")
+
+    return Handler
+
+
+__all__ = ["DELAY_BUCKETS", "OTHER_POD", "AgentMetrics", "MetricsServer", "parse_addr"]
