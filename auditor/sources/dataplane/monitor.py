@@ -1,0 +1,153 @@
+"""Watchers that read a netlink monitor tool's output (``xtables-monitor -e``, ``nft -a monitor``).
+
+The tool runs as a child process (inside the namespace, through ``nsenter``), line-buffered with
+``stdbuf -oL``. Lines are stamped with ``time.time_ns()`` on receipt: the tools print no kernel time.
+A transaction's time is the receipt of its first line; the generation line that closes it triggers
+the diff. The rules are read once after the tool has subscribed to the netlink group, so no change
+falls between the dump and the first event.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from abc import abstractmethod
+from pathlib import Path
+from typing import IO
+
+from auditor.errors import AuditorError
+from auditor.sources.dataplane.endpoints import Endpoint
+from auditor.sources.dataplane.watcher import DataplaneWatcher, netns_argv
+
+NETLINK_NETFILTER = 12
+
+
+def netlink_sockets(pid: int) -> list[tuple[int, int, int]]:
+    """(protocol, groups, drops) of each netlink socket process ``pid`` holds, from /proc."""
+    try:
+        inodes = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        table = Path(f"/proc/{pid}/net/netlink").read_text().splitlines()[1:]
+    except OSError:
+        return []
+    found = []
+    for row in table:
+        cols = row.split()
+        if len(cols) >= 10 and cols[9] in inodes:
+            found.append((int(cols[1]), int(cols[3], 16), int(cols[8])))
+    return found
+
+
+def run_dump(argv: list[str], timeout: float = 10.0) -> str:
+    """Run a rule dump command; AuditorError with its stderr if it fails."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise AuditorError(f"cannot read the rules: {exc}", where=" ".join(argv)) from exc
+    if proc.returncode != 0:
+        raise AuditorError(f"cannot read the rules: {proc.stderr.strip()[:200]}", where=" ".join(argv),
+                           hint="run as root with CAP_NET_ADMIN in the node's network namespace")
+    return proc.stdout
+
+
+class MonitorWatcher(DataplaneWatcher):
+    """A watcher fed by the lines of a monitor subprocess."""
+
+    monitor: tuple[str, ...] = ()  # the tool's argv, without namespace prefix
+    subscribe_timeout = 3.0
+
+    def __init__(self, node: str, netns: str | None = None) -> None:
+        super().__init__(node, netns)
+        self._proc: subprocess.Popen[str] | None = None
+        self._drops = 0
+        self._stderr: IO[bytes] | None = None
+
+    @abstractmethod
+    def _load(self) -> None:
+        """Read the whole rule set into the model (after subscribing)."""
+
+    @abstractmethod
+    def _feed(self, line: str) -> bool:
+        """Apply one line to the model; True if it closed a transaction. ValueError if unreadable."""
+
+    @abstractmethod
+    def _endpoints(self) -> set[Endpoint]:
+        """What the model routes to now."""
+
+    def _prepare(self) -> None:
+        tool = self.monitor[0]
+        if shutil.which(tool) is None:
+            raise AuditorError(f"{tool} is not installed", hint=f"install the package that provides {tool}")
+        argv = [*netns_argv(self.netns), "stdbuf", "-oL", *self.monitor]
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 -- closed in _shutdown; never a full pipe
+        self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._stderr, text=True,
+                                      bufsize=1, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + self.subscribe_timeout
+        while not any(p == NETLINK_NETFILTER and g for p, g, _ in netlink_sockets(self._proc.pid)):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self._stderr.seek(0)
+                err = self._stderr.read().decode(errors="replace")
+                self._shutdown()
+                raise AuditorError(f"{tool} did not start monitoring: {err.strip()[:200] or 'timed out'}",
+                                   where=" ".join(argv))
+            time.sleep(0.005)
+        try:
+            self._load()
+        except Exception:
+            self._shutdown()
+            raise
+        self.current = self._endpoints()
+
+    def _run(self) -> None:
+        proc = self._proc
+        if proc is None or proc.stdout is None:
+            return
+        first_ns: int | None = None
+        for line in proc.stdout:
+            now = time.time_ns()
+            if first_ns is None:
+                first_ns = now
+            self.counters.events += 1
+            try:
+                closed = self._feed(line)
+            except ValueError:
+                self.counters.parse_failures += 1
+                continue
+            if closed:
+                self._commit(self._endpoints(), first_ns)
+                first_ns = None
+                self._sample_drops()
+        proc.stdout.close()
+
+    def _sample_drops(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            drops = sum(d for p, _, d in netlink_sockets(self._proc.pid) if p == NETLINK_NETFILTER)
+            if drops > self._drops:
+                self.counters.lost += drops - self._drops
+                self._drops = drops
+
+    def _shutdown(self) -> None:
+        proc = self._proc
+        if self._stderr is not None and (proc is None or proc.poll() is not None):
+            self._stderr.close()
+            self._stderr = None
+        if proc is None or proc.poll() is not None:
+            return
+        self._sample_drops()
+        proc.terminate()
+        try:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=2)
+        if self._thread is None and proc.stdout is not None:
+            proc.stdout.close()  # no reader thread owns it
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
