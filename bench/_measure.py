@@ -176,6 +176,11 @@ def run_measured(
         with os.fdopen(read_fd, "rb") as result:
             line = result.read().decode()  # EOF when the launcher exits (or is killed)
         proc.wait()
+    except BaseException:  # Ctrl-C included: the command is in its own session, do not leave it behind
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
     finally:
         if timer is not None:
             timer.cancel()
