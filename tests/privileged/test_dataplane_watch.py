@@ -204,3 +204,18 @@ def test_watcher_stops_in_bounded_time(netns: str) -> None:
     watcher.stop()
     assert time.monotonic() - t0 < 3.0
     assert watcher._thread is not None and not watcher._thread.is_alive()
+
+
+def test_monitor_exit_is_reported(netns: str) -> None:
+    require_tool("nft")
+    watcher = watch_dataplane("node-a", backend="nftables", netns=netns).start(Collector())
+    try:
+        proc = watcher._proc  # type: ignore[attr-defined]
+        proc.kill()
+        thread = watcher._thread
+        assert thread is not None
+        thread.join(5)
+        assert not thread.is_alive()
+        assert watcher.error is not None and "nft exited" in watcher.error
+    finally:
+        watcher.stop()

@@ -236,3 +236,17 @@ def test_backend_from_version() -> None:
     assert backend_from_version("iptables v1.8.9 (legacy)") == "iptables-legacy"
     assert backend_from_version("iptables v1.6.1") == "iptables-legacy"
     assert backend_from_version("nft v1.0.6") is None
+
+
+def test_bad_backend_netns_and_node_are_one_line_errors() -> None:
+    from auditor.errors import AuditorError
+    from auditor.sources.dataplane import watch_dataplane
+
+    with pytest.raises(AuditorError, match="unknown dataplane backend 'ipvs'"):
+        watch_dataplane("node-a", backend="ipvs")
+    with pytest.raises(AuditorError, match="needs a node name"):
+        watch_dataplane("", backend="nftables")
+    watcher = watch_dataplane("node-a", backend="iptables-nft", netns="ad-no-such-namespace")
+    with pytest.raises(AuditorError, match="no network namespace") as info:
+        watcher.start(lambda record: None)
+    assert "\n" not in str(info.value)

@@ -124,11 +124,11 @@ class LegacyReplaceWatcher(DataplaneWatcher):
             self._bpf = None
             raise AuditorError(f"cannot load the legacy iptables probe: {str(exc).splitlines()[0]}") from exc
         self._offset_ns = measure_clock_offset()
-        for level in SAVE:
-            self._read(level)
+        self._read(SOL_IP)
+        self._read(SOL_IPV6, quiet=True)  # a node without IPv6 nat is no failure
         self.current = self.model.endpoints()
 
-    def _read(self, level: int) -> None:
+    def _read(self, level: int, quiet: bool = False) -> None:
         family, save = SAVE[level]
         argv = [*netns_argv(self.netns), save, "-t", "nat"]
         try:
@@ -137,7 +137,7 @@ class LegacyReplaceWatcher(DataplaneWatcher):
                 raise ValueError(proc.stderr.strip()[:200])
             self.model.load_save(proc.stdout, family)
         except (OSError, ValueError, subprocess.TimeoutExpired):
-            self.counters.parse_failures += 1
+            self.counters.parse_failures += 0 if quiet else 1
 
     def _on_replace(self, _cpu: int, data: Any, size: int) -> None:
         if size < ctypes.sizeof(ReplaceEvent):
@@ -163,7 +163,7 @@ class LegacyReplaceWatcher(DataplaneWatcher):
 
     def _shutdown(self) -> None:
         if self._thread is not None and self._thread.is_alive():
-            self._thread.join(self.poll_ms / 1000 * 5)
+            self._thread.join(2.0)
         if self._bpf is not None and (self._thread is None or not self._thread.is_alive()):
             self._bpf.cleanup()
             self._bpf = None

@@ -9,6 +9,7 @@ falls between the dump and the first event.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ from auditor.sources.dataplane.endpoints import Endpoint
 from auditor.sources.dataplane.watcher import DataplaneWatcher, netns_argv
 
 NETLINK_NETFILTER = 12
+log = logging.getLogger(__name__)
 
 
 def netlink_sockets(pid: int) -> list[tuple[int, int, int]]:
@@ -91,8 +93,7 @@ class MonitorWatcher(DataplaneWatcher):
         deadline = time.monotonic() + self.subscribe_timeout
         while not any(p == NETLINK_NETFILTER and g for p, g, _ in netlink_sockets(self._proc.pid)):
             if self._proc.poll() is not None or time.monotonic() > deadline:
-                self._stderr.seek(0)
-                err = self._stderr.read().decode(errors="replace")
+                err = self._stderr_tail()
                 self._shutdown()
                 raise AuditorError(f"{tool} did not start monitoring: {err.strip()[:200] or 'timed out'}",
                                    where=" ".join(argv))
@@ -124,6 +125,19 @@ class MonitorWatcher(DataplaneWatcher):
                 first_ns = None
                 self._sample_drops()
         proc.stdout.close()
+        code = proc.wait(timeout=5) if not self._stopping.is_set() else None
+        if code is not None:
+            self.error = f"{self.monitor[0]} exited with status {code}: {self._stderr_tail()}"
+            log.warning("dataplane watcher stopped: %s", self.error)
+
+    def _stderr_tail(self) -> str:
+        try:
+            if self._stderr is not None:
+                self._stderr.seek(0)
+                return self._stderr.read().decode(errors="replace").strip()[-200:]
+        except (OSError, ValueError):
+            pass
+        return ""
 
     def _sample_drops(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

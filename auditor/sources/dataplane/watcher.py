@@ -72,6 +72,7 @@ class DataplaneWatcher(ABC):
         self.node, self.netns = node, netns
         self.counters = WatcherCounters()
         self.current: set[Endpoint] = set()  # what the rules route to now
+        self.error: str | None = None  # why the watcher ended on its own (the monitor tool exited...)
         self._on_record: OnRecord | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
