@@ -123,6 +123,34 @@ def test_iptables_legacy_removed_endpoint(netns: str) -> None:
     _check_iptables_mode(netns, "iptables-legacy", "legacy")
 
 
+def test_iptables_legacy_ignores_other_namespaces(netns: str) -> None:
+    """The probe filters on the caller's network namespace in the kernel: a replace elsewhere is unseen."""
+    require_tool("iptables-legacy-restore", "iptables-legacy-save")
+    from auditor.sources.live.environment import prepare_bcc_environment
+
+    if not prepare_bcc_environment().ready:
+        pytest.skip("bcc cannot compile probes here")
+    other = "ad" + uuid.uuid4().hex[:8]
+    _sh("ip", "netns", "add", other)
+    try:
+        collector = Collector()
+        watcher = watch_dataplane("node-a", backend="iptables-legacy", netns=netns).start(collector)
+        try:
+            plane = Dataplane(other, Service(), backend="legacy")
+            plane.install()
+            plane.sync([POD_A])
+            mine = Dataplane(netns, Service(), backend="legacy")
+            mine.install()
+            mine.sync([POD_B])
+            records = collector.wait(1)
+        finally:
+            watcher.stop()
+    finally:
+        subprocess.run(["ip", "netns", "del", other], capture_output=True, timeout=20)
+    assert [(r.op, r.ip) for r in records] == [("added", POD_B)]
+    assert watcher.counters.events == 2  # the two replaces in the watched namespace only
+
+
 NFT_BASE = """
 table ip kube-proxy {
     chain mark-for-masquerade {
