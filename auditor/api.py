@@ -58,7 +58,7 @@ CAUSE_MEANINGS = {
     "unrelated": "failure outside any pod termination",
 }
 _EVENT_SUFFIXES = {".parquet", ".jsonl", ".json", ".ndjson", ".csv"}
-_CATEGORY = ("kind", "src", "dst", "node", "source", "file")
+_CATEGORY = ("kind", "src", "dst", "reporter", "encap", "source", "file", "interface", "node")
 
 
 def _as_list(value: Paths) -> list[PathLike]:

@@ -1,7 +1,8 @@
 """The notebooks execute top to bottom on the shipped example with the venv's kernel and produce plots.
 
-Each notebook runs in a kernel started from this interpreter (``sys.executable``: the kernelspec's
-``python`` is resolved to it by jupyter_client), with ``notebooks/`` as the working directory; a
+Each notebook runs in a kernel started from this interpreter (a kernelspec written for the test and
+found first through ``JUPYTER_PATH``, so a user's or the system's ``python3`` kernelspec cannot
+shadow it; a last cell checks ``sys.prefix``), with ``notebooks/`` as the working directory; a
 failing cell fails the test. Committed notebooks carry no outputs.
 """
 
@@ -18,6 +19,7 @@ from tests.conftest import REPO
 NOTEBOOKS = REPO / "notebooks"
 EXAMPLE = REPO / "examples" / "rollout"
 # at least this many cells of each notebook render a figure
+KERNEL = "auditor-test-venv"
 MIN_PLOTS = {"01-example-rollout.ipynb": 4, "02-your-own-capture.ipynb": 4}
 
 pytestmark = [
@@ -46,19 +48,26 @@ def test_there_are_notebooks_without_outputs() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MIN_PLOTS))
-def test_notebook_executes_and_plots(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_notebook_executes_and_plots(name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
     if not (EXAMPLE / "node.pcap").exists():
         pytest.skip("examples/rollout is not in this checkout")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    spec = tmp_path / "jupyter" / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": KERNEL, "language": "python"})
+    )
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     # which interpreter runs the kernel: must be the one running the tests (the venv)
     nb.cells.append(nbformat.v4.new_code_cell("import sys\nprint(sys.prefix)", id="probe-interpreter"))
     client = nbclient.NotebookClient(
         nb,
-        kernel_name="python3",
+        kernel_name=KERNEL,
         timeout=300,  # per cell
         startup_timeout=120,
         resources={"metadata": {"path": str(NOTEBOOKS)}},
