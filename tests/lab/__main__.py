@@ -23,9 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--workers", type=int, default=d.workers, help="hey workers (-c)")
     run.add_argument("--keepalive", action="store_true", help="keep-alive load (default: new connections)")
     run.add_argument("--backend", choices=["nft", "legacy"], default=d.backend)
-    run.add_argument("--drain", type=float, default=d.drain, help="server drain timeout, seconds")
-    run.add_argument("--keep-idle", action="store_true",
-                     help="server does not close kept-alive connections on SIGTERM; --drain aborts them (RST)")
+    run.add_argument("--drain", type=float, default=None,
+                     help="server drain timeout, seconds (default 0.3 with --keep-idle, else 5)")
+    run.add_argument("--keep-idle", action=argparse.BooleanOptionalAction, default=None,
+                     help="server leaves kept-alive connections open on SIGTERM until --drain aborts them "
+                     "(RST); default: on with --keepalive")
     run.add_argument("--snaplen", type=int, default=d.snaplen)
     run.add_argument("--small-capture", action="store_true", help="capture SYN/RST/FIN only")
     sub.add_parser("clean", help="remove namespaces left by crashed runs")
@@ -35,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.replicas < 1 or args.delay < 0 or args.prestop < 0 or args.qps < 1 or args.workers < 1:
         parser.error("replicas, qps, workers must be >= 1; prestop and delay >= 0")
+    if args.drain is not None and args.drain < 0:
+        parser.error("drain must be >= 0")
     cfg = LabConfig(replicas=args.replicas, prestop=args.prestop, delay=args.delay, qps=args.qps,
                     workers=args.workers, keepalive=args.keepalive, backend=args.backend,
                     drain=args.drain, keep_idle=args.keep_idle, snaplen=args.snaplen, small_capture=args.small_capture)

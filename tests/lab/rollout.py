@@ -40,16 +40,25 @@ class LabConfig:
     prestop: int = 0  # seconds of preStop sleep
     delay: float = 1.0  # propagation delay: pod deletion -> this node's rules rewritten
     qps: int = 500
-    workers: int = 50
+    workers: int = 10  # hey's workers tick in phase: few workers at 50 req/s each = bursts every 20 ms
     keepalive: bool = False
     backend: str = "nft"  # nft | legacy
     grace: int = 30  # terminationGracePeriodSeconds
-    drain: float = 5.0  # server drain timeout after SIGTERM
-    keep_idle: bool = False  # server keeps kept-alive connections open until the drain timeout aborts them
+    # the server after SIGTERM: keep_idle = leave kept-alive connections open (as many apps do) until the
+    # drain timeout aborts them with RST. Defaults: with keep-alive load, keep_idle and a 0.3 s drain
+    # (in-flight resets, then reconnects inside the gap); otherwise close idle connections, 5 s drain.
+    drain: float | None = None
+    keep_idle: bool | None = None
     margin: float = 1.5  # load before the first and after the last replacement
     settle: float = 1.0  # pause between two replacements
     snaplen: int = 128
     small_capture: bool = False  # SYN/RST/FIN only (for shipped examples)
+
+    def __post_init__(self) -> None:
+        if self.keep_idle is None:
+            self.keep_idle = self.keepalive
+        if self.drain is None:
+            self.drain = 0.3 if self.keep_idle else 5.0
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The rollout lab itself: its rules, its server, its watch stream, and three short runs as root.
 
-The runs (marker ``lab``) happen once per scenario (module-scoped fixtures):
+The runs (marker ``lab``) happen once per scenario per session (fixtures in ``tests/lab/conftest.py``):
 (a) preStop 0, delay 1 s, new connections: refused connections, one RST per refusal from the old pods;
 (b) preStop 3 s, delay 1 s: no client failure, no RST from old pods;
 (c) keep-alive load, preStop 0, a server that aborts kept-alive connections: resets and refusals.
@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,34 +122,6 @@ def read_watch_stream(path: Path) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------------------------------------
 # lab runs, root
-
-
-def _run(tmp_path_factory: pytest.TempPathFactory, name: str, cfg: LabConfig) -> LabRun:
-    require_root()
-    require_tool("hey", "tcpdump", "iptables-nft-restore", "ip")
-    return run_rollout(cfg, tmp_path_factory.mktemp(name))
-
-
-@pytest.fixture(scope="module")
-def gap_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
-    yield _run(tmp_path_factory, "gap", LabConfig(prestop=0, delay=1.0))
-
-
-@pytest.fixture(scope="module")
-def gap2_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
-    yield _run(tmp_path_factory, "gap2", LabConfig(prestop=0, delay=2.0))
-
-
-@pytest.fixture(scope="module")
-def safe_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
-    yield _run(tmp_path_factory, "safe", LabConfig(prestop=3, delay=1.0))
-
-
-@pytest.fixture(scope="module")
-def keepalive_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
-    # a server that leaves kept-alive connections open and aborts them (RST) after 0.3 s of drain
-    cfg = LabConfig(prestop=0, delay=1.0, keepalive=True, keep_idle=True, drain=0.3)
-    yield _run(tmp_path_factory, "keepalive", cfg)
 
 
 @pytest.mark.lab
