@@ -25,7 +25,9 @@ CLOSED_PORT = 9
 DRAIN_RATES: list[float] = []  # records/s when Python drains a full ring buffer (no producer running)
 
 
-def _storm(seconds: float, port: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
+def _storm(seconds: float, port: int, out: mp.Queue, cpu: int | None) -> None:  # type: ignore[type-arg]
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
     n, deadline = 0, time.monotonic() + seconds
     while time.monotonic() < deadline:
         for _ in range(200):
@@ -40,12 +42,13 @@ def _storm(seconds: float, port: int, out: mp.Queue) -> None:  # type: ignore[ty
 
 
 def run_storm(
-    seconds: float, workers: int, probes: ProbeSet | None, live_reader: bool = True
+    seconds: float, workers: int, probes: ProbeSet | None, live_reader: bool = True, pin: bool = False
 ) -> tuple[float, int, float]:
     """(connections/s, records delivered, seconds) for one storm; reads the probes meanwhile
     (``live_reader``) or only once it is over (kernel-side cost alone; needs a big ring buffer)."""
     q: mp.Queue = mp.Queue()  # type: ignore[type-arg]
-    procs = [mp.Process(target=_storm, args=(seconds, CLOSED_PORT, q)) for _ in range(workers)]
+    cpu = 0 if pin else None  # --pin: storm on CPU 0, this process (the reader) on the others
+    procs = [mp.Process(target=_storm, args=(seconds, CLOSED_PORT, q, cpu)) for _ in range(workers)]
     delivered = 0
     t0 = time.monotonic()
     for p in procs:
@@ -105,22 +108,30 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--wakeup-batch", type=int, default=64)
+    ap.add_argument("--pin", action="store_true", help="storm on CPU 0, reader on the other CPUs")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_probes: needs root (loads eBPF probes)", file=sys.stderr)
         return 2
     families = ("tcp_reset", "sock_state")
+    if args.pin and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, set(range(1, os.cpu_count() or 2)))
     base, kernel_only, live, rates = [], [], [], []
     quiet_lost = 0
     counters: dict[str, dict[str, int]] = {}
     for _ in range(max(1, args.rounds)):  # interleaved, so load from elsewhere hits all modes alike
-        base.append(run_storm(args.seconds, args.workers, None)[0])
-        probes = ProbeSet(ProbeConfig(families=families, ringbuf_pages=16384)).start()
+        base.append(run_storm(args.seconds, args.workers, None, pin=args.pin)[0])
+        probes = ProbeSet(
+            ProbeConfig(families=families, ringbuf_pages=16384, wakeup_batch=args.wakeup_batch)
+        ).start()
         try:
-            kernel_only.append(run_storm(args.seconds, args.workers, probes, live_reader=False)[0])
+            kernel_only.append(
+                run_storm(args.seconds, args.workers, probes, live_reader=False, pin=args.pin)[0]
+            )
             quiet_lost += sum(c["lost"] for c in probes.counters().values())
-            cps, delivered, elapsed = run_storm(args.seconds, args.workers, probes)
+            cps, delivered, elapsed = run_storm(args.seconds, args.workers, probes, pin=args.pin)
             live.append(cps)
             rates.append(delivered / elapsed)
             counters = probes.counters()
@@ -149,6 +160,8 @@ def main() -> int:
         "batch_decode_to_table_per_s": round(batch_decode_rate()),
         "per_kind_last_round": counters,
         "rounds": args.rounds,
+        "wakeup_batch": args.wakeup_batch,
+        "pinned": args.pin,
         "workers": args.workers,
         "cpus": os.cpu_count(),
     }
