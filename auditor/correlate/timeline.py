@@ -10,6 +10,8 @@ Times come from the best source available, named in ``*_source``:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -44,6 +46,28 @@ def _first_or_last(
     return g.min() if how == "min" else g.max()
 
 
+def _per_episode(
+    packets: pd.DataFrame,
+    mask: np.ndarray,
+    times: np.ndarray,
+    ip_column: str,
+    episodes: pd.DataFrame,
+    after_of: Callable[[np.ndarray], np.ndarray],
+    how: str,
+) -> pd.Series:
+    """min/max time per (episode, node) of the masked packets, looking only at the columns needed
+    (a boolean ``.loc`` on the whole table would copy every column of a million rows)."""
+    if not mask.any():
+        return pd.Series(dtype="int64")
+    t = times[mask]
+    ep = attach_episodes(t, packets[ip_column][mask], episodes)
+    hit = ep >= 0
+    if not hit.any():
+        return pd.Series(dtype="int64")
+    nodes = as_str_array(packets["node"][mask][hit])
+    return _first_or_last(t[hit], ep[hit], nodes, after_of(ep[hit]), how)
+
+
 def build_timelines(
     episodes: pd.DataFrame,
     nodes: list[str],
@@ -65,29 +89,20 @@ def build_timelines(
         out[ok] = lower.reindex(ep_ids[ok]).to_numpy(dtype="int64")
         return out
 
-    kind = as_str_array(packets["kind"]) if not packets.empty else np.array([], dtype=object)
-    # last SYN routed to the pod IP, per node
-    syn = packets.loc[kind == "tcp_syn"] if not packets.empty else packets
-    syn_t = syn["time"].to_numpy(dtype="datetime64[ns]").astype("int64") if not syn.empty else np.array([])
-    syn_ep = attach_episodes(syn_t, syn["dst"], episodes) if not syn.empty else np.array([], dtype="int64")
-    last_syn = (
-        _first_or_last(syn_t, syn_ep, as_str_array(syn["node"]), after_of(syn_ep), "max")
-        if not syn.empty
-        else pd.Series(dtype="int64")
-    )
+    if packets.empty:
+        last_syn = listen_close = pd.Series(dtype="int64")
+    else:
+        kind = as_str_array(packets["kind"])
+        times = packets["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
+        # last SYN routed to the pod IP, per node
+        last_syn = _per_episode(packets, kind == "tcp_syn", times, "dst", episodes, after_of, "max")
+        # listener closed, from the live agent
+        listen_close = _per_episode(packets, kind == "listen_close", times, "src", episodes, after_of, "min")
     # first refusal by the pod, per node
     ref = failures.loc[(failures["failure"] == "refused") & (failures["episode"] >= 0)]
     ref_t = ref["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
     ref_ep = ref["episode"].to_numpy(dtype="int64")
     first_ref = _first_or_last(ref_t, ref_ep, ref["node"].astype(str).to_numpy(), after_of(ref_ep), "min")
-    # listener closed, from the live agent
-    lc = packets.loc[kind == "listen_close"] if not packets.empty else packets
-    if not lc.empty:
-        lc_t = lc["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
-        lc_ep = attach_episodes(lc_t, lc["src"], episodes)
-        listen_close = _first_or_last(lc_t, lc_ep, as_str_array(lc["node"]), after_of(lc_ep), "min")
-    else:
-        listen_close = pd.Series(dtype="int64")
     # rule removed, from the dataplane record
     if dataplane is not None and not dataplane.empty:
         dp = dataplane.loc[dataplane["op"].astype(str) == "removed"]
