@@ -47,6 +47,7 @@ class AgentConfig:
     settle_s: float = 10.0
     window_s: float = 600.0
     queue_batches: int = 4096  # poll batches waiting for the writer
+    queue_wait_s: float = 1.0  # a poll loop waits this long for room, then counts the batch lost
     stop_timeout_s: float = 10.0
     dataplane: str = "off"  # off | auto | iptables-nft | iptables-legacy | nftables
     extra: dict[str, Any] = field(default_factory=dict)  # copied into the summary
@@ -233,7 +234,7 @@ class Agent:
         for kind, n in kinds.items():
             self.metrics.count_received(kind, n)
         try:
-            self._queue.put(events, timeout=1.0)
+            self._queue.put(events, timeout=self.config.queue_wait_s)
         except queue.Full:
             with self._lock:
                 self.dropped += len(events)
