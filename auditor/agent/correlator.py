@@ -145,9 +145,7 @@ class LiveCorrelator:
         from auditor.sources.kube_stream import read_kube_streams
 
         with self._lock:
-            pod_items = [it for it in self.window.kube if it.kind == "Pod" and it.key == uid]
-            base = self.window.base.get(("Pod", uid))
-            objs = [it.obj for it in pod_items] + ([base.obj] if base else [])
+            objs = [it.obj for it in self.window.pod_versions(uid)]
             ips = {
                 str(ip.get("ip"))
                 for o in objs
@@ -159,7 +157,8 @@ class LiveCorrelator:
                 for o in objs
                 if (o.get("status") or {}).get("podIP")
             }
-            pod_node = next((str((o.get("spec") or {}).get("nodeName") or "") for o in objs), "")
+            nodes = [str((o.get("spec") or {}).get("nodeName") or "") for o in objs]
+            pod_node = next((n for n in reversed(nodes) if n), "")
             since = deleted_ns - LOOKBACK_NS
             packets = self.window.packets_for(ips, since)
             records = self.window.dataplane_for(ips, since)

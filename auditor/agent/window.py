@@ -57,6 +57,8 @@ class Window:
         self.kube: deque[KubeItem] = deque()
         self.dataplane: deque[Any] = deque()  # DataplaneRecord
         self.base: dict[tuple[str, str], KubeItem] = {}  # (kind, key) -> last version aged out
+        # per pod uid, the aged-out versions that matter: first seen, first deleting, last
+        self.pod_base: dict[str, dict[str, KubeItem]] = {}
         self.evicted_packets = 0  # trimmed by count before their age: the window was too small
 
     def add_packets(self, events: list[PacketEvent]) -> None:
@@ -87,13 +89,32 @@ class Window:
 
     def _age_out(self, item: KubeItem) -> None:
         key = (item.kind, item.key)
+        if item.kind == "Pod":
+            if item.type == "DELETED":
+                self.pod_base.pop(item.key, None)
+                return
+            marks = self.pod_base.setdefault(item.key, {"first": item})
+            if "deleting" not in marks and (item.obj.get("metadata") or {}).get("deletionTimestamp"):
+                marks["deleting"] = item
+            marks["last"] = item
+            return
         if item.type == "DELETED":
             self.base.pop(key, None)
         else:
             self.base[key] = item
 
     def forget_pod(self, uid: str) -> None:
-        self.base.pop(("Pod", uid), None)
+        self.pod_base.pop(uid, None)
+
+    def pod_versions(self, uid: str) -> list[KubeItem]:
+        """Aged-out milestones then recent events of one pod, oldest first."""
+        marks = self.pod_base.get(uid, {})
+        kept: list[KubeItem] = []
+        for name in ("first", "deleting", "last"):
+            it = marks.get(name)
+            if it is not None and all(it is not k for k in kept):
+                kept.append(it)
+        return kept + [it for it in self.kube if it.kind == "Pod" and it.key == uid]
 
     # -- what one episode needs --------------------------------------------------------------------
     def kube_lines(self, uid: str, ips: set[str]) -> list[str]:
@@ -104,9 +125,11 @@ class Window:
             if kind == "EndpointSlice" and slice_addresses(it.obj) & ips
         }
         slices |= {it.key for it in self.kube if it.kind == "EndpointSlice" and slice_addresses(it.obj) & ips}
-        lines = []
+        marks = self.pod_base.get(uid, {})
+        aged = [it for it in self.pod_versions(uid) if any(it is m for m in marks.values())]
+        lines = [it.line("ADDED" if i == 0 else "MODIFIED") for i, it in enumerate(aged)]
         for (kind, key), it in self.base.items():
-            if (kind == "Pod" and key == uid) or (kind == "EndpointSlice" and key in slices):
+            if kind == "EndpointSlice" and key in slices:
                 lines.append(it.line("ADDED"))
         for it in self.kube:
             if (it.kind == "Pod" and it.key == uid) or (it.kind == "EndpointSlice" and it.key in slices):
