@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -33,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("clean", help="remove namespaces left by crashed runs")
     args = parser.parse_args(argv)
     if args.command == "clean":
+        if os.geteuid() != 0:
+            parser.error("needs root")
         print("removed:", " ".join(remove_stale_namespaces()) or "nothing")
         return 0
     if args.replicas < 1 or args.delay < 0 or args.prestop < 0 or args.qps < 1 or args.workers < 1:
@@ -42,7 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     cfg = LabConfig(replicas=args.replicas, prestop=args.prestop, delay=args.delay, qps=args.qps,
                     workers=args.workers, keepalive=args.keepalive, backend=args.backend,
                     drain=args.drain, keep_idle=args.keep_idle, snaplen=args.snaplen, small_capture=args.small_capture)
-    lab = run_rollout(cfg, args.out)
+    if os.geteuid() != 0:
+        print("tests.lab: needs root (network namespaces, iptables) — rerun with sudo", file=sys.stderr)
+        return 2
+    try:
+        lab = run_rollout(cfg, args.out)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        print(f"tests.lab: run failed, everything cleaned up: {exc}".replace("\n", " "), file=sys.stderr)
+        return 1
     t = lab.truth
     print(json.dumps({"client": t["client"], "old_pods": [
         {k: ep[k] for k in ("name", "ip", "rst_from_pod")}

@@ -157,7 +157,7 @@ class _Lab:
         pod.created_ns = time.time_ns()
         return pod
 
-    def start_pod(self, pod: LabPod) -> None:
+    def start_pod(self, pod: LabPod, watched: bool = False) -> None:
         """Sandbox (namespace + veth), container (server), then wait until it answers (bounded)."""
         ns = f"al{self.run_id}p{self.pod_count}"
         netns.attach_pod(self.node, ns, ns, pod.ip)
@@ -168,6 +168,8 @@ class _Lab:
             "--name", pod.name, "--events", str(events), "--drain", str(self.cfg.drain),
             *(["--keep-idle"] if self.cfg.keep_idle else [])])
         pod.started_ns = time.time_ns()
+        if watched:  # container running, not ready yet
+            self.stream.emit("MODIFIED", pod, pod.started_ns)
         deadline = time.monotonic() + 10.0
         while not http_ready(self.node, pod.ip, self.svc.target_port):
             if time.monotonic() > deadline or self.servers[pod.name].poll() is not None:
@@ -183,7 +185,7 @@ class _Lab:
         cfg = self.cfg
         new = self.new_pod(new_rs)
         self.stream.emit("ADDED", new)
-        self.start_pod(new)
+        self.start_pod(new, watched=True)
         self.stream.emit("MODIFIED", new, new.ready_ns)
         live.append(new)
         self.slice.endpoints.append((new, False))
