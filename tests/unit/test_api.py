@@ -269,3 +269,26 @@ def test_shipped_example_matches_its_truth() -> None:
         )
         assert t.loc[v, "avoided"] == expected
     assert t.loc[2.0, "verdict"] == "SAFE" and t.loc[0.5, "verdict"] == "GAP"
+
+
+def test_api_and_cli_agree_on_the_example() -> None:
+    if not (EXAMPLE / "node.pcap").exists():
+        pytest.skip("examples/rollout is not in this checkout")
+    argv = [
+        sys.executable,
+        "-m",
+        "auditor",
+        "analyze",
+        "--json",
+        "--pcap",
+        f"lab-node={EXAMPLE / 'node.pcap'}",
+    ]
+    argv += ["--kube", str(EXAMPLE / "kube.json"), "--client", str(EXAMPLE / "hey.txt")]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    cli = json.loads(proc.stdout)
+    doc = auditor.analyze(
+        pcaps=f"lab-node={EXAMPLE / 'node.pcap'}", kube=EXAMPLE / "kube.json", client=EXAMPLE / "hey.txt"
+    ).document()
+    for key in ("verdict", "verdict_line", "recommendation", "causes", "nodes", "rollouts", "episodes"):
+        assert doc[key] == cli[key], key
