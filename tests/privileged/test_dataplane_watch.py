@@ -84,7 +84,8 @@ def _check_iptables_mode(netns: str, backend: str, tool: str) -> None:
     plane.install()
     plane.sync([POD_A])  # before the watcher: its initial read must know POD_A
     collector = Collector()
-    watcher = watch_dataplane("node-a", backend=backend, netns=netns)
+    assert detect_backend(netns) == backend
+    watcher = watch_dataplane("node-a", netns=netns)
     assert watcher.backend == backend
     watcher.start(collector)
     try:

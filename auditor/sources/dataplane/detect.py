@@ -1,7 +1,6 @@
 """Which kube-proxy dataplane a node uses, and the watcher for it.
 
-``auto``: kube-proxy's nftables mode if ``table ip kube-proxy`` has a ``services`` chain; otherwise
-its iptables mode, with the backend that ``iptables -V`` names (``nf_tables`` or ``legacy``).
+``auto``: the mode and backend whose tables hold kube-proxy's rules (see :func:`detect_backend`).
 """
 
 from __future__ import annotations
@@ -31,12 +30,28 @@ def backend_from_version(text: str) -> str | None:
     return "iptables-nft" if match[1] == "nf_tables" else "iptables-legacy"
 
 
+def _answers(argv: list[str]) -> bool:
+    proc = _run(argv)
+    return proc is not None and proc.returncode == 0
+
+
 def detect_backend(netns: str | None = None) -> str:
-    """The kube-proxy dataplane of the namespace's node; AuditorError if neither tool answers."""
+    """The kube-proxy dataplane of the namespace's node; AuditorError if neither tool answers.
+
+    Where kube-proxy's rules are: nft ``table ip kube-proxy`` (nftables mode), ``KUBE-SERVICES`` in
+    the nf_tables or the legacy nat table (iptables mode); with no rules yet, what ``iptables -V`` says.
+    """
     prefix = netns_argv(netns)
-    nft = _run([*prefix, "nft", "list", "chain", "ip", "kube-proxy", "services"])
-    if nft is not None and nft.returncode == 0:
+    if _answers([*prefix, "nft", "list", "chain", "ip", "kube-proxy", "services"]):
         return "nftables"
+    if _answers([*prefix, "iptables-nft", "-t", "nat", "-S", "KUBE-SERVICES"]):
+        return "iptables-nft"
+    # listing the legacy nat table would load iptable_nat: only look if it exists
+    tables = _run([*prefix, "cat", "/proc/net/ip_tables_names"])
+    if tables is not None and "nat" in tables.stdout.split() and _answers(
+        [*prefix, "iptables-legacy", "-t", "nat", "-S", "KUBE-SERVICES"]
+    ):
+        return "iptables-legacy"
     version = _run([*prefix, "iptables", "-V"])
     backend = backend_from_version(version.stdout or version.stderr) if version is not None else None
     if backend is None:
