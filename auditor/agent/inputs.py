@@ -79,7 +79,7 @@ class DataplaneInput:
     def start(self) -> None:
         """Start watching; AuditorError if the watcher is missing or cannot start."""
         try:
-            from auditor.sources.dataplane import watch_dataplane  # type: ignore[import-not-found,unused-ignore]
+            from auditor.sources.dataplane import watch_dataplane
         except ImportError as exc:
             raise AuditorError(f"the dataplane watcher is not available in this build ({exc})") from None
         try:
@@ -117,11 +117,14 @@ class DataplaneInput:
                 self._file.close()
 
     def lost(self) -> dict[str, int]:
-        extra = getattr(self._watcher, "lost", None)
-        return {"dataplane": self.errors + (int(extra) if isinstance(extra, int) else 0)}
+        c = getattr(self._watcher, "counters", None)
+        extra = sum(int(getattr(c, name, 0) or 0) for name in ("lost", "parse_failures", "callback_errors"))
+        return {"dataplane": self.errors + extra}
 
     def notes(self) -> dict[str, Any]:
+        c = getattr(self._watcher, "counters", None)
         return {
+            "counters": {k: getattr(c, k) for k in getattr(c, "__slots__", ())} if c is not None else {},
             "file": self.path.name,
             "backend": self.backend,
             "recorded": self.count,
