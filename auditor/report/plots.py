@@ -55,14 +55,7 @@ def plot_rollout_timeline(res: AuditResult, rollout: str) -> Figure:
         if rr != MISSING_NS:
             ax.plot([rel(rr)], [y], marker="|", color="#2ca02c", ms=14, ls="")
         if lc != MISSING_NS and rr != MISSING_NS and rr > lc:
-            ax.axvspan(
-                rel(lc),
-                rel(rr),
-                ymin=(y + 0.25) / len(rows),
-                ymax=(y + 0.75) / len(rows),
-                color="#d62728",
-                alpha=0.15,
-            )
+            ax.fill_between([rel(lc), rel(rr)], y - 0.3, y + 0.3, color="#d62728", alpha=0.15, lw=0)
         f = fl.loc[(fl["episode"] == ep) & (fl["node"] == node)]
         for cause, g in f.groupby("cause"):
             ts = (g["time"].to_numpy(dtype="datetime64[ns]").astype("int64") - t0) / 1e9
@@ -113,7 +106,7 @@ def plot_delay_distribution(res: AuditResult) -> Figure:
         ax.text(0.5, 0.5, "no propagation delay measured", ha="center", va="center")
         return fig
     groups = [(str(n) or "-", pd.to_numeric(g["propagation_delay_s"])) for n, g in tl.groupby("node")]
-    ax.boxplot([g.to_numpy() for _, g in groups], tick_labels=[n for n, _ in groups], vert=False)
+    ax.boxplot([g.to_numpy() for _, g in groups], tick_labels=[n for n, _ in groups], orientation="horizontal")
     ax.set_xlabel("propagation delay (s)")
     ax.set_title("propagation delay per node")
     return fig

@@ -14,18 +14,14 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, require_root, require_tool
+from tests.conftest import REPO
+from tests.lab import LabRun
 
 pytestmark = [pytest.mark.lab, pytest.mark.privileged, pytest.mark.slow]
 
 
-def _run(tmp_path_factory: pytest.TempPathFactory, name: str, **config: Any) -> tuple[Any, dict[str, Any]]:
-    require_root()
-    require_tool("hey", "tcpdump", "iptables-nft-restore")
-    from tests.lab import LabConfig, run_rollout
-
-    out = tmp_path_factory.mktemp(name)
-    run = run_rollout(LabConfig(**config), out)
+def _analyze(run: LabRun) -> dict[str, Any]:
+    out = run.out_dir
     cmd = [
         sys.executable, "-m", "auditor", "analyze", "--pcap", str(run.pcap), "--kube", str(run.kube),
         "--client", str(run.client_output), "--node", run.truth.get("node", "lab-node"), "--json",
@@ -33,27 +29,28 @@ def _run(tmp_path_factory: pytest.TempPathFactory, name: str, **config: Any) -> 
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    return run, json.loads(proc.stdout)
+    return dict(json.loads(proc.stdout))
+
+
+# the lab runs are session fixtures (tests/lab/conftest.py), shared with test_lab.py
+@pytest.fixture(scope="module")
+def gap_1s(gap_run: LabRun) -> tuple[LabRun, dict[str, Any]]:
+    return gap_run, _analyze(gap_run)
 
 
 @pytest.fixture(scope="module")
-def gap_1s(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, Any]]:
-    return _run(tmp_path_factory, "gap1", prestop=0, delay=1.0)
+def safe_3s(safe_run: LabRun) -> tuple[LabRun, dict[str, Any]]:
+    return safe_run, _analyze(safe_run)
 
 
 @pytest.fixture(scope="module")
-def safe_3s(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, Any]]:
-    return _run(tmp_path_factory, "safe3", prestop=3, delay=1.0)
+def gap_2s(gap2_run: LabRun) -> tuple[LabRun, dict[str, Any]]:
+    return gap2_run, _analyze(gap2_run)
 
 
 @pytest.fixture(scope="module")
-def gap_2s(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, Any]]:
-    return _run(tmp_path_factory, "gap2", prestop=0, delay=2.0)
-
-
-@pytest.fixture(scope="module")
-def keepalive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, Any]]:
-    return _run(tmp_path_factory, "keepalive", prestop=0, delay=1.0, keepalive=True)
+def keepalive(keepalive_run: LabRun) -> tuple[LabRun, dict[str, Any]]:
+    return keepalive_run, _analyze(keepalive_run)
 
 
 def _episodes(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -61,7 +58,7 @@ def _episodes(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_gap_client_fails_and_refusals_are_attributed_to_the_right_pods(
-    gap_1s: tuple[Any, dict[str, Any]],
+    gap_1s: tuple[LabRun, dict[str, Any]],
 ) -> None:
     run, doc = gap_1s
     truth = run.truth
@@ -82,7 +79,7 @@ def test_gap_client_fails_and_refusals_are_attributed_to_the_right_pods(
     assert doc["reconciliation"]["client_refused"] == truth["client"]["refused"]
 
 
-def test_gap_inferred_per_episode_matches_the_configured_delay(gap_1s: tuple[Any, dict[str, Any]]) -> None:
+def test_gap_inferred_per_episode_matches_the_configured_delay(gap_1s: tuple[LabRun, dict[str, Any]]) -> None:
     run, doc = gap_1s
     eps = _episodes(doc)
     for p in run.truth["old_pods"]:
@@ -92,14 +89,14 @@ def test_gap_inferred_per_episode_matches_the_configured_delay(gap_1s: tuple[Any
         assert abs(node["gap_s"] - 1.0) <= 0.050, (p["name"], node)
 
 
-def test_gap_verdict_and_recommendation(gap_1s: tuple[Any, dict[str, Any]]) -> None:
+def test_gap_verdict_and_recommendation(gap_1s: tuple[LabRun, dict[str, Any]]) -> None:
     _, doc = gap_1s
     assert doc["verdict"] == "GAP"
     assert doc["recommendation"]["prestop_seconds"] >= 2
     assert doc["verdict_line"].startswith("GAP default/web")
 
 
-def test_prestop_longer_than_delay_is_safe(safe_3s: tuple[Any, dict[str, Any]]) -> None:
+def test_prestop_longer_than_delay_is_safe(safe_3s: tuple[LabRun, dict[str, Any]]) -> None:
     run, doc = safe_3s
     assert run.truth["client"]["error_total"] == 0
     assert doc["causes"]["propagation_gap"] == 0
@@ -107,7 +104,7 @@ def test_prestop_longer_than_delay_is_safe(safe_3s: tuple[Any, dict[str, Any]]) 
 
 
 def test_recommendation_grows_with_the_delay(
-    gap_1s: tuple[Any, dict[str, Any]], gap_2s: tuple[Any, dict[str, Any]]
+    gap_1s: tuple[LabRun, dict[str, Any]], gap_2s: tuple[LabRun, dict[str, Any]]
 ) -> None:
     _, doc1 = gap_1s
     _, doc2 = gap_2s
@@ -119,7 +116,7 @@ def test_recommendation_grows_with_the_delay(
             assert abs(e["nodes"][0]["gap_s"] - 2.0) <= 0.050
 
 
-def test_keepalive_reports_inflight_resets_and_gap(keepalive: tuple[Any, dict[str, Any]]) -> None:
+def test_keepalive_reports_inflight_resets_and_gap(keepalive: tuple[LabRun, dict[str, Any]]) -> None:
     run, doc = keepalive
     assert set(doc["causes"]) >= {"inflight_reset", "propagation_gap"}
     assert doc["causes"]["inflight_reset"] > 0
@@ -131,7 +128,7 @@ def test_keepalive_reports_inflight_resets_and_gap(keepalive: tuple[Any, dict[st
     assert doc["verdict"] == "GAP"
 
 
-def test_html_report_has_a_timeline(gap_1s: tuple[Any, dict[str, Any]]) -> None:
+def test_html_report_has_a_timeline(gap_1s: tuple[LabRun, dict[str, Any]]) -> None:
     run, _ = gap_1s
     html = Path(run.out_dir / "report.html").read_text()
     assert "data:image/png;base64," in html and "GAP default/web" in html

@@ -219,9 +219,6 @@ def test_load_events_reads_event_files_and_names_nodes(tmp_path: Path) -> None:
     assert int(a.causes.loc["propagation_gap", "count"]) == sum(refused.values())
 
 
-# plot_delay_distribution (report/plots.py, not ours) still passes boxplot(vert=...), deprecated in
-# matplotlib 3.11; narrow filter until it is changed there
-@pytest.mark.filterwarnings("ignore:vert")
 def test_plots_return_figures() -> None:
     packets, kube, _ = synthetic()
     a = auditor.analyze(events=packets, kube=kube)
