@@ -50,6 +50,7 @@ class AgentConfig:
     queue_wait_s: float = 1.0  # a poll loop waits this long for room, then counts the batch lost
     stop_timeout_s: float = 10.0
     dataplane: str = "off"  # off | auto | iptables-nft | iptables-legacy | nftables
+    dataplane_netns: str | None = None  # the rules' network namespace (name or path); None: our own
     extra: dict[str, Any] = field(default_factory=dict)  # copied into the summary
 
 
@@ -89,6 +90,7 @@ class Agent:
                 config.dataplane,
                 self.dir / f"dataplane-{config.node}-{stamp}.jsonl",
                 self.correlator,
+                netns=config.dataplane_netns,
             )
         self.summary_path = self.dir / f"agent-{config.node}.json"
         self.episodes_path = self.dir / f"episodes-{config.node}.jsonl"

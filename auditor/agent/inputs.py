@@ -67,8 +67,10 @@ class KubeInput:
 class DataplaneInput:
     """``auditor.sources.dataplane.watch_dataplane`` -> ``dataplane-<node>-<stamp>.jsonl`` + correlator."""
 
-    def __init__(self, node: str, backend: str, path: Path, correlator: LiveCorrelator) -> None:
-        self.node, self.backend, self.path = node, backend, path
+    def __init__(
+        self, node: str, backend: str, path: Path, correlator: LiveCorrelator, netns: str | None = None
+    ) -> None:
+        self.node, self.backend, self.path, self.netns = node, backend, path, netns
         self.correlator = correlator
         self.count = 0
         self.errors = 0
@@ -83,7 +85,7 @@ class DataplaneInput:
         except ImportError as exc:
             raise AuditorError(f"the dataplane watcher is not available in this build ({exc})") from None
         try:
-            self._watcher = watch_dataplane(self.node, backend=self.backend)
+            self._watcher = watch_dataplane(self.node, backend=self.backend, netns=self.netns)
         except AuditorError:
             raise
         except Exception as exc:
@@ -127,6 +129,7 @@ class DataplaneInput:
             "counters": {k: getattr(c, k) for k in getattr(c, "__slots__", ())} if c is not None else {},
             "file": self.path.name,
             "backend": self.backend,
+            "netns": self.netns or "own",
             "recorded": self.count,
             "errors": self.errors,
         }

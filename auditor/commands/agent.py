@@ -46,6 +46,9 @@ def _sources_options(f: Any) -> Any:
                      help="pod network (repeatable); enables the skb drop probe for pod traffic."),
         click.option("--dataplane", type=click.Choice(DATAPLANE_CHOICES), default="auto", show_default=True,
                      help="record service rule changes; 'auto' degrades to off when unavailable."),
+        click.option("--dataplane-netns", metavar="NAME|PATH",
+                     help="watch the rules of this network namespace (an `ip netns` name or /proc/PID/ns/net): "
+                          "for an agent outside the host network namespace, and for labs and tests."),
         click.option("--format", "log_format", type=click.Choice(["parquet", "jsonl"]), default="parquet",
                      show_default=True, help="format of finished event segments."),
         click.option("--rotate-mb", type=click.IntRange(min=1), default=64, show_default=True),
@@ -87,6 +90,7 @@ def _run(
         settle_s=params["settle_s"],
         stop_timeout_s=params["stop_timeout"],
         dataplane=params["dataplane"],
+        dataplane_netns=params["dataplane_netns"] or None,
     )
     source = ProbeSource(node, tuple(params["pod_cidrs"]))
     return run_agent(config, [source], kube_client=kube_client, duration_s=duration_s)

@@ -11,6 +11,7 @@ import json
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -174,12 +175,16 @@ class WatchStream:
         self._f: IO[str] = path.open("w")
         self.rv = 1000
         self.count = 0
+        self.mirror: Callable[[str, dict[str, Any]], None] | None = None  # e.g. the lab's API server
 
     def emit(self, kind: str, obj: LabPod | EndpointSlice, at_ns: int | None = None) -> int:
         """Write one event (``ADDED``/``MODIFIED``/``DELETED``); return its observedAt in ns."""
         at = at_ns or time.time_ns()
         self.rv += 1
-        event = {"type": kind, "object": obj.to_object(self.rv, self.port), "observedAt": rfc3339_nano(at)}
+        served = obj.to_object(self.rv, self.port)
+        event = {"type": kind, "object": served, "observedAt": rfc3339_nano(at)}
+        if self.mirror is not None:
+            self.mirror(kind, served)
         self._f.write(json.dumps(event, indent=4) + "\n")
         self._f.flush()
         self.count += 1

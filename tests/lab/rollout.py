@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tests.lab import netns
+from tests.lab.agent import AgentProcess, ApiMirror
 from tests.lab.client import count_packets, count_rsts_from, parse_hey
 from tests.lab.kube import EndpointSlice, LabPod, ReplicaSet, WatchStream, safe_suffix
 from tests.lab.probe import http_ready
@@ -53,8 +54,14 @@ class LabConfig:
     settle: float = 1.0  # pause between two replacements
     snaplen: int = 128
     small_capture: bool = False  # SYN/RST/FIN only (for shipped examples)
+    api: bool = False  # also serve the pods and EndpointSlice over HTTP (kubeconfig in the run dir)
+    agent: bool = False  # run `auditor agent` (implies api) from before the load until after it
+    agent_settle: float = 2.0  # the agent's --settle-s
+    watch_fault_episode: int = -1  # at this episode's deletion: drop the watches, answer 410 to resumes
+    agent_stop_episode: int = -1  # SIGTERM the agent inside this episode's propagation gap
 
     def __post_init__(self) -> None:
+        self.api = self.api or self.agent
         if self.keep_idle is None:
             self.keep_idle = self.keepalive
         if self.drain is None:
@@ -148,6 +155,11 @@ class _Lab:
         self.stream = WatchStream(out / "kube.json", self.svc.target_port)
         self.slice = EndpointSlice(name=f"web-{safe_suffix(self.rng, 5)}")
         self.dataplane = Dataplane(self.node, self.svc, cfg.backend)
+        self.api = ApiMirror(out) if cfg.api else None
+        if self.api is not None:
+            self.stream.mirror = self.api.apply
+        self.agent: AgentProcess | None = None
+        self.agent_sigterm_ns = 0
 
     # -- pods ---------------------------------------------------------------------------------
     def new_pod(self, rs: ReplicaSet) -> LabPod:
@@ -181,7 +193,7 @@ class _Lab:
         return f"al{self.run_id}p{int(pod.ip.rsplit('.', 1)[1]) - 10}"
 
     # -- one replacement -----------------------------------------------------------------------
-    def replace(self, old: LabPod, new_rs: ReplicaSet, live: list[LabPod]) -> dict[str, Any]:
+    def replace(self, old: LabPod, new_rs: ReplicaSet, live: list[LabPod], index: int = 0) -> dict[str, Any]:
         cfg = self.cfg
         new = self.new_pod(new_rs)
         self.stream.emit("ADDED", new)
@@ -199,6 +211,9 @@ class _Lab:
         self.slice.endpoints = [(p, t or p is old) for p, t in self.slice.endpoints]
         self.slice.trigger_ns = old.deleted_ns
         self.stream.emit("MODIFIED", self.slice)
+        if self.api is not None and index == cfg.watch_fault_episode:
+            self.api.break_watches()  # what follows reaches the agent only through its relist
+        t_stop_agent_due = old.deleted_ns + int(cfg.delay * 0.5e9)
         t_sigterm_due = old.deleted_ns + int(cfg.prestop * 1e9)
         t_rules_due = old.deleted_ns + int(cfg.delay * 1e9)
         t_kill_due = old.deleted_ns + cfg.grace * 1_000_000_000
@@ -210,6 +225,10 @@ class _Lab:
             if not t_sigterm and now >= t_sigterm_due:
                 t_sigterm = time.time_ns()  # just before: the server may act before we return
                 server.send_signal(signal.SIGTERM)
+            if (self.agent is not None and index == cfg.agent_stop_episode and not self.agent_sigterm_ns
+                    and now >= t_stop_agent_due):
+                self.agent_sigterm_ns = time.time_ns()
+                self.agent.proc.send_signal(signal.SIGTERM)  # mid-gap; collected after the run
             if removed is None and now >= t_rules_due:
                 live.remove(old)
                 removed = self.dataplane.sync([p.ip for p in live])
@@ -264,6 +283,12 @@ class _Lab:
         for pod in live:  # the watch starts with ADDED for what exists
             self.stream.emit("ADDED", pod)
         self.stream.emit("ADDED", self.slice)
+        if cfg.agent:
+            assert self.api is not None
+            backend = {"nft": "iptables-nft", "legacy": "iptables-legacy"}.get(cfg.backend, cfg.backend)
+            self.agent = AgentProcess(self.out / "agent", self.api.kubeconfig, backend, self.node,
+                                      cfg.agent_settle)  # fmt: skip
+            self.agent.wait_ready()
 
         capture = self.start_capture()
         hey_out = (self.out / "hey.txt").open("wb")
@@ -279,7 +304,7 @@ class _Lab:
         for i, old in enumerate(list(live)):
             if i:
                 time.sleep(cfg.settle)
-            episodes.append(self.replace(old, new_rs, live))
+            episodes.append(self.replace(old, new_rs, live, i))
         time.sleep(cfg.margin)
         stop(hey, signal.SIGINT, 15.0)
         t_load_end = time.time_ns()
@@ -291,6 +316,7 @@ class _Lab:
             ep["syn_to_pod"] = count_packets(
                 pcap, f"dst host {ep['ip']} and tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn")
         return {
+            "agent": self.finish_agent(len(episodes)),
             "config": asdict(cfg),
             "run_id": self.run_id,
             "node": "lab-node",
@@ -305,6 +331,16 @@ class _Lab:
             "client": parse_hey((self.out / "hey.txt").read_text(errors="replace")),
             "kube_events": self.stream.count,
         }
+
+    def finish_agent(self, episodes: int) -> dict[str, Any] | None:
+        """Let the agent audit every episode (bounded by its settle time), then SIGTERM it."""
+        if self.agent is None:
+            return None
+        if not self.agent_sigterm_ns:
+            self.agent.wait_episodes(episodes, self.cfg.agent_settle + 20.0)
+        code = self.agent.stop()
+        return {"log_dir": str(self.agent.log_dir), "exit_code": code, "sigterm_ns": self.agent_sigterm_ns,
+                "metrics_port": self.agent.port, "faults": self.api.faults if self.api else []}
 
     def start_capture(self) -> subprocess.Popen[bytes]:
         bpf = f"tcp and (net 10.244.0.0/16 or host {self.svc.cluster_ip})"
@@ -323,6 +359,10 @@ class _Lab:
         return proc
 
     def close(self) -> None:
+        if self.agent is not None:
+            self.agent.stop()
+        if self.api is not None:
+            self.api.close()
         self.procs.stop_all()
         for f in self.files:
             f.close()
