@@ -1,79 +1,154 @@
 """Probe overhead and delivery, side by side in one run (root; run: .venv/bin/python bench/bench_probes.py).
 
-A refusal storm on loopback from separate processes (connect() to a closed port in a loop):
-connections/s untraced vs traced, events/s delivered to Python, events lost, and the in-kernel
-counters against what Python received. Also the pure decode rate, for reference.
-"Delivered" = raw records handed to Python by the ring buffer (``ProbeSet.poll_raw``); decoding
-(one PacketEvent per record, or a whole batch to the table with decode_batch) is measured apart. Goals (issue 4): <= 10% slowdown, >= 400,000 events/s delivered with 0 lost, counters equal.
+A refusal storm on loopback from a separate process (bench/storm.c, compiled with gcc into bench/out/):
+connect() to a closed port, back to back. Modes, interleaved round by round so load from elsewhere
+hits them alike:
+
+* untraced: the storm alone, connections/s;
+* traced, live reader: probes loaded, this process reads the ring buffer while the storm runs:
+  connections/s, and records/s delivered to Python *sustained* (limited by how fast the storm makes them);
+* traced, kernel only: probes loaded, nobody reads during a count-bounded storm (kernel cost alone);
+  then the full ring buffer is drained: records/s delivered to Python *draining a backlog* (the reader's
+  own ceiling);
+* the agent (``auditor agent --no-kube --dataplane off``, whole process) during a storm: CPU, peak RSS,
+  received vs kernel seen (bench_agent.py).
+
+With ``--pin`` (default when there are 2+ CPUs) the storm runs on CPU 0 (taskset), the reader and the
+agent on CPU 1. "Delivered" = raw records handed to Python by the ring buffer (``ProbeSet.poll_raw``);
+decoding is measured apart. Goals (issue 4): <= 10 % slowdown, >= 400,000 events/s delivered with 0
+lost, in-kernel seen == user-space received. Exit 1 if counts disagree, 2 on a usage/setup error.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-import multiprocessing as mp
 import os
-import socket
+import shutil
 import statistics
 import struct
+import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from auditor.sources.live import ProbeConfig, ProbeSet, decode_event
 
+HERE = Path(__file__).resolve().parent
 CLOSED_PORT = 9
-DRAIN_RATES: list[float] = []  # records/s when Python drains a full ring buffer (no producer running)
+FAMILIES = ("tcp_reset", "sock_state")
+RING_PAGES = 16384  # 64 MiB: holds the kernel-only storm's whole backlog (~80 bytes per record)
 
 
-def _storm(seconds: float, port: int, out: mp.Queue, cpu: int | None) -> None:  # type: ignore[type-arg]
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
-    n, deadline = 0, time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        for _ in range(200):
-            s = socket.socket()
-            try:
-                s.connect(("127.0.0.1", port))
-            except ConnectionRefusedError:
-                n += 1
-            finally:
-                s.close()
-    out.put(n)
+class SetupError(Exception):
+    """The benchmark cannot run here (no gcc, not root...)."""
 
 
-def run_storm(
-    seconds: float, workers: int, probes: ProbeSet | None, live_reader: bool = True, pin: bool = False
-) -> tuple[float, int, float]:
-    """(connections/s, records delivered, seconds) for one storm; reads the probes meanwhile
-    (``live_reader``) or only once it is over (kernel-side cost alone; needs a big ring buffer)."""
-    q: mp.Queue = mp.Queue()  # type: ignore[type-arg]
-    cpu = 0 if pin else None  # --pin: storm on CPU 0, this process (the reader) on the others
-    procs = [mp.Process(target=_storm, args=(seconds, CLOSED_PORT, q, cpu)) for _ in range(workers)]
-    delivered = 0
-    t0 = time.monotonic()
-    for p in procs:
-        p.start()
-    while any(p.is_alive() for p in procs) and time.monotonic() - t0 < seconds + 30:
-        if probes is not None and live_reader:
-            delivered += len(probes.poll_raw(10))
-        else:
-            time.sleep(0.05)
-    elapsed = time.monotonic() - t0
-    if probes is not None:
-        backlog, d0 = 0, time.perf_counter()
-        for _ in range(20):  # drain what is left (bounded)
-            got = len(probes.poll_raw(0))
-            backlog += got
-            if not got:
-                break
-        drain_s = time.perf_counter() - d0
-        delivered += backlog
-        if not live_reader and drain_s > 0:
-            DRAIN_RATES.append(backlog / drain_s)
-    conns = sum(q.get(timeout=10) for _ in procs)
-    for p in procs:
-        p.join(timeout=10)
-    return conns / seconds, delivered, elapsed
+def build_storm() -> Path:
+    """bench/out/storm-<hash of storm.c>, compiled once with gcc -O2."""
+    src = HERE / "storm.c"
+    binary = HERE / "out" / f"storm-{hashlib.sha256(src.read_bytes()).hexdigest()[:12]}"
+    if binary.exists():
+        return binary
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        raise SetupError("gcc not found: apt-get install gcc")
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    tmp = binary.with_suffix(f".tmp{os.getpid()}")
+    built = subprocess.run([gcc, "-O2", "-Wall", "-o", str(tmp), str(src)], capture_output=True, text=True,
+                           timeout=120, check=False)  # fmt: skip
+    if built.returncode != 0:
+        raise SetupError(f"cannot compile {src}: {built.stderr.strip()[:300]}")
+    os.replace(tmp, binary)
+    return binary
+
+
+@dataclass
+class Storm:
+    """A running storm process; :meth:`result` waits for its JSON line."""
+
+    proc: subprocess.Popen[str]
+
+    @classmethod
+    def start(
+        cls, binary: Path, seconds: float, count: int = 0, workers: int = 1, cpu: int | None = None
+    ) -> Storm:
+        argv = [str(binary), "-p", str(CLOSED_PORT), "-s", str(seconds), "-n", str(count), "-w", str(workers)]
+        if cpu is not None:
+            argv = ["taskset", "-c", str(cpu), *argv]
+        return cls(subprocess.Popen(argv, stdout=subprocess.PIPE, text=True))
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def result(self, timeout_s: float = 60) -> dict[str, Any]:
+        try:
+            out, _ = self.proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            raise
+        res: dict[str, Any] = json.loads(out)
+        if self.proc.returncode != 0 or res["other_errors"]:
+            raise SetupError(
+                f"storm: {res['other_errors']} connects were not refused (is port {CLOSED_PORT} open?)"
+            )
+        return res
+
+
+def settle(probes: ProbeSet) -> dict[str, int]:
+    """Drain the ring buffer until the kernel counters and Python's agree (bounded); totals."""
+    totals: dict[str, int] = {}
+    for _ in range(50):
+        while probes.poll_raw(0):
+            pass
+        c = probes.counters().values()
+        totals = {k: sum(x[k] for x in c) for k in ("seen", "lost", "received")}
+        if totals["seen"] == totals["received"] + totals["lost"]:
+            break
+        time.sleep(0.02)
+    return totals
+
+
+def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: after[k] - before[k] for k in after}
+
+
+def traced_live(
+    probes: ProbeSet, storm_bin: Path, seconds: float, workers: int, cpu: int | None
+) -> dict[str, Any]:
+    """Storm while this process reads: connections/s, records delivered during the storm."""
+    before = settle(probes)
+    storm = Storm.start(storm_bin, seconds, workers=workers, cpu=cpu)
+    delivered, t0 = 0, time.perf_counter()
+    while storm.running() and time.perf_counter() - t0 < seconds + 30:
+        delivered += len(probes.poll_raw(10))
+    res = storm.result()
+    wall = res["seconds"]
+    counts = delta(settle(probes), before)
+    return {"cps": res["conn_per_s"], "conns": res["connections"], "rate": delivered / wall, **counts}
+
+
+def traced_backlog(
+    probes: ProbeSet, storm_bin: Path, count: int, workers: int, cpu: int | None
+) -> dict[str, Any]:
+    """A count-bounded storm nobody reads during (kernel cost alone), then the timed drain of the backlog."""
+    before = settle(probes)
+    res = Storm.start(storm_bin, 120, count=count, workers=workers, cpu=cpu).result(timeout_s=150)
+    time.sleep(0.05)  # the last records land
+    backlog, t0 = 0, time.perf_counter()
+    for _ in range(1000):  # one poll usually takes everything; bounded anyway
+        got = len(probes.poll_raw(0))
+        backlog += got
+        if not got:
+            break
+    drain_s = time.perf_counter() - t0
+    counts = delta(settle(probes), before)
+    return {"cps": res["conn_per_s"], "backlog": backlog, "drain_rate": backlog / drain_s if drain_s else 0.0,
+            **counts}  # fmt: skip
 
 
 def decode_rate(n: int = 200_000) -> float:
@@ -103,76 +178,140 @@ def batch_decode_rate(n: int = 400_000) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--workers", type=int, default=1)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=4.0, help="length of each timed storm")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=1, help="storm processes")
+    ap.add_argument("--backlog", type=int, default=200_000, help="connections of the kernel-only storm")
     ap.add_argument("--wakeup-batch", type=int, default=64)
-    ap.add_argument("--pin", action="store_true", help="storm on CPU 0, reader on the other CPUs")
+    ap.add_argument("--pin", action=argparse.BooleanOptionalAction, default=(os.cpu_count() or 1) > 1,
+                    help="storm on CPU 0, reader and agent on CPU 1 (default with 2+ CPUs)")  # fmt: skip
+    ap.add_argument("--agent-seconds", type=float, default=8.0, help="storm length with the agent (0: skip)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_probes: needs root (loads eBPF probes)", file=sys.stderr)
         return 2
-    families = ("tcp_reset", "sock_state")
-    if args.pin and (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(0, set(range(1, os.cpu_count() or 2)))
-    base, kernel_only, live, rates = [], [], [], []
-    quiet_lost = 0
-    counters: dict[str, dict[str, int]] = {}
-    for _ in range(max(1, args.rounds)):  # interleaved, so load from elsewhere hits all modes alike
-        base.append(run_storm(args.seconds, args.workers, None, pin=args.pin)[0])
-        probes = ProbeSet(
-            ProbeConfig(families=families, ringbuf_pages=16384, wakeup_batch=args.wakeup_batch)
-        ).start()
-        try:
-            kernel_only.append(
-                run_storm(args.seconds, args.workers, probes, live_reader=False, pin=args.pin)[0]
+    if not (0 < args.seconds <= 600 and 1 <= args.rounds <= 20 and 1 <= args.backlog <= 600_000):
+        print("bench_probes: --seconds 0-600, --rounds 1-20, --backlog 1-600000", file=sys.stderr)
+        return 2
+    try:
+        storm_bin = build_storm()
+    except SetupError as exc:
+        print(f"bench_probes: {exc}", file=sys.stderr)
+        return 2
+    storm_cpu = 0 if args.pin else None
+    reader_cpus = {1} if args.pin else set(range(os.cpu_count() or 1))
+    os.sched_setaffinity(0, reader_cpus)
+    load_before = loadavg()
+    base: list[float] = []
+    live: list[dict[str, Any]] = []
+    backlog: list[dict[str, Any]] = []
+    config = ProbeConfig(families=FAMILIES, ringbuf_pages=RING_PAGES, wakeup_batch=args.wakeup_batch)
+    try:
+        for _ in range(args.rounds):
+            base.append(
+                Storm.start(storm_bin, args.seconds, workers=args.workers, cpu=storm_cpu).result()[
+                    "conn_per_s"
+                ]
             )
-            quiet_lost += sum(c["lost"] for c in probes.counters().values())
-            cps, delivered, elapsed = run_storm(args.seconds, args.workers, probes, pin=args.pin)
-            live.append(cps)
-            rates.append(delivered / elapsed)
-            counters = probes.counters()
-        finally:
-            probes.close()
-    seen = sum(c["seen"] for c in counters.values())
-    lost = sum(c["lost"] for c in counters.values())
-    received = sum(c["received"] for c in counters.values())
-    base_cps = statistics.median(base)
+            probes = ProbeSet(config).start()
+            try:
+                live.append(traced_live(probes, storm_bin, args.seconds, args.workers, storm_cpu))
+                backlog.append(traced_backlog(probes, storm_bin, args.backlog, args.workers, storm_cpu))
+            finally:
+                probes.close()
+        agent: dict[str, Any] | None = None
+        if args.agent_seconds > 0:
+            from bench_agent import measure_agent
 
-    def slowdown(cps: float) -> float | None:
-        return round(100 * (1 - cps / base_cps), 1) if base_cps else None
-
+            agent = measure_agent(storm_bin, args.agent_seconds, args.workers, storm_cpu,
+                                  sorted(reader_cpus)[0] if args.pin else None)  # fmt: skip
+    except SetupError as exc:
+        print(f"bench_probes: {exc}", file=sys.stderr)
+        return 2
+    runs = live + backlog
     result = {
-        "connections_per_s_untraced": round(base_cps),
-        "connections_per_s_traced_kernel_only": round(statistics.median(kernel_only)),
-        "slowdown_pct_kernel_only": slowdown(statistics.median(kernel_only)),
-        "connections_per_s_traced_live_reader": round(statistics.median(live)),
-        "slowdown_pct_live_reader": slowdown(statistics.median(live)),
-        "records_per_s_delivered_during_storm": round(statistics.median(rates)),
-        "records_per_s_delivered_draining_backlog": round(statistics.median(DRAIN_RATES)),
-        "kernel_seen_all_runs": seen,
-        "kernel_lost_all_runs": lost + quiet_lost,
-        "python_received_all_runs": received,
-        "pure_decode_to_PacketEvent_per_s": round(decode_rate()),
-        "batch_decode_to_table_per_s": round(batch_decode_rate()),
-        "per_kind_last_round": counters,
-        "rounds": args.rounds,
-        "wakeup_batch": args.wakeup_batch,
-        "pinned": args.pin,
-        "workers": args.workers,
-        "cpus": os.cpu_count(),
-    }
+        "untraced_cps": statistics.median(base),
+        "live_cps": statistics.median(r["cps"] for r in live),
+        "kernel_only_cps": statistics.median(r["cps"] for r in backlog),
+        "sustained_rate": statistics.median(r["rate"] for r in live),
+        "drain_rate": statistics.median(r["drain_rate"] for r in backlog),
+        "backlog_records": statistics.median(r["backlog"] for r in backlog),
+        "events_per_conn": sum(r["seen"] for r in live) / max(1, sum(r["conns"] for r in live)),
+        "seen": sum(r["seen"] for r in runs),
+        "received": sum(r["received"] for r in runs),
+        "lost": sum(r["lost"] for r in runs),
+        "decode_per_s": decode_rate(),
+        "batch_decode_per_s": batch_decode_rate(),
+        "agent": agent,
+        "rounds": args.rounds, "seconds": args.seconds, "workers": args.workers, "pinned": args.pin,
+        "wakeup_batch": args.wakeup_batch, "cpus": os.cpu_count(),
+        "load_before": load_before, "load_after": loadavg(), "kernel": os.uname().release,
+    }  # fmt: skip
+    counts_ok = result["seen"] == result["received"] and result["lost"] == 0
+    if agent is not None:
+        counts_ok = counts_ok and agent["kernel_seen"] == agent["received"] + agent["kernel_lost"]
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        for key, value in result.items():
-            if key != "per_kind_last_round":
-                print(f"{key:30} {value}")
-        print("goals: slowdown <= 10%, >= 400000 events/s delivered, lost 0, kernel_seen == python_received")
-    return 0
+        print_table(result)
+    return 0 if counts_ok else 1
+
+
+def print_table(r: dict[str, Any]) -> None:
+    def slow(cps: float) -> float:
+        return 100 * (1 - cps / r["untraced_cps"]) if r["untraced_cps"] else 0.0
+
+    rows: list[tuple[str, str, str, str]] = [
+        ("connections/s untraced", f"{r['untraced_cps']:,.0f}", "", ""),
+        ("connections/s traced, live reader", f"{r['live_cps']:,.0f}", "", ""),
+        ("  slowdown", f"{slow(r['live_cps']):.1f} %", "<= 10 %", verdict(slow(r["live_cps"]) <= 10)),
+        ("connections/s traced, kernel only", f"{r['kernel_only_cps']:,.0f}", "", ""),
+        ("  slowdown", f"{slow(r['kernel_only_cps']):.1f} %", "<= 10 %", verdict(slow(r["kernel_only_cps"]) <= 10)),
+        ("events per refused connection", f"{r['events_per_conn']:.2f}", "(info)", ""),
+        ("events/s to Python, sustained in storm", f"{r['sustained_rate']:,.0f}", ">= 400,000",
+         verdict(r["sustained_rate"] >= 400_000)),
+        (f"events/s to Python, draining {r['backlog_records']:,.0f}", f"{r['drain_rate']:,.0f}", ">= 400,000",
+         verdict(r["drain_rate"] >= 400_000)),
+        ("events lost (in-kernel counter)", f"{r['lost']:,}", "0", verdict(r["lost"] == 0)),
+        ("in-kernel seen / Python received", f"{r['seen']:,} / {r['received']:,}", "equal",
+         verdict(r["seen"] == r["received"])),
+        ("decode to PacketEvent, per s", f"{r['decode_per_s']:,.0f}", "(info)", ""),
+        ("batch decode to table, per s", f"{r['batch_decode_per_s']:,.0f}", "(info)", ""),
+    ]  # fmt: skip
+    a = r["agent"]
+    if a is not None:
+        rows += [
+            (f"agent: storm {a['seconds']:.1f} s at conn/s", f"{a['storm_cps']:,.0f}", "", ""),
+            ("agent: CPU s (utilization) in storm", f"{a['cpu_s']:.2f} s ({a['cpu_pct']:.0f} %)", "(info)", ""),
+            ("agent: peak RSS", f"{a['peak_rss_mb']:.1f} MB", "(info)", ""),
+            ("agent: kernel seen / received", f"{a['kernel_seen']:,} / {a['received']:,}", "equal",
+             verdict(a["kernel_seen"] == a["received"])),
+            ("agent: events/s received", f"{a['received_rate']:,.0f}", "(info)", ""),
+            ("agent: lost (kernel / queue / other)", f"{a['kernel_lost']:,} / {a['queue_lost']:,} / {a['other_lost']:,}",
+             "0", verdict(a["kernel_lost"] + a["queue_lost"] + a["other_lost"] == 0)),
+            ("agent: written to the event log", f"{a['written']:,}", "(info)", ""),
+        ]  # fmt: skip
+    print(
+        f"machine: {r['cpus']} CPUs, Linux {r['kernel']}; load average {r['load_before']} before, "
+        f"{r['load_after']} after; storm {'on CPU 0, reader/agent on CPU 1' if r['pinned'] else 'unpinned'}"
+    )
+    print(f"median of {r['rounds']} interleaved rounds, {r['seconds']:g} s storms, {r['workers']} storm "
+          f"process(es), wakeup every {r['wakeup_batch']} events per CPU")  # fmt: skip
+    print(f"{'':42}  {'figure':>22}  {'goal':>10}  result")
+    print(f"{'-' * 42}  {'-' * 22}  {'-' * 10}  ------")
+    for name, value, goal, res in rows:
+        print(f"{name:42}  {value:>22}  {goal:>10}  {res}")
 
 
 if __name__ == "__main__":

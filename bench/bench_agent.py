@@ -1,0 +1,141 @@
+"""The live agent under a refusal storm: the whole ``auditor agent --no-kube --dataplane off`` process.
+
+Used by bench_probes.py; standalone (root): ``.venv/bin/python bench/bench_agent.py --seconds 8``.
+The agent is started (pinned to a CPU with taskset), waited for until its probes are attached (its
+"agent started" log line), then a storm (bench/storm.c) runs on another CPU. CPU time is read from
+``/proc/<pid>/stat`` (utime + stime of all threads) at the storm's start and end; peak RSS is
+``VmHWM`` from ``/proc/<pid>/status`` (the process's own high-water mark, sampled until SIGTERM). After
+SIGTERM the agent flushes and writes ``agent-<node>.json``: received, written, lost by stage, and the
+kernel's per-kind counters, compared here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+NODE = "bench"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the process (all its threads), seconds."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def peak_rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _wait_started(proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"agent exited with {proc.returncode}: {log.read_text()[-400:]}")
+        if "agent started" in log.read_text(errors="replace"):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"agent did not start within {timeout_s:.0f} s")
+
+
+def measure_agent(storm_bin: Path, seconds: float, workers: int, storm_cpu: int | None,
+                  agent_cpu: int | None) -> dict[str, Any]:  # fmt: skip
+    """Figures of one agent run during a ``seconds`` storm (see the module docstring)."""
+    from bench_probes import Storm
+
+    exe = Path(sys.executable).with_name("auditor")
+    with tempfile.TemporaryDirectory(prefix="auditor-bench-agent-") as tmp:
+        argv = [str(exe), "agent", "--no-kube", "--dataplane", "off", "--metrics-addr", "off",
+                "--log-dir", tmp, "--node-name", NODE]  # fmt: skip
+        if agent_cpu is not None:
+            argv = ["taskset", "-c", str(agent_cpu), *argv]
+        log = Path(tmp) / "agent.log"
+        with open(log, "wb") as err:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        try:
+            _wait_started(proc, log, 180)
+            cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+            storm = Storm.start(storm_bin, seconds, workers=workers, cpu=storm_cpu)
+            peak = 0
+            while storm.running() and time.monotonic() - t0 < seconds + 30:
+                peak = max(peak, peak_rss_bytes(proc.pid))
+                time.sleep(0.1)
+            res = storm.result()
+            cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
+            for _ in range(20):  # let it catch up with what the ring buffer holds (bounded)
+                peak = max(peak, peak_rss_bytes(proc.pid))
+                time.sleep(0.1)
+            cpu_after = cpu_seconds(proc.pid)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                proc.wait()
+        summary_path = Path(tmp) / f"agent-{NODE}.json"
+        if not summary_path.exists():
+            raise RuntimeError(f"agent wrote no summary (exit {proc.returncode}): {log.read_text()[-400:]}")
+        summary = json.loads(summary_path.read_text())
+    kernel = summary["sources"]["ebpf"]["kernel"]
+    lost = summary["lost"]
+    kinds = set(kernel)
+    return {
+        "seconds": res["seconds"],
+        "storm_cps": res["conn_per_s"],
+        "storm_connections": res["connections"],
+        "cpu_s": cpu1 - cpu0,
+        "cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
+        "cpu_s_catching_up": cpu_after - cpu1,
+        "peak_rss_mb": peak / 1e6,
+        "kernel_seen": sum(c["seen"] for c in kernel.values()),
+        "kernel_lost": sum(c["lost"] for c in kernel.values()),
+        "received": summary["received_total"],
+        "received_rate": summary["received_total"] / res["seconds"],
+        "queue_lost": lost.get("queue_full", 0),
+        "other_lost": sum(v for k, v in lost.items() if k not in kinds and k != "queue_full"),
+        "written": summary["written"],
+        "exit_code": proc.returncode,
+        "clean_exit": summary.get("clean_exit"),
+    }
+
+
+def main() -> int:
+    from bench_probes import SetupError, build_storm
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--pin", action=argparse.BooleanOptionalAction, default=(os.cpu_count() or 1) > 1)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench_agent: needs root (the agent loads eBPF probes)", file=sys.stderr)
+        return 2
+    try:
+        storm_bin = build_storm()
+    except SetupError as exc:
+        print(f"bench_agent: {exc}", file=sys.stderr)
+        return 2
+    res = measure_agent(
+        storm_bin, args.seconds, args.workers, 0 if args.pin else None, 1 if args.pin else None
+    )
+    print(json.dumps(res, indent=2))
+    return 0 if res["kernel_seen"] == res["received"] + res["kernel_lost"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
