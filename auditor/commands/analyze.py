@@ -87,14 +87,69 @@ def load_inputs(
     return {"packets": packets, "kube": k, "dataplane": dp, "client": result, "inputs": info}
 
 
+def expand_dirs(
+    dirs: tuple[str, ...],
+    event_files: tuple[str, ...],
+    kube: tuple[str, ...],
+    dataplane: tuple[str, ...],
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], list[dict[str, Any]], list[str]]:
+    """Add the files of each ``--dir`` (a log directory, or a collection of them, one per node) to the
+    explicit inputs; returns them, one summary per log directory found, and the problems seen."""
+    from auditor.collect.layout import MANIFEST, find_log_dirs
+
+    events, kubes, planes = list(event_files), list(kube), list(dataplane)
+    info: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for raw in dirs:
+        root = Path(raw)
+        if not root.is_dir():
+            raise InputError(
+                "no such directory", raw, "give an agent --log-dir or an 'auditor collect' --out"
+            )
+        found = find_log_dirs(root)
+        if not found:
+            raise InputError(
+                "no auditor log files here (events-*, kube-*, dataplane-*)", raw,
+                "give an agent --log-dir or an 'auditor collect' --out directory",
+            )  # fmt: skip
+        problems += _collect_problems(root / MANIFEST)
+        for d in found:
+            for name, segs in sorted(d.events.items()):
+                events += [f"{name}={p}" for p in segs]
+            kubes += [str(p) for p in d.kube]
+            planes += [str(p) for p in d.dataplane]
+            if not d.kube:
+                problems.append(f"{d.path}: no Kubernetes stream (kube-<node>-*.json) in this directory")
+            info.append({
+                "dir": str(d.path), "nodes": d.nodes, "event_segments": sum(map(len, d.events.values())),
+                "kube_files": len(d.kube), "dataplane_files": len(d.dataplane), "empty_files": d.empty,
+            })  # fmt: skip
+    return tuple(events), tuple(kubes), tuple(planes), info, problems
+
+
+def _collect_problems(manifest: Path) -> list[str]:
+    """Agents that 'auditor collect' could not reach (its collect.json), as input problems."""
+    if not manifest.is_file():
+        return []
+    try:
+        doc = json.loads(manifest.read_text(encoding="utf-8"))
+        nodes = [n for n in doc.get("nodes", []) if isinstance(n, dict)]
+    except (OSError, ValueError, AttributeError):
+        return [f"{manifest}: unreadable collect manifest"]
+    return [f"{n.get('node')}: not collected: {n.get('error')}" for n in nodes if n.get("error")]
+
+
 @click.command("analyze")
 @click.option(
     "--pcap", "pcaps", multiple=True, metavar="[NODE=]FILE", help="pcap/pcapng capture (repeatable)."
 )
 @click.option("--events", "event_files", multiple=True, metavar="[NODE=]FILE",
               help="event table from 'auditor pcap events' or the agent's event log (repeatable).")  # fmt: skip
-@click.option("--kube", multiple=True, metavar="FILE", required=True,
+@click.option("--kube", multiple=True, metavar="FILE",
               help="kubectl --watch --output-watch-events -o json stream, or a kubectl get -o json list.")  # fmt: skip
+@click.option("--dir", "dirs", multiple=True, metavar="DIR",
+              help="an agent's log directory or an 'auditor collect' directory: its event segments, "
+                   "kube streams and dataplane records, node names from the file names (repeatable).")  # fmt: skip
 @click.option("--dataplane", multiple=True, metavar="FILE", help="dataplane rule-change JSONL (repeatable).")
 @click.option("--client", metavar="FILE", help="the load generator's result: fortio -json or hey's output.")
 @click.option("--node", help="node name for captures given without NODE= (default: the file name).")
@@ -110,6 +165,7 @@ def analyze(
     pcaps: tuple[str, ...],
     event_files: tuple[str, ...],
     kube: tuple[str, ...],
+    dirs: tuple[str, ...],
     dataplane: tuple[str, ...],
     client: str | None,
     node: str | None,
@@ -123,9 +179,23 @@ def analyze(
     from auditor.correlate.audit import AuditOptions, audit
     from auditor.report.document import build_document
 
+    dir_info: list[dict[str, Any]] = []
+    dir_problems: list[str] = []
+    if dirs:
+        event_files, kube, dataplane, dir_info, dir_problems = expand_dirs(dirs, event_files, kube, dataplane)
     if not pcaps and not event_files:
-        raise InputError("nothing to analyze", "analyze", "give at least one --pcap or --events file")
+        raise InputError(
+            "nothing to analyze", "analyze", "give at least one --pcap, --events or --dir with event segments"
+        )
+    if not kube:
+        raise InputError(
+            "no Kubernetes input", "analyze", "give --kube FILE, or a --dir holding kube-<node>-*.json"
+        )
     data = load_inputs(pcaps, event_files, kube, dataplane, client, node)
+    if dirs:
+        data["inputs"]["log_dirs"] = dir_info
+        data["inputs"]["problems"] += dir_problems
+        data["inputs"]["problems_count"] = len(data["inputs"]["problems"])
     k = data["kube"]
     res = audit(
         data["packets"],

@@ -12,6 +12,10 @@ Series (all prefixed ``auditor_``):
 * ``propagation_delay_seconds``: histogram of measured per-node propagation delays (ms buckets);
 * ``gap_seconds``: histogram of the per-node gap (time new connections still went to the pod);
 * ``episodes_total{verdict}``: finished termination episodes by verdict (SAFE / GAP / UNKNOWN).
+
+Given a ``log_dir``, the server also hands out the agent's log directory read-only for
+``auditor collect``: ``GET /logs`` (JSON listing) and ``GET /logs/<name>`` (one listed file, streamed);
+see :mod:`auditor.collect.serve` for what is listed and why nothing else can be read.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from auditor.errors import AuditorError
@@ -128,11 +133,18 @@ def parse_addr(text: str) -> tuple[str, int]:
 
 
 class MetricsServer:
-    """``/metrics`` (Prometheus text format) and ``/healthz`` (200 "ok" or 503 with the reason)."""
+    """``/metrics`` (Prometheus text format), ``/healthz`` (200 "ok" or 503 with the reason) and, with
+    ``log_dir``, ``/logs`` and ``/logs/<name>`` (the log directory, read-only)."""
 
-    def __init__(self, metrics: AgentMetrics, addr: str, health: Callable[[], tuple[bool, str]]) -> None:
+    def __init__(
+        self,
+        metrics: AgentMetrics,
+        addr: str,
+        health: Callable[[], tuple[bool, str]],
+        log_dir: str | Path | None = None,
+    ) -> None:
         host, port = parse_addr(addr)
-        handler = _handler(metrics, health)
+        handler = _handler(metrics, health, Path(log_dir) if log_dir is not None else None)
         server_class = ThreadingHTTPServer
         if ":" in host:
             import socket
@@ -164,7 +176,9 @@ class MetricsServer:
         self._server.server_close()
 
 
-def _handler(metrics: AgentMetrics, health: Callable[[], tuple[bool, str]]) -> type[BaseHTTPRequestHandler]:
+def _handler(
+    metrics: AgentMetrics, health: Callable[[], tuple[bool, str]], log_dir: Path | None = None
+) -> type[BaseHTTPRequestHandler]:
     from prometheus_client import CONTENT_TYPE_LATEST
 
     class Handler(BaseHTTPRequestHandler):
@@ -185,8 +199,42 @@ def _handler(metrics: AgentMetrics, health: Callable[[], tuple[bool, str]]) -> t
             elif path == "/healthz":
                 ok, text = health()
                 self._send(200 if ok else 503, (text + "\n").encode(), "text/plain; charset=utf-8")
+            elif log_dir is not None and (path == "/logs" or path.startswith("/logs/")):
+                self._logs(log_dir, path)
             else:
                 self._send(404, b"not found: try /metrics or /healthz\n", "text/plain; charset=utf-8")
+
+        def _logs(self, directory: Path, path: str) -> None:
+            import json
+            from urllib.parse import unquote
+
+            from auditor.collect.serve import find_log_file, list_log_files, read_log_file
+
+            if path in ("/logs", "/logs/"):
+                files = [f.as_dict() for f in list_log_files(directory)]
+                self._send(200, json.dumps({"files": files}).encode(), "application/json")
+                return
+            found = find_log_file(directory, unquote(path[len("/logs/") :]))
+            if found is None:
+                self._send(404, b"not found: not a log file of this agent (GET /logs lists them)\n",
+                           "text/plain; charset=utf-8")  # fmt: skip
+                return
+            try:
+                chunks = read_log_file(directory, found)
+                first = next(chunks, b"")
+            except OSError:
+                self._send(404, b"not found: the file was rotated away\n", "text/plain; charset=utf-8")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(found.size))
+            self.end_headers()
+            try:
+                self.wfile.write(first)
+                for block in chunks:
+                    self.wfile.write(block)
+            except OSError:
+                self.close_connection = True  # client went away, or the file shrank: short body
 
     return Handler
 

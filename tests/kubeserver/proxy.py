@@ -1,0 +1,101 @@
+"""The pod proxy subresource for :class:`~tests.kubeserver.server.FakeApiServer`.
+
+``GET /api/v1/namespaces/<ns>/pods/<pod>[:<port>]/proxy/<path>`` is forwarded to a local HTTP server
+registered for that pod, as kube-apiserver forwards to the pod's IP: the path is percent-decoded first
+(the Python client encodes ``:`` and ``/`` in path parameters; the API server decodes them), the
+answer's status, Content-Type and body are relayed (streamed), and a pod whose server does not answer
+gets ``503`` with a Status ``error trying to reach service: ... connection refused``, like the real one.
+
+Plugs into the existing server without editing it: :class:`ProxyApiServer` swaps in a handler class
+that answers proxy paths and leaves every other request to the original handler.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from tests.kubeserver.server import FakeApiServer
+
+_PROXY = re.compile(r"/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<target>[^/]+)/proxy(?P<path>/.*)?")
+
+
+class ProxyApiServer(FakeApiServer):
+    """A FakeApiServer whose pods can be reached through ``pods/proxy``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.proxied: list[str] = []  # decoded proxy paths, for tests
+        self._targets: dict[tuple[str, str, int], int] = {}  # (ns, pod, port) -> local port
+        base = self._httpd.RequestHandlerClass
+        owner = self
+
+        class Handler(base):  # type: ignore[misc, valid-type]
+            def do_GET(self) -> None:
+                m = _PROXY.fullmatch(unquote(urlsplit(self.path).path))
+                if m is None:
+                    super().do_GET()
+                    return
+                owner._forward(self, m.group("ns"), m.group("target"), m.group("path") or "/")
+
+        self._httpd.RequestHandlerClass = Handler
+
+    def add_agent_pod(
+        self, name: str, node: str, local_port: int, *, namespace: str = "auditor", port: int = 9808,
+        phase: str = "Running", labels: dict[str, str] | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """A pod on ``node`` whose ``port`` is served by 127.0.0.1:``local_port``."""
+        self._targets[(namespace, name, port)] = local_port
+        return self.create({
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace,
+                         "labels": labels or {"app.kubernetes.io/name": "auditor"}},
+            "spec": {"nodeName": node, "containers": [{"name": "agent", "image": "auditor-agent"}]},
+            "status": {"phase": phase, "podIP": "127.0.0.1"},
+        })  # fmt: skip
+
+    def _forward(self, handler: Any, ns: str, target: str, path: str) -> None:
+        self.proxied.append(path)
+        pod, _, port_text = target.partition(":")
+        port = int(port_text) if port_text.isdigit() else 80
+        if self.get("Pod", ns, pod) is None:
+            handler._send_json(404, _status(404, "NotFound", f'pods "{pod}" not found'))
+            return
+        local = self._targets.get((ns, pod, port))
+        query = urlsplit(handler.path).query
+        conn = http.client.HTTPConnection("127.0.0.1", local or 1, timeout=10)
+        try:
+            if local is None:
+                raise ConnectionRefusedError("connection refused")
+            conn.request("GET", path + (f"?{query}" if query else ""))
+            resp = conn.getresponse()
+        except OSError as exc:
+            msg = f"error trying to reach service: dial tcp 127.0.0.1:{port}: connect: {exc}"
+            handler._send_json(503, _status(503, "ServiceUnavailable", msg))
+            conn.close()
+            return
+        try:
+            handler.send_response(resp.status)
+            handler.send_header("Content-Type", resp.getheader("Content-Type", "application/octet-stream"))
+            length = resp.getheader("Content-Length")
+            if length is not None:
+                handler.send_header("Content-Length", length)
+            else:
+                handler.close_connection = True
+            handler.end_headers()
+            while block := resp.read(1 << 16):
+                handler.wfile.write(block)
+        except OSError:
+            handler.close_connection = True
+        finally:
+            conn.close()
+
+
+def _status(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code}  # fmt: skip
+
+
+__all__ = ["ProxyApiServer"]
