@@ -30,13 +30,16 @@ class PacketSource(Protocol):
 
 
 class ProbeSource:
-    """:class:`auditor.sources.live.ProbeSet` as a :class:`PacketSource`."""
+    """:class:`auditor.sources.live.ProbeSet` as a :class:`PacketSource`; wildcard ``listen_close``
+    addresses are named by their namespace's addresses (:mod:`auditor.agent.listeners`)."""
 
     name = "ebpf"
 
     def __init__(self, node: str, pod_cidrs: tuple[str, ...] = ()) -> None:
+        from auditor.agent.listeners import NetnsAddressBook
         from auditor.sources.live import ProbeConfig, ProbeSet
 
+        self.listeners = NetnsAddressBook()
         self.probes = ProbeSet(ProbeConfig(pod_cidrs=pod_cidrs, node=node))
         self._last_counters: dict[str, dict[str, int]] = {}
         self._started = False
@@ -46,7 +49,7 @@ class ProbeSource:
         self._started = True
 
     def poll(self, timeout_ms: int) -> list[PacketEvent]:
-        return self.probes.poll(timeout_ms)
+        return self.listeners.resolve(self.probes.poll(timeout_ms))
 
     def lost(self) -> dict[str, int]:
         if self._started:
@@ -62,6 +65,7 @@ class ProbeSource:
             "attached": list(self.probes.attached),
             "disabled": dict(self.probes.disabled),
             "kernel": self._last_counters,
+            "listen_close": {"resolved": self.listeners.resolved, "unresolved": self.listeners.unresolved},
         }
 
     def close(self) -> None:

@@ -15,6 +15,10 @@ from auditor.correlate.columns import as_str_array, codes_in, distinct, row_hash
 RESET_KINDS = ("tcp_rst", "rst_sent")
 REFUSED_KINDS = ("refused",)
 ICMP_KINDS = ("icmp_unreachable",)
+# a live rst_sent with no socket (the tracepoint's state 0) answered a segment nobody listens for;
+# a client's live ``refused`` within this window of one, for the same client address and port, is
+# the other end of the same refused connection
+PAIR_WINDOW_NS = 1_000_000_000
 
 FAILURE_COLUMNS = [
     "time",
@@ -61,7 +65,9 @@ def find_failures(packets: pd.DataFrame) -> pd.DataFrame:
     """Return one row per failed connection event seen in ``packets`` (packet schema).
 
     * ``refused``: an RST/ACK whose ACK number acknowledges a SYN of the reverse flow (the server side
-      had no listener), or a live ``refused`` event;
+      had no listener), a live ``rst_sent`` without a socket (the kernel answered a segment no socket
+      wanted: a SYN to a closed port), or a live ``refused`` event (the client's socket) that no such
+      ``rst_sent`` already stands for (one refusal per connection, named by the server that refused);
     * ``reset``: any other RST, with its sender as the server side (in-flight connections);
     * ``unreachable``: an ICMP destination unreachable quoting a TCP datagram.
     """
@@ -72,13 +78,13 @@ def find_failures(packets: pd.DataFrame) -> pd.DataFrame:
     out = []
     if is_rst.any():
         rst = packets.loc[is_rst]
-        answered = _answers_a_syn(packets, kind, is_rst)
+        answered = _answers_a_syn(packets, kind, is_rst) | _no_socket_reset(packets, kind, is_rst)
         out.append(_frame(rst, np.where(answered, "refused", "reset"), "src", "dst"))
     icmp = packets.loc[np.isin(kind, ICMP_KINDS)]
     if not icmp.empty:
         # the quoted datagram's tuple: src = the client, dst = the unreachable server
         out.append(_frame(icmp, "unreachable", "dst", "src"))
-    live = packets.loc[np.isin(kind, REFUSED_KINDS)]
+    live = packets.loc[np.isin(kind, REFUSED_KINDS) & ~_paired_refusals(packets, kind)]
     if not live.empty:
         # the client's socket went SYN_SENT -> CLOSE: src is the client, dst the (pre-DNAT) server
         out.append(_frame(live, "refused", "dst", "src"))
@@ -86,6 +92,33 @@ def find_failures(packets: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=FAILURE_COLUMNS)
     res = pd.concat(out, ignore_index=True)
     return res.sort_values("time", kind="stable").reset_index(drop=True)[FAILURE_COLUMNS]
+
+
+def _no_socket_reset(packets: pd.DataFrame, kind: np.ndarray, is_rst: np.ndarray) -> np.ndarray:
+    """For each RST row: a live ``rst_sent`` the kernel sent without a socket (``state_raw`` 0)."""
+    state = packets["state_raw"].to_numpy()[is_rst] if "state_raw" in packets else np.ones(int(is_rst.sum()))
+    return np.asarray((kind[is_rst] == "rst_sent") & (state == 0), dtype=bool)
+
+
+def _paired_refusals(packets: pd.DataFrame, kind: np.ndarray) -> np.ndarray:
+    """Rows that are a live ``refused`` with a socketless ``rst_sent`` to the same client address and
+    port within :data:`PAIR_WINDOW_NS` (the server side of the same refusal names the pod)."""
+    out = np.zeros(len(packets), dtype=bool)
+    ref = kind == "refused"
+    if not ref.any() or "state_raw" not in packets:
+        return out
+    rst = (kind == "rst_sent") & (packets["state_raw"].to_numpy() == 0)
+    if not rst.any():
+        return out
+    times = packets["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
+    a = pd.DataFrame({"ip": as_str_array(packets["src"])[ref], "port": packets["sport"].to_numpy()[ref],
+                      "t": times[ref], "row": np.flatnonzero(ref)})  # fmt: skip
+    b = pd.DataFrame({"ip": as_str_array(packets["dst"])[rst], "port": packets["dport"].to_numpy()[rst],
+                      "t_rst": times[rst]})  # fmt: skip
+    m = a.merge(b, on=["ip", "port"], how="inner")
+    hit = m.loc[(m["t"] - m["t_rst"]).abs() <= PAIR_WINDOW_NS, "row"].to_numpy(dtype="int64")
+    out[hit] = True
+    return out
 
 
 def _answers_a_syn(packets: pd.DataFrame, kind: np.ndarray, is_rst: np.ndarray) -> np.ndarray:
