@@ -27,8 +27,18 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     "episodes": re.compile(rf"episodes-{_NODE}\.jsonl"),
     "agent": re.compile(rf"agent-{_NODE}\.json"),
 }
-# files whose last line may be in the middle of being written: served up to the last newline
+# appended line by line, so the last line may be half-written: served up to the last newline
+# (agent-<node>.json is rewritten whole, and Parquet segments are finished, so they are served as is)
+APPENDED_KINDS = ("events", "kube", "dataplane", "episodes")
 LINE_SUFFIXES = (".jsonl", ".json")
+
+
+def is_appended(name: str) -> bool:
+    """A log file that grows by whole lines while the agent runs."""
+    hit = classify_log_file(name)
+    return hit is not None and hit[0] in APPENDED_KINDS and name.endswith(LINE_SUFFIXES)
+
+
 MANIFEST = "collect.json"
 
 
@@ -103,12 +113,14 @@ def find_log_dirs(path: str | Path) -> list[LogDir]:
 
 
 __all__ = [
+    "APPENDED_KINDS",
     "LINE_SUFFIXES",
     "MANIFEST",
     "PATTERNS",
     "LogDir",
     "classify_log_file",
     "find_log_dirs",
+    "is_appended",
     "safe_node_dir",
     "scan_log_dir",
 ]

@@ -5,8 +5,8 @@ Served by the agent's metrics server (``auditor/sinks/metrics.py``) on its port 
     GET /logs          {"files": [{"name", "size", "mtime"}...]}: log files only (see layout)
     GET /logs/<name>   the first ``size`` bytes of a listed file, streamed; anything else is 404
 
-Line files (``.jsonl``, ``.json``) are listed and served up to their last newline, so a live segment
-or stream being appended to is always handed out as whole lines; a ``.parquet.part`` never matches a
+Files appended line by line (event JSONL segments, kube streams, dataplane records, episodes) are
+listed and served up to their last newline, so a live one is always handed out as whole lines; a ``.parquet.part`` never matches a
 log file name and is never served. The name is looked up in the listing, never joined blindly, so
 ``..``, ``/`` and encoded variants cannot leave the directory.
 """
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from auditor.collect.layout import LINE_SUFFIXES, classify_log_file
+from auditor.collect.layout import classify_log_file, is_appended
 
 CHUNK = 1 << 16
 
@@ -68,7 +68,7 @@ def list_log_files(directory: str | Path) -> list[LogFile]:
                 continue
             st = entry.stat(follow_symlinks=False)
             size = st.st_size
-            if entry.name.endswith(LINE_SUFFIXES):
+            if is_appended(entry.name):
                 size = complete_length(Path(entry.path), size)
         except OSError:
             continue  # rotated away between scandir and stat

@@ -6,6 +6,8 @@ registered for that pod, as kube-apiserver forwards to the pod's IP: the path is
 answer's status, Content-Type and body are relayed (streamed), and a pod whose server does not answer
 gets ``503`` with a Status ``error trying to reach service: ... connection refused``, like the real one.
 
+Pod lists also honour an equality ``labelSelector`` (the base server ignores selectors).
+
 Plugs into the existing server without editing it: :class:`ProxyApiServer` swaps in a handler class
 that answers proxy paths and leaves every other request to the original handler.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 import http.client
 import re
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from tests.kubeserver.server import FakeApiServer
 
@@ -34,7 +36,12 @@ class ProxyApiServer(FakeApiServer):
 
         class Handler(base):  # type: ignore[misc, valid-type]
             def do_GET(self) -> None:
-                m = _PROXY.fullmatch(unquote(urlsplit(self.path).path))
+                parts = urlsplit(self.path)
+                m = _PROXY.fullmatch(unquote(parts.path))
+                selector = parse_qs(parts.query).get("labelSelector", [""])[-1]
+                if m is None and selector and "watch=" not in parts.query:
+                    owner._list_selected(self, unquote(parts.path), selector)
+                    return
                 if m is None:
                     super().do_GET()
                     return
@@ -55,6 +62,23 @@ class ProxyApiServer(FakeApiServer):
             "spec": {"nodeName": node, "containers": [{"name": "agent", "image": "auditor-agent"}]},
             "status": {"phase": phase, "podIP": "127.0.0.1"},
         })  # fmt: skip
+
+    def _list_selected(self, handler: Any, path: str, selector: str) -> None:
+        """A pod list filtered by an equality selector (``k=v,k2=v2``), which the base server ignores."""
+        failure = self._take_failure()
+        if failure is not None:
+            handler._send_json(failure, _status(failure, "InternalError", "injected failure"))
+            return
+        m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods", path)
+        if m is None:
+            handler._send_json(400, _status(400, "BadRequest", "labelSelector: only namespaced pod lists"))
+            return
+        want = dict(term.split("=", 1) for term in selector.split(",") if "=" in term)
+        body = self._list("pods", m.group(1), 0, "")
+        assert body is not None
+        labels = lambda item: item["metadata"].get("labels") or {}  # noqa: E731
+        body["items"] = [i for i in body["items"] if all(labels(i).get(k) == v for k, v in want.items())]
+        handler._send_json(200, body)
 
     def _forward(self, handler: Any, ns: str, target: str, path: str) -> None:
         self.proxied.append(path)
