@@ -111,7 +111,9 @@ class Agent:
         from auditor.errors import AuditorError
 
         if self.config.metrics_addr:
-            self._server = MetricsServer(self.metrics, self.config.metrics_addr, self.health).start()
+            self._server = MetricsServer(
+                self.metrics, self.config.metrics_addr, self.health, log_dir=self.dir
+            ).start()  # /logs: read by `auditor collect`
         started: list[PacketSource] = []
         try:
             for src in self.sources:
