@@ -4,7 +4,8 @@ Used by bench_probes.py; standalone (root): ``.venv/bin/python bench/bench_agent
 The agent is started (pinned to a CPU with taskset), waited for until its probes are attached (its
 "agent started" log line), then a storm (bench/storm.c) runs on another CPU. CPU time is read from
 ``/proc/<pid>/stat`` (utime + stime of all threads) at the storm's start and end; peak RSS is
-``VmHWM`` from ``/proc/<pid>/status`` (the process's own high-water mark, sampled until SIGTERM). After
+``VmRSS`` sampled every 50 ms from ``/proc/<pid>/status`` during the storm, reported apart from ``VmHWM``
+before the storm (start-up: bcc compiles the probes with clang inside the process) and at the end. After
 SIGTERM the agent flushes and writes ``agent-<node>.json``: received, written, lost by stage, and the
 kernel's per-kind counters, compared here.
 """
@@ -34,9 +35,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def peak_rss_bytes(pid: int) -> int:
+def memory_bytes(pid: int, field: str) -> int:
+    """``VmRSS`` (now) or ``VmHWM`` (peak so far) of the process, bytes."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     return 0
 
@@ -68,18 +70,21 @@ def measure_agent(storm_bin: Path, seconds: float, workers: int, storm_cpu: int 
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
         try:
             _wait_started(proc, log, 180)
+            time.sleep(1.0)  # settle after start-up
+            startup_hwm, idle_rss = memory_bytes(proc.pid, "VmHWM"), memory_bytes(proc.pid, "VmRSS")
             cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
             storm = Storm.start(storm_bin, seconds, workers=workers, cpu=storm_cpu)
-            peak = 0
+            peak = idle_rss
             while storm.running() and time.monotonic() - t0 < seconds + 30:
-                peak = max(peak, peak_rss_bytes(proc.pid))
-                time.sleep(0.1)
+                peak = max(peak, memory_bytes(proc.pid, "VmRSS"))
+                time.sleep(0.05)
             res = storm.result()
             cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
-            for _ in range(20):  # let it catch up with what the ring buffer holds (bounded)
-                peak = max(peak, peak_rss_bytes(proc.pid))
-                time.sleep(0.1)
+            for _ in range(40):  # let it catch up with what the ring buffer holds (bounded)
+                peak = max(peak, memory_bytes(proc.pid, "VmRSS"))
+                time.sleep(0.05)
             cpu_after = cpu_seconds(proc.pid)
+            hwm = memory_bytes(proc.pid, "VmHWM")
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
         finally:
@@ -101,7 +106,10 @@ def measure_agent(storm_bin: Path, seconds: float, workers: int, storm_cpu: int 
         "cpu_s": cpu1 - cpu0,
         "cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
         "cpu_s_catching_up": cpu_after - cpu1,
-        "peak_rss_mb": peak / 1e6,
+        "idle_rss_mb": idle_rss / 1e6,  # after start-up, before the storm
+        "startup_peak_rss_mb": startup_hwm / 1e6,  # VmHWM before the storm: bcc/clang compiling the probes
+        "peak_rss_mb": peak / 1e6,  # highest VmRSS sampled (every 50 ms) during and just after the storm
+        "peak_rss_whole_run_mb": max(hwm, peak) / 1e6,  # VmHWM at the end: start-up and storm together
         "kernel_seen": sum(c["seen"] for c in kernel.values()),
         "kernel_lost": sum(c["lost"] for c in kernel.values()),
         "received": summary["received_total"],

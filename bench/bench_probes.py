@@ -151,6 +151,51 @@ def traced_backlog(
             **counts}  # fmt: skip
 
 
+def program_stats(probes: ProbeSet) -> dict[str, tuple[int, int]]:
+    """Per loaded BPF program: (run count, run time ns) from /proc/self/fdinfo (kernel.bpf_stats_enabled)."""
+    out = {}
+    for name, fn in getattr(probes._bpf, "funcs", {}).items():  # bcc's loaded programs (bench-only peek)
+        info = dict(
+            line.split(":", 1)
+            for line in Path(f"/proc/self/fdinfo/{fn.fd}").read_text().splitlines()
+            if ":" in line
+        )
+        out[name.decode() if isinstance(name, bytes) else str(name)] = (
+            int(info.get("run_cnt", "0")),
+            int(info.get("run_time_ns", "0")),
+        )
+    return out
+
+
+def traced_stats(
+    storm_bin: Path, config: ProbeConfig, seconds: float, workers: int, cpu: int | None
+) -> dict[str, Any]:
+    """A storm with kernel.bpf_stats_enabled=1 (restored after): BPF run time per program and per connection."""
+    knob = Path("/proc/sys/kernel/bpf_stats_enabled")
+    previous = knob.read_text().strip()
+    probes = ProbeSet(config).start()
+    try:
+        knob.write_text("1")
+        before = program_stats(probes)
+        storm = Storm.start(storm_bin, seconds, workers=workers, cpu=cpu)
+        t0 = time.perf_counter()
+        while storm.running() and time.perf_counter() - t0 < seconds + 30:
+            probes.poll_raw(10)
+        res = storm.result()
+        after = program_stats(probes)
+    finally:
+        knob.write_text(previous)
+        probes.close()
+    per_prog = {k: (after[k][0] - before[k][0], after[k][1] - before[k][1]) for k in after}
+    total_ns = sum(ns for _, ns in per_prog.values())
+    return {
+        "cps": res["conn_per_s"],
+        "ns_per_call": {k: ns / cnt for k, (cnt, ns) in per_prog.items() if cnt},
+        "calls_per_conn": {k: cnt / max(1, res["connections"]) for k, (cnt, _) in per_prog.items()},
+        "ns_per_conn": total_ns / max(1, res["connections"]),
+    }
+
+
 def decode_rate(n: int = 200_000) -> float:
     raw = struct.pack(
         "<QIIIHH16s16sHHII4x", 1, 1, 4026531833, 1, 2, 0, b"\x7f\0\0\x01", b"\x7f\0\0\x01", 9, 40000, 7, 1
@@ -196,6 +241,8 @@ def main() -> int:
     ap.add_argument("--pin", action=argparse.BooleanOptionalAction, default=(os.cpu_count() or 1) > 1,
                     help="storm on CPU 0, reader and agent on CPU 1 (default with 2+ CPUs)")  # fmt: skip
     ap.add_argument("--agent-seconds", type=float, default=8.0, help="storm length with the agent (0: skip)")
+    ap.add_argument("--bpf-stats", action=argparse.BooleanOptionalAction, default=True,
+                    help="one more storm with kernel.bpf_stats_enabled=1 (restored): BPF ns per connection")  # fmt: skip
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -219,17 +266,17 @@ def main() -> int:
     config = ProbeConfig(families=FAMILIES, ringbuf_pages=RING_PAGES, wakeup_batch=args.wakeup_batch)
     try:
         for _ in range(args.rounds):
-            base.append(
-                Storm.start(storm_bin, args.seconds, workers=args.workers, cpu=storm_cpu).result()[
-                    "conn_per_s"
-                ]
-            )
+            storm = Storm.start(storm_bin, args.seconds, workers=args.workers, cpu=storm_cpu)
+            base.append(storm.result()["conn_per_s"])
             probes = ProbeSet(config).start()
             try:
                 live.append(traced_live(probes, storm_bin, args.seconds, args.workers, storm_cpu))
                 backlog.append(traced_backlog(probes, storm_bin, args.backlog, args.workers, storm_cpu))
             finally:
                 probes.close()
+        stats = None
+        if args.bpf_stats:
+            stats = traced_stats(storm_bin, config, min(args.seconds, 3.0), args.workers, storm_cpu)
         agent: dict[str, Any] | None = None
         if args.agent_seconds > 0:
             from bench_agent import measure_agent
@@ -253,12 +300,13 @@ def main() -> int:
         "lost": sum(r["lost"] for r in runs),
         "decode_per_s": decode_rate(),
         "batch_decode_per_s": batch_decode_rate(),
+        "bpf_stats": stats,
         "agent": agent,
         "rounds": args.rounds, "seconds": args.seconds, "workers": args.workers, "pinned": args.pin,
         "wakeup_batch": args.wakeup_batch, "cpus": os.cpu_count(),
         "load_before": load_before, "load_after": loadavg(), "kernel": os.uname().release,
     }  # fmt: skip
-    counts_ok = result["seen"] == result["received"] and result["lost"] == 0
+    counts_ok = result["seen"] == result["received"] + result["lost"]
     if agent is not None:
         counts_ok = counts_ok and agent["kernel_seen"] == agent["received"] + agent["kernel_lost"]
     if args.json:
@@ -289,14 +337,33 @@ def print_table(r: dict[str, Any]) -> None:
         ("decode to PacketEvent, per s", f"{r['decode_per_s']:,.0f}", "(info)", ""),
         ("batch decode to table, per s", f"{r['batch_decode_per_s']:,.0f}", "(info)", ""),
     ]  # fmt: skip
+    b = r["bpf_stats"]
+    if b is not None:
+        base_ns = 1e9 / r["untraced_cps"] if r["untraced_cps"] else 0.0
+        rows += [
+            (
+                f"{name}: BPF ns/call x calls/conn",
+                f"{ns:,.0f} x {b['calls_per_conn'][name]:.2f}",
+                "(info)",
+                "",
+            )
+            for name, ns in sorted(b["ns_per_call"].items())
+        ]
+        rows += [
+            ("BPF run time per connection", f"{b['ns_per_conn']:,.0f} ns", "(info)", ""),
+            ("  share of an untraced connection", f"{100 * b['ns_per_conn'] / base_ns:.1f} %" if base_ns else "-",
+             "(info)", ""),
+        ]  # fmt: skip
     a = r["agent"]
     if a is not None:
         rows += [
             (f"agent: storm {a['seconds']:.1f} s at conn/s", f"{a['storm_cps']:,.0f}", "", ""),
             ("agent: CPU s (utilization) in storm", f"{a['cpu_s']:.2f} s ({a['cpu_pct']:.0f} %)", "(info)", ""),
-            ("agent: peak RSS", f"{a['peak_rss_mb']:.1f} MB", "(info)", ""),
-            ("agent: kernel seen / received", f"{a['kernel_seen']:,} / {a['received']:,}", "equal",
-             verdict(a["kernel_seen"] == a["received"])),
+            ("agent: RSS idle / peak in storm", f"{a['idle_rss_mb']:.0f} / {a['peak_rss_mb']:.0f} MB", "(info)", ""),
+            ("agent: peak RSS start-up / whole run", f"{a['startup_peak_rss_mb']:.0f} / {a['peak_rss_whole_run_mb']:.0f} MB",
+             "(info)", ""),
+            ("agent: kernel seen / received + lost", f"{a['kernel_seen']:,} / {a['received'] + a['kernel_lost']:,}",
+             "equal", verdict(a["kernel_seen"] == a["received"] + a["kernel_lost"])),
             ("agent: events/s received", f"{a['received_rate']:,.0f}", "(info)", ""),
             ("agent: lost (kernel / queue / other)", f"{a['kernel_lost']:,} / {a['queue_lost']:,} / {a['other_lost']:,}",
              "0", verdict(a["kernel_lost"] + a["queue_lost"] + a["other_lost"] == 0)),
@@ -308,10 +375,10 @@ def print_table(r: dict[str, Any]) -> None:
     )
     print(f"median of {r['rounds']} interleaved rounds, {r['seconds']:g} s storms, {r['workers']} storm "
           f"process(es), wakeup every {r['wakeup_batch']} events per CPU")  # fmt: skip
-    print(f"{'':42}  {'figure':>22}  {'goal':>10}  result")
-    print(f"{'-' * 42}  {'-' * 22}  {'-' * 10}  ------")
+    print(f"{'':50}  {'figure':>22}  {'goal':>10}  result")
+    print(f"{'-' * 50}  {'-' * 22}  {'-' * 10}  ------")
     for name, value, goal, res in rows:
-        print(f"{name:42}  {value:>22}  {goal:>10}  {res}")
+        print(f"{name:50}  {value:>22}  {goal:>10}  {res}")
 
 
 if __name__ == "__main__":
