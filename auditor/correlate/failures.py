@@ -43,7 +43,7 @@ def _frame(p: pd.DataFrame, failure: object, server: str, client: str) -> pd.Dat
     sport, cport = ("sport", "dport") if server == "src" else ("dport", "sport")
     return pd.DataFrame(
         {
-            "time": p["time"].to_numpy(),
+            "time": pd.DatetimeIndex(p["time"]).tz_convert("UTC"),
             "node": as_str_array(p["node"]),
             "failure": failure,
             "server_ip": as_str_array(p[server]),
