@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--qps", type=int, default=d.qps, help="total requests per second")
     run.add_argument("--workers", type=int, default=d.workers, help="hey workers (-c)")
     run.add_argument("--keepalive", action="store_true", help="keep-alive load (default: new connections)")
-    run.add_argument("--backend", choices=["nft", "legacy"], default=d.backend)
+    run.add_argument("--backend", choices=["nft", "legacy", "nftables"], default=d.backend)
     run.add_argument("--drain", type=float, default=None,
                      help="server drain timeout, seconds (default 0.3 with --keep-idle, else 5)")
     run.add_argument("--keep-idle", action=argparse.BooleanOptionalAction, default=None,

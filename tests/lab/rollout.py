@@ -43,7 +43,7 @@ class LabConfig:
     qps: int = 500
     workers: int = 10  # hey's workers tick in phase: few workers at 50 req/s each = bursts every 20 ms
     keepalive: bool = False
-    backend: str = "nft"  # nft | legacy
+    backend: str = "nft"  # nft | legacy (iptables modes) | nftables (kube-proxy's nftables mode)
     grace: int = 30  # terminationGracePeriodSeconds
     # the server after SIGTERM: keep_idle = leave kept-alive connections open (as many apps do) until the
     # drain timeout aborts them with RST. Defaults: with keep-alive load, keep_idle and a 0.3 s drain

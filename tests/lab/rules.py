@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from tests.lab.netns import sh
 
-RESTORE = {"nft": "iptables-nft-restore", "legacy": "iptables-legacy-restore"}
+RESTORE = {"nft": "iptables-nft-restore", "legacy": "iptables-legacy-restore", "nftables": "nft"}
 
 
 def port_proto_hash(service_port_name: str, protocol: str, endpoint: str = "") -> str:
@@ -108,23 +108,35 @@ class Dataplane:
         self.log: list[tuple[int, str]] = []  # (time_ns after restore, payload) of every sync
 
     def _apply(self, payload: str) -> SyncTimes:
+        argv = ["nft", "-f", "-"] if self.restore == "nft" else [self.restore, "--noflush", "-w", "5"]
         before = time.time_ns()
-        sh([self.restore, "--noflush", "-w", "5"], ns=self.node_ns, stdin=payload)
+        sh(argv, ns=self.node_ns, stdin=payload)
         after = time.time_ns()
         self.log.append((after, payload))
         return SyncTimes(before, after)
 
     def install(self) -> SyncTimes:
+        if self.restore == "nft":
+            from tests.lab.nftables import render_nft_base
+
+            return self._apply(render_nft_base(self.svc))
         return self._apply(render_base(self.svc))
 
     def sync(self, endpoints: list[str]) -> SyncTimes:
         """Make the service balance over ``endpoints`` (in this order); delete chains of removed ones."""
         stale = [ip for ip in self.endpoints if ip not in endpoints]
-        times = self._apply(render_sync(self.svc, endpoints, stale))
+        if self.restore == "nft":
+            from tests.lab.nftables import render_nft_sync
+
+            times = self._apply(render_nft_sync(self.svc, endpoints, stale))
+        else:
+            times = self._apply(render_sync(self.svc, endpoints, stale))
         self.endpoints = list(endpoints)
         return times
 
     def dump(self) -> str:
-        """The nat table as iptables-save shows it."""
+        """The nat table as iptables-save shows it (nftables mode: the kube-proxy table as nft lists it)."""
+        if self.restore == "nft":
+            return sh(["nft", "list", "table", "ip", "kube-proxy"], ns=self.node_ns).stdout
         save = self.restore.replace("-restore", "-save")
         return sh([save, "-t", "nat"], ns=self.node_ns).stdout

@@ -50,6 +50,28 @@ def test_sync_splits_with_probabilities_and_deletes_stale_chains() -> None:
     assert text.splitlines()[1] == f":{svc.svc_chain} - [0:0]"  # declaring the chain flushes it
 
 
+def test_nftables_mode_sync_has_kube_proxy_layout() -> None:
+    from auditor.sources.dataplane.nft_rules import NftTables
+    from tests.lab.nftables import endpoint_chain, render_nft_sync, service_chain
+
+    svc = Service()
+    text = render_nft_sync(svc, ["10.244.0.12", "10.244.0.13"], ["10.244.0.11"])
+    chain = service_chain(svc)
+    assert chain.startswith("service-") and chain.endswith("-default/web/tcp/http")
+    assert f"delete chain ip kube-proxy {endpoint_chain(svc, '10.244.0.11')}" in text
+    assert "numgen random mod 2 vmap { 0 : goto endpoint-" in text
+    # the agent's nftables model reads what a listing of these rules shows
+    tables = NftTables()
+    listing = "table ip kube-proxy {\n" + "".join(
+        f"chain {c} {{\n" + "".join(f"{r} # handle {i}\n" for i, r in enumerate(rules, 10)) + "}\n"
+        for c, rules in [
+            (chain, [line.split(f"{chain} ", 1)[1] for line in text.splitlines() if line.startswith(f"add rule ip kube-proxy {chain} ")]),
+            *[(endpoint_chain(svc, ip), [f"meta l4proto tcp dnat to {ip}:8080"]) for ip in ("10.244.0.12", "10.244.0.13")],
+        ]) + "}\n"  # fmt: skip
+    tables.load_list(listing)
+    assert {e.ip for e in tables.endpoints()} == {"10.244.0.12", "10.244.0.13"}
+
+
 def test_hey_report_parsing() -> None:
     text = (
         "Summary:\n  Total:\t10.0032 secs\n  Requests/sec:\t499.8000\n\n"
