@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auditor.collect.layout import MANIFEST, classify_log_file, safe_node_dir
+from auditor.collect.layout import MANIFEST, classify_log_file, safe_node_dir, superseded
 from auditor.errors import AuditorError
 
 RBAC_HINT = "the user needs 'list' on pods and 'get' on pods/proxy in the agent namespace"
@@ -48,6 +48,7 @@ class NodeResult:
     skipped: list[str] = field(default_factory=list)  # already complete locally
     too_old: int = 0  # left out by --since
     vanished: list[str] = field(default_factory=list)  # listed, then rotated away before download
+    replaced: int = 0  # local copies of live segments removed: their finished Parquet twin arrived
     bytes: int = 0
     error: str | None = None
 
@@ -59,7 +60,7 @@ class NodeResult:
         return {
             "node": self.node, "pod": self.pod, "ok": self.ok, "error": self.error,
             "fetched": self.fetched, "skipped": self.skipped, "vanished": self.vanished,
-            "too_old": self.too_old, "bytes": self.bytes,
+            "too_old": self.too_old, "replaced": self.replaced, "bytes": self.bytes,
         }  # fmt: skip
 
     def line(self) -> str:
@@ -208,6 +209,10 @@ def collect_agent(
                     continue
                 raise
             res.fetched.append(name)
+        for old in node_dir.glob("events-*.jsonl"):
+            if superseded(old):  # copied while live; its finished Parquet twin has arrived
+                old.unlink()
+                res.replaced += 1
     except ApiException as exc:
         res.error = _api_error(exc)
     except (HTTPError, OSError, ValueError) as exc:

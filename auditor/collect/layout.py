@@ -73,6 +73,14 @@ class LogDir:
         return sorted(self.events)
 
 
+def superseded(path: Path) -> bool:
+    """A JSONL event segment whose finished Parquet twin is next to it (the agent rotated it after it
+    was copied): the Parquet file holds every row, so reading both would count them twice."""
+    return (
+        path.name.startswith("events-") and path.suffix == ".jsonl" and path.with_suffix(".parquet").exists()
+    )
+
+
 def scan_log_dir(path: str | Path) -> LogDir:
     """Classify the files directly in ``path`` (an agent's ``--log-dir`` or one node of a collection)."""
     from auditor.sinks.eventlog import list_segments
@@ -81,7 +89,7 @@ def scan_log_dir(path: str | Path) -> LogDir:
     out = LogDir(d)
     for seg in list_segments(d):
         hit = classify_log_file(seg.name)
-        if hit is None or hit[0] != "events":
+        if hit is None or hit[0] != "events" or superseded(seg):
             continue
         if seg.stat().st_size == 0:
             out.empty += 1
@@ -123,4 +131,5 @@ __all__ = [
     "is_appended",
     "safe_node_dir",
     "scan_log_dir",
+    "superseded",
 ]

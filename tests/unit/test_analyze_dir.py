@@ -138,3 +138,13 @@ def test_bad_dirs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_kube_still_required_without_dir(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "analyze", "--pcap", str(EXAMPLE / "node.pcap"))
     assert code == 2 and "no Kubernetes input" in err
+
+
+def test_jsonl_next_to_its_parquet_twin_is_not_read_twice(tmp_path: Path) -> None:
+    write_log_dir(tmp_path, "n1")
+    parquet = next(tmp_path.glob("events-n1-*.parquet"))
+    twin = parquet.with_suffix(".jsonl")
+    twin.write_text(next(tmp_path.glob("events-n1-*.jsonl")).read_text())
+    (d,) = find_log_dirs(tmp_path)
+    assert twin not in d.events["n1"] and parquet in d.events["n1"]
+    assert len(d.events["n1"]) == 2

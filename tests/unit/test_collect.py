@@ -206,3 +206,28 @@ def test_live_line_file_listed_up_to_its_last_newline(tmp_path: Path) -> None:
     assert sizes == len(b'{"a":1}\n{"b":2}\n')
     (tmp_path / name).write_bytes(b'{"half')
     assert [f.size for f in list_log_files(tmp_path)] == [0]
+
+
+def test_rotated_live_segment_is_replaced_by_its_parquet_twin(
+    cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+
+    from auditor.sinks.eventfile import read_events
+
+    out = tmp_path / "collected"
+    args = ["collect", "--out", str(out), "--kubeconfig", str(cluster.kubeconfig), "--json"]
+    assert run(capsys, *args)[0] == 0
+    src = cluster.agents["node-a"][0]
+    live = next(src.glob("events-node-a-*.jsonl"))
+    # the agent finishes the live segment: Parquet twin written, JSONL removed
+    read_events(live).to_parquet(live.with_suffix(".parquet"))
+    live.unlink()
+    code, text, err = run(capsys, *args)
+    assert code == 0, err
+    node_a = next(n for n in json.loads(text)["nodes"] if n["node"] == "node-a")
+    assert node_a["fetched"] == [live.with_suffix(".parquet").name] and node_a["replaced"] == 1
+    assert not (out / "node-a" / live.name).exists()
+    code, text, err = run(capsys, "analyze", "--dir", str(out), "--json")
+    assert code == 0, err
+    nodes = {n["node"]: n for n in json.loads(text)["nodes"]}
+    assert nodes["node-a"]["causes"] == nodes["node-b"]["causes"]  # no row counted twice
