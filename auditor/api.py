@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,9 +26,10 @@ from auditor.correlate.audit import AuditOptions, AuditResult, audit
 from auditor.correlate.causes import CAUSES
 from auditor.correlate.episodes import MISSING_NS
 from auditor.correlate.recommend import ROLLOUT_FAILURE_CAUSES, Recommendation
-from auditor.errors import AuditorError, InputError
+from auditor.errors import AuditorError
 from auditor.model.kube import KubeInput
 from auditor.model.packet import packet_frame
+from auditor.sources.packet_inputs import TEXT_COLUMNS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -57,8 +57,6 @@ CAUSE_MEANINGS = {
     "no_endpoints": "rejected by kube-proxy: the Service had no endpoints",
     "unrelated": "failure outside any pod termination",
 }
-_EVENT_SUFFIXES = {".parquet", ".jsonl", ".json", ".ndjson", ".csv"}
-_CATEGORY = ("kind", "src", "dst", "reporter", "encap", "source", "file", "interface", "node")
 
 
 def _as_list(value: Paths) -> list[PathLike]:
@@ -69,44 +67,11 @@ def _as_list(value: Paths) -> list[PathLike]:
     return list(value)
 
 
-def _spec(value: PathLike, node: str | None) -> tuple[str, Path]:
-    """``NODE=FILE`` names the node; a plain FILE is named by ``node`` or its stem."""
-    text = os.fspath(value)
-    if "=" in text and not Path(text).exists():
-        name, _, path = text.partition("=")
-        return name, Path(path)
-    p = Path(text)
-    return (node or p.stem), p
-
-
 def _read_events(paths: Iterable[PathLike], node: str | None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Captures (pcap/pcapng) and event files (parquet/jsonl/csv by suffix) -> one table + counts."""
-    from auditor.sinks.eventfile import read_events
-    from auditor.sources.capture import read_capture
+    from auditor.sources.packet_inputs import read_packet_inputs
 
-    frames: list[pd.DataFrame] = []
-    info: dict[str, Any] = {"capture_frames": 0, "capture_skipped": 0, "captures": [], "problems": []}
-    for value in paths:
-        name, path = _spec(value, node)
-        if not path.exists():
-            raise InputError("no such file", str(path), "check the capture or event file path")
-        if path.suffix.lower() in _EVENT_SUFFIXES:
-            ev = read_events(path)
-            if (ev["node"].astype(str) == "").any():
-                ev["node"] = ev["node"].astype(str).replace("", name)
-            frames.append(ev)
-            continue
-        cap = read_capture(path, node=name)
-        frames.append(cap.events)
-        s = cap.summary
-        info["capture_frames"] += s.frames
-        info["capture_skipped"] += s.skipped
-        info["captures"].append({"file": str(path), "node": name, "frames": s.frames, "skipped": s.skipped})
-        info["problems"] += [f"{path.name}: {e}" for e in s.errors]
-    packets = pd.concat(frames, ignore_index=True) if frames else packet_frame()
-    for col in _CATEGORY:
-        packets[col] = packets[col].astype(str).astype("category")
-    return packets, info
+    return read_packet_inputs(paths, node)
 
 
 def load_events(*paths: PathLike, node: str | None = None) -> pd.DataFrame:
@@ -293,7 +258,7 @@ def analyze(
     packets, info = _read_events(paths, node) if paths else (packet_frame(), {"problems": []})
     if isinstance(events, pd.DataFrame):
         packets = pd.concat([packets, events], ignore_index=True)
-        for col in _CATEGORY:
+        for col in TEXT_COLUMNS:
             packets[col] = packets[col].astype(str).astype("category")
     k = kube if isinstance(kube, KubeInput) else load_kube(*_as_list(kube))
     info["kube_events_read"] = k.events_read

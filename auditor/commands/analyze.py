@@ -13,15 +13,6 @@ import click
 from auditor.errors import InputError
 
 
-def _capture_arg(value: str, default_node: str | None) -> tuple[str, Path]:
-    """``NODE=FILE`` names the node a capture was taken on; a plain FILE is named by --node or its stem."""
-    if "=" in value and not Path(value).exists():
-        node, _, path = value.partition("=")
-        return node, Path(path)
-    p = Path(value)
-    return (default_node or p.stem), p
-
-
 def load_inputs(
     pcaps: tuple[str, ...],
     event_files: tuple[str, ...],
@@ -31,38 +22,11 @@ def load_inputs(
     node: str | None,
 ) -> dict[str, Any]:
     """Read every input; user errors surface as one-line InputError, partial damage as ``problems``."""
-    import pandas as pd
-
-    from auditor.model.packet import packet_frame
     from auditor.sources.kube_stream import read_kube_streams
+    from auditor.sources.packet_inputs import read_packet_inputs
 
-    problems: list[str] = []
-    frames: list[pd.DataFrame] = []
-    info: dict[str, Any] = {"capture_frames": 0, "capture_skipped": 0, "captures": []}
-    for spec in pcaps:
-        from auditor.sources.capture import read_capture
-
-        name, path = _capture_arg(spec, node)
-        if not path.exists():
-            raise InputError("no such capture file", str(path), "check the --pcap path")
-        cap = read_capture(path, node=name)
-        frames.append(cap.events)
-        s = cap.summary
-        info["capture_frames"] += s.frames
-        info["capture_skipped"] += s.skipped
-        info["captures"].append({"file": str(path), "node": name, "frames": s.frames, "skipped": s.skipped})
-        problems += [f"{path.name}: {e}" for e in s.errors]
-    for spec in event_files:
-        from auditor.sinks.eventfile import read_events
-
-        name, path = _capture_arg(spec, node)
-        ev = read_events(path)
-        if (ev["node"].astype(str) == "").any():
-            ev["node"] = ev["node"].astype(str).replace("", name)
-        frames.append(ev)
-    packets = pd.concat(frames, ignore_index=True) if frames else packet_frame()
-    for col in ("kind", "src", "dst", "node", "source", "file"):
-        packets[col] = packets[col].astype(str).astype("category")
+    packets, info = read_packet_inputs([*pcaps, *event_files], node)
+    problems: list[str] = info.pop("problems")
 
     k = read_kube_streams(list(kube))
     info["kube_events_read"] = k.events_read

@@ -16,7 +16,8 @@ from auditor.model.kube import PodInfo, parse_time_ns
 _SHELLS = {"sh", "bash", "ash", "dash", "zsh", "busybox"}
 
 
-def _coarse(value: Any) -> int | None:
+def coarse_ns(value: Any) -> int | None:
+    """An object timestamp (one-second resolution) in ns, or None when absent or unreadable."""
     if not isinstance(value, str) or not value:
         return None
     try:
@@ -91,14 +92,14 @@ def update_pod(pods: dict[str, PodState], etype: str, obj: dict[str, Any], obser
         st = pods[uid] = PodState(uid, namespace, name)
     if observed is not None and (st.first_observed_ns is None or observed < st.first_observed_ns):
         st.first_observed_ns = observed
-    st.created_ns = st.created_ns or _coarse(meta.get("creationTimestamp"))
+    st.created_ns = st.created_ns or coarse_ns(meta.get("creationTimestamp"))
     st.node = spec.get("nodeName") or st.node
     st.host_network = bool(spec.get("hostNetwork", st.host_network))
     _owner(st, meta)
     for ip in _pod_ips(status):
         if ip not in st.ips:  # already there in the first version seen: held since creation, as far as known
             st.ips[ip] = None if first_version else observed
-    deletion = _coarse(meta.get("deletionTimestamp"))
+    deletion = coarse_ns(meta.get("deletionTimestamp"))
     if deletion is not None and st.deletion_ns is None:  # the first one: request time + grace period
         st.deletion_ns = deletion
         grace = meta.get("deletionGracePeriodSeconds")
@@ -148,7 +149,7 @@ def _ready(st: PodState, status: dict[str, Any], observed: int | None) -> None:
             if observed is not None and st.seen_not_ready:
                 st.ready_ns, st.ready_precise = observed, True
             else:
-                st.ready_ns, st.ready_precise = _coarse(cond.get("lastTransitionTime")), False
+                st.ready_ns, st.ready_precise = coarse_ns(cond.get("lastTransitionTime")), False
 
 
 def _containers(st: PodState, status: dict[str, Any]) -> None:
@@ -160,7 +161,7 @@ def _containers(st: PodState, status: dict[str, Any]) -> None:
         term = (cs.get("state") or {}).get("terminated")
         if not isinstance(term, dict):
             continue
-        finished = _coarse(term.get("finishedAt"))
+        finished = coarse_ns(term.get("finishedAt"))
         last = st.container_finished_ns
         if finished is not None and (last is None or finished >= last):
             st.container_finished_ns = finished

@@ -37,7 +37,7 @@ from auditor.model.kube import (
     event_frame,
     parse_time_ns,
 )
-from auditor.sources.kube_pod import PodState, update_pod
+from auditor.sources.kube_pod import PodState, coarse_ns, update_pod
 
 _WS = re.compile(r"\s*")
 _OBJECT_TYPES = ("ADDED", "MODIFIED", "DELETED")
@@ -168,15 +168,6 @@ def _split_documents(text: str, file: str, problems: list[InputProblem]) -> Iter
         pos = end
 
 
-def _coarse(value: Any) -> int | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return parse_time_ns(value)[0]
-    except ValueError:
-        return None
-
-
 @dataclass(slots=True)
 class _Timeline:
     pods: dict[str, PodState] = field(default_factory=dict)
@@ -207,7 +198,7 @@ class _Timeline:
         labels = meta.get("labels") or {}
         annotations = meta.get("annotations") or {}
         service = labels.get("kubernetes.io/service-name")
-        trigger = _coarse(annotations.get("endpoints.kubernetes.io/last-change-trigger-time"))
+        trigger = coarse_ns(annotations.get("endpoints.kubernetes.io/last-change-trigger-time"))
         ports = ",".join(
             f"{p.get('name') or ''}:{p.get('port')}/{p.get('protocol') or 'TCP'}"
             for p in (obj.get("ports") or [])
@@ -218,7 +209,7 @@ class _Timeline:
         if time is None:
             time = trigger
             if time is None and item.type == "ADDED":
-                time = _coarse(meta.get("creationTimestamp"))
+                time = coarse_ns(meta.get("creationTimestamp"))
         new: dict[str, tuple[Any, ...]] = {}
         if item.type != "DELETED":
             for ep in obj.get("endpoints") or []:
@@ -278,7 +269,7 @@ class _Timeline:
             for raw in (series.get("lastObservedTime"), obj.get("lastTimestamp"),
                         obj.get("deprecatedLastTimestamp"), obj.get("firstTimestamp"),
                         meta.get("creationTimestamp")):  # fmt: skip
-                time = _coarse(raw)
+                time = coarse_ns(raw)
                 if time is not None:
                     break
         count = obj.get("count") or obj.get("deprecatedCount") or (obj.get("series") or {}).get("count") or 1
@@ -319,4 +310,3 @@ def read_kube_streams(paths: Sequence[str | Path]) -> KubeInput:
         events_read=timeline.used,
         events_skipped=reader.skipped + timeline.skipped,
     )
-
