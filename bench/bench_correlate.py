@@ -17,7 +17,6 @@ import argparse
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,38 +25,22 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from auditor.correlate.audit import audit
+from auditor.model.kube import PodInfo
 from auditor.model.packet import PACKET_COLUMNS
+from tests.fakes import pod
 
 NS = 1_000_000_000
 T0 = 1_790_000_000 * NS
 
 
-@dataclass
-class Pod:
-    uid: str
-    namespace: str
-    name: str
-    ips: tuple[str, ...]
-    node: str
-    replicaset: str
-    deployment: str
-    first_seen_ns: int
-    deletion_ns: int
-    deletion_observed_ns: int
-    deleted_observed_ns: int
-    prestop_sleep_s: float | None = None
-    prestop_kind: str = "none"
-    termination_grace_s: float = 30
-    deletion_grace_s: float = 30
-
-
-def make_inputs(n_events: int, n_episodes: int, seed: int = 1) -> tuple[pd.DataFrame, list[Pod]]:
+def make_inputs(n_events: int, n_episodes: int, seed: int = 1) -> tuple[pd.DataFrame, list[PodInfo]]:
     rng = np.random.default_rng(seed)
     ips = [f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}" for i in range(1, n_episodes + 1)]
     deleted = T0 + np.sort(rng.integers(0, 3600 * NS, n_episodes))
     pods = [
-        Pod(f"uid-{i}", "default", f"web-{i // 50}-{i}", (ips[i],), "node-a", f"web-{i // 50}-rs", f"web-{i // 50}",
-            int(deleted[i] - 600 * NS), int(deleted[i] // NS * NS), int(deleted[i]), int(deleted[i] + 3 * NS))
+        pod(f"uid-{i}", "default", f"web-{i // 50}-{i}", (ips[i],), replicaset=f"web-{i // 50}-rs",
+            deployment=f"web-{i // 50}", first_seen_ns=int(deleted[i] - 600 * NS), deletion_ns=int(deleted[i] // NS * NS),
+            deletion_observed_ns=int(deleted[i]), deleted_observed_ns=int(deleted[i] + 3 * NS))
         for i in range(n_episodes)
     ]  # fmt: skip
     # events: SYNs and refusals to the pods around their deletion, plus unrelated traffic
@@ -87,7 +70,9 @@ def make_inputs(n_events: int, n_episodes: int, seed: int = 1) -> tuple[pd.DataF
     )
     for col in PACKET_COLUMNS:
         if col not in df:
-            df[col] = pd.Categorical(np.full(n_events, "pcap" if col == "source" else "node-a" if col == "node" else ""))
+            df[col] = pd.Categorical(
+                np.full(n_events, "pcap" if col == "source" else "node-a" if col == "node" else "")
+            )
     for col in ("payload_len", "icmp_type", "icmp_code", "reason_raw", "state_raw", "netns", "frame"):
         df[col] = 0
     return df[list(PACKET_COLUMNS)], pods
@@ -95,8 +80,12 @@ def make_inputs(n_events: int, n_episodes: int, seed: int = 1) -> tuple[pd.DataF
 
 def reference_merge_asof(n_events: int, n_episodes: int) -> float:
     rng = np.random.default_rng(2)
-    left = pd.DataFrame({"t": np.sort(rng.integers(0, 10**12, n_events)), "ip": rng.integers(0, n_episodes, n_events)})
-    right = pd.DataFrame({"t": np.sort(rng.integers(0, 10**12, n_episodes)), "ip": rng.integers(0, n_episodes, n_episodes)})
+    left = pd.DataFrame(
+        {"t": np.sort(rng.integers(0, 10**12, n_events)), "ip": rng.integers(0, n_episodes, n_events)}
+    )
+    right = pd.DataFrame(
+        {"t": np.sort(rng.integers(0, 10**12, n_episodes)), "ip": rng.integers(0, n_episodes, n_episodes)}
+    )
     start = time.perf_counter()
     pd.merge_asof(left, right, on="t", by="ip")
     return time.perf_counter() - start

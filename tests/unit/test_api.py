@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -17,31 +16,13 @@ from auditor.errors import AuditorError, InputError
 from auditor.model.kube import KubeInput, endpoint_frame, event_frame
 from auditor.model.packet import ACK, RST, SYN, PacketEvent, packet_frame
 from tests.conftest import REPO
+from tests.fakes import pod
 
 NS = 1_000_000_000
 T0 = 1_790_000_000 * NS  # deletion of the old pod
 OLD_IP, NEW_IP, VIP, CLIENT = "10.244.0.5", "10.244.0.9", "10.96.0.10", "10.1.0.2"
 DELAYS = {"node-a": 1.0, "node-b": 2.0}  # when each node stopped routing to the old pod
 EXAMPLE = REPO / "examples" / "rollout"
-
-
-@dataclass
-class Pod:
-    uid: str
-    namespace: str
-    name: str
-    ips: tuple[str, ...]
-    node: str = "node-a"
-    replicaset: str = "web-6d5f"
-    deployment: str = "web"
-    first_seen_ns: int | None = None
-    deletion_ns: int | None = None
-    deletion_observed_ns: int | None = None
-    deleted_observed_ns: int | None = None
-    deletion_grace_s: float | None = 30
-    termination_grace_s: float | None = 30
-    prestop_sleep_s: float | None = None
-    prestop_kind: str = "none"
 
 
 def node_traffic(node: str, delay_s: float, port0: int) -> tuple[list[PacketEvent], int]:
@@ -76,7 +57,7 @@ def synthetic(inflight_reset: bool = True) -> tuple[pd.DataFrame, KubeInput, dic
         events.append(
             PacketEvent(T0 + NS // 2, "tcp_rst", 4, OLD_IP, 8080, CLIENT, 31000, RST, 99, 0, node="node-a")
         )
-    old = Pod(
+    old = pod(
         "u-old",
         "default",
         "web-6d5f-aaaaa",
@@ -86,7 +67,7 @@ def synthetic(inflight_reset: bool = True) -> tuple[pd.DataFrame, KubeInput, dic
         deletion_observed_ns=T0,
         deleted_observed_ns=T0 + 3 * NS,
     )
-    new = Pod("u-new", "default", "web-6d5f-bbbbb", (NEW_IP,), first_seen_ns=T0 - 5 * NS)
+    new = pod("u-new", "default", "web-6d5f-bbbbb", (NEW_IP,), first_seen_ns=T0 - 5 * NS)
     kube = KubeInput(
         pods={"u-old": old, "u-new": new},  # type: ignore[dict-item]
         endpoints=endpoint_frame([]),

@@ -2,43 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pandas as pd
 import pytest
 
 from auditor.correlate.audit import audit
+from auditor.model.kube import PodInfo
 from auditor.model.packet import ACK, RST, SYN, PacketEvent, packet_frame
+from tests.fakes import pod
 
 NS = 1_000_000_000
 T0 = 1_790_000_000 * NS  # deletion time of the old pod
 POD_IP, NEW_IP, VIP, CLIENT = "10.244.0.5", "10.244.0.9", "10.96.0.10", "10.1.0.2"
 
 
-@dataclass
-class Pod:
-    uid: str
-    namespace: str
-    name: str
-    ips: tuple[str, ...]
-    node: str = "node-a"
-    replicaset: str = "web-6d5f"
-    deployment: str = "web"
-    created_ns: int | None = None
-    first_seen_ns: int | None = None
-    deletion_ns: int | None = None
-    deletion_observed_ns: int | None = None
-    deleted_observed_ns: int | None = None
-    container_finished_ns: int | None = None
-    deletion_grace_s: float | None = 30
-    termination_grace_s: float | None = 30
-    prestop_sleep_s: float | None = None
-    prestop_kind: str = "none"
-
-
 def scenario(
     delay_s: float, prestop_s: float, keepalive_resets: int = 1
-) -> tuple[list[PacketEvent], list[Pod], int]:
+) -> tuple[list[PacketEvent], list[PodInfo], int]:
     """Old pod deleted at T0; listener closes at T0+prestop; this node routes to it until T0+delay."""
     events: list[PacketEvent] = []
     refused = 0
@@ -89,7 +68,7 @@ def scenario(
         )
     )
     pods = [
-        Pod(
+        pod(
             "u-old",
             "default",
             "web-6d5f-aaaaa",
@@ -101,7 +80,7 @@ def scenario(
             prestop_sleep_s=prestop_s or None,
             prestop_kind="sleep" if prestop_s else "none",
         ),
-        Pod("u-new", "default", "web-6d5f-bbbbb", (NEW_IP,), first_seen_ns=T0 - 5 * NS),
+        pod("u-new", "default", "web-6d5f-bbbbb", (NEW_IP,), first_seen_ns=T0 - 5 * NS),
     ]
     return events, pods, refused
 
@@ -172,7 +151,7 @@ def test_ip_reuse_attributes_to_the_pod_that_owned_the_ip() -> None:
     events, pods, refused = scenario(delay_s=1.0, prestop_s=0.0, keepalive_resets=0)
     # a later pod gets the old pod's IP after it is gone, and resets a connection then
     later = T0 + 120 * NS
-    pods.append(Pod("u-later", "other", "db-0", (POD_IP,), first_seen_ns=later, replicaset="", deployment=""))
+    pods.append(pod("u-later", "other", "db-0", (POD_IP,), first_seen_ns=later, replicaset="", deployment=""))
     events.append(
         PacketEvent(later + NS, "tcp_rst", 4, POD_IP, 5432, CLIENT, 31000, RST, 5, 0, node="node-a")
     )
