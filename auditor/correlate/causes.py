@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from auditor.correlate.columns import as_str_array
 from auditor.correlate.episodes import MISSING_NS
 
 CAUSES = ("propagation_gap", "inflight_reset", "after_removal", "no_endpoints", "unrelated")
@@ -45,7 +46,7 @@ def classify(failures: pd.DataFrame, episodes: pd.DataFrame, timelines: pd.DataF
         )
         lower_s = pd.Series(lower, index=e.index)
         tl = timelines.set_index(["episode", "node"])
-        keys = pd.MultiIndex.from_arrays([ep, failures["node"].astype(str).to_numpy()])
+        keys = pd.MultiIndex.from_arrays([ep, as_str_array(failures["node"])])
         rule = tl["rule_removed_ns"].reindex(keys).fillna(MISSING_NS).to_numpy(dtype="int64")
         src = tl["rule_removed_source"].reindex(keys).fillna("").to_numpy(dtype=object)
         tol = np.where(

@@ -19,6 +19,47 @@ def as_str_array(s: pd.Series) -> np.ndarray:
     return s.astype(str).to_numpy(dtype=object)
 
 
+class KindView:
+    """Masks of one text column by value, computed on categorical codes (no per-row string compare)."""
+
+    def __init__(self, s: pd.Series) -> None:
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            self._codes = np.asarray(s.cat.codes.to_numpy())
+            self._cats = pd.Index(s.cat.categories.astype(str))
+        else:
+            codes, uniques = pd.factorize(s.astype(str).to_numpy(dtype=object))
+            self._codes, self._cats = np.asarray(codes), pd.Index(uniques)
+
+    def eq(self, value: str) -> np.ndarray:
+        pos = self._cats.get_indexer([value])[0]
+        return self._codes == pos if pos >= 0 else np.zeros(len(self._codes), dtype=bool)
+
+    def isin(self, values: tuple[str, ...]) -> np.ndarray:
+        pos = self._cats.get_indexer(list(values))
+        return np.isin(self._codes, pos[pos >= 0])
+
+
+def as_category(s: pd.Series) -> pd.Categorical:
+    """The column as a pandas Categorical (text categories), without a per-row text conversion."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        cat = s.array
+        assert isinstance(cat, pd.Categorical)
+        return cat.rename_categories(str) if cat.categories.dtype != object else cat
+    return pd.Categorical(s.astype(str).to_numpy(dtype=object))
+
+
+def concat_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """``pd.concat`` that keeps categorical columns categorical (union of their categories)."""
+    if len(frames) == 1:
+        return frames[0].reset_index(drop=True)
+    out = pd.concat(frames, ignore_index=True)
+    for col in frames[0].columns:
+        parts = [f[col] for f in frames]
+        if all(isinstance(p.dtype, pd.CategoricalDtype) for p in parts):
+            out[col] = pd.api.types.union_categoricals([p.array for p in parts], ignore_order=True)
+    return out
+
+
 def distinct(*series: pd.Series) -> pd.Index:
     """The distinct text values of some columns (categoricals: their categories, not their rows)."""
     parts = []

@@ -41,6 +41,12 @@ EPISODE_COLUMNS = [
 ]
 
 _MISSING = np.iinfo(np.int64).min
+# the columns build_episodes fills per pod IP (the endpoint_* ones come from the EndpointSlices)
+_ROW_COLUMNS = [
+    "pod_uid", "namespace", "pod", "pod_node", "ip", "replicaset", "deployment", "rollout", "deleted_ns",
+    "deleted_precise", "prestop_s", "prestop_kind", "grace_s", "exited_ns", "exited_precise",
+    "window_start_ns", "window_end_ns",
+]  # fmt: skip
 
 
 def _stamp(pod: Any, *names: str) -> tuple[int | None, bool]:
@@ -58,7 +64,7 @@ def _stamp(pod: Any, *names: str) -> tuple[int | None, bool]:
 def build_episodes(pods: Iterable[Any], endpoints: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per terminated pod IP (a pod with two IPs, v4 and v6, has two rows)."""
     pods = list(pods)
-    rows: list[dict[str, Any]] = []
+    cols: dict[str, list[Any]] = {c: [] for c in _ROW_COLUMNS}
     # when does each IP get reused by a later pod? (caps the window of the earlier one)
     starts: dict[str, list[int]] = {}
     for p in pods:
@@ -85,30 +91,21 @@ def build_episodes(pods: Iterable[Any], endpoints: pd.DataFrame | None = None) -
         for ip in getattr(p, "ips", ()) or ():
             later = [s for s in starts.get(ip, []) if s > lower + COARSE_SLACK_NS]
             win_end = min([end, *later])
-            rows.append(
-                {
-                    "pod_uid": p.uid,
-                    "namespace": p.namespace,
-                    "pod": p.name,
-                    "pod_node": getattr(p, "node", None) or "",
-                    "ip": ip,
-                    "replicaset": replicaset or "",
-                    "deployment": deployment or "",
-                    "rollout": rollout,
-                    "deleted_ns": deleted,
-                    "deleted_precise": deleted_precise,
-                    "prestop_s": _float(getattr(p, "prestop_sleep_s", None)),
-                    "prestop_kind": getattr(p, "prestop_kind", None) or "",
-                    "grace_s": _float(grace),
-                    "exited_ns": exited if exited is not None else _MISSING,
-                    "exited_precise": exited_precise,
-                    "window_start_ns": lower - COARSE_SLACK_NS,
-                    "window_end_ns": win_end,
-                }
-            )
-    if not rows:
+            for name, value in zip(
+                _ROW_COLUMNS,
+                (
+                    p.uid, p.namespace, p.name, getattr(p, "node", None) or "", ip, replicaset or "",
+                    deployment or "", rollout, deleted, deleted_precise,
+                    _float(getattr(p, "prestop_sleep_s", None)), getattr(p, "prestop_kind", None) or "",
+                    _float(grace), exited if exited is not None else _MISSING, exited_precise,
+                    lower - COARSE_SLACK_NS, win_end,
+                ),
+                strict=True,
+            ):  # fmt: skip
+                cols[name].append(value)
+    if not cols["pod_uid"]:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in EPISODE_COLUMNS})
-    ep = pd.DataFrame(rows).sort_values(["deleted_ns", "pod"], kind="stable").reset_index(drop=True)
+    ep = pd.DataFrame(cols).sort_values(["deleted_ns", "pod"], kind="stable").reset_index(drop=True)
     ep.insert(0, "episode", np.arange(len(ep), dtype="int64"))
     _attach_endpoint_changes(ep, endpoints)
     return ep[EPISODE_COLUMNS]

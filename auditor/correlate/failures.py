@@ -6,10 +6,20 @@ multi-interface capture (``tcpdump -i any``) saw twice, once before and once aft
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
-from auditor.correlate.columns import as_str_array, codes_in, distinct, row_hash
+from auditor.correlate.columns import (
+    KindView,
+    as_category,
+    as_str_array,
+    codes_in,
+    concat_frames,
+    distinct,
+    row_hash,
+)
 
 # kinds that can mean a failed connection
 RESET_KINDS = ("tcp_rst", "rst_sent")
@@ -38,27 +48,34 @@ FAILURE_COLUMNS = [
 ]
 
 
-def _frame(p: pd.DataFrame, failure: object, server: str, client: str) -> pd.DataFrame:
-    """Failure rows from packet rows; ``server``/``client`` name the packet side ("src"/"dst")."""
+def _frame(p: pd.DataFrame, failure: Any, server: str, client: str) -> pd.DataFrame:
+    """Failure rows from packet rows; ``server``/``client`` name the packet side ("src"/"dst").
+
+    Text columns stay categorical: a node sees few distinct addresses, and converting a million rows
+    to strings (arrow-backed in pandas 3) would dominate the correlation's time."""
     sport, cport = ("sport", "dport") if server == "src" else ("dport", "sport")
     return pd.DataFrame(
         {
             "time": pd.DatetimeIndex(p["time"]).tz_convert("UTC"),
-            "node": as_str_array(p["node"]),
+            "node": as_category(p["node"]),
             "failure": failure,
-            "server_ip": as_str_array(p[server]),
+            "server_ip": as_category(p[server]),
             "server_port": p[sport].to_numpy(dtype="int64"),
-            "client_ip": as_str_array(p[client]),
+            "client_ip": as_category(p[client]),
             "client_port": p[cport].to_numpy(dtype="int64"),
-            "kind": as_str_array(p["kind"]),
+            "kind": as_category(p["kind"]),
             "tcp_flags": p["tcp_flags"].to_numpy(dtype="int64"),
             "seq": p["seq"].to_numpy(dtype="int64"),
             "ack": p["ack"].to_numpy(dtype="int64"),
-            "source": as_str_array(p["source"]),
-            "file": as_str_array(p["file"]),
+            "source": as_category(p["source"]),
+            "file": as_category(p["file"]),
             "frame": p["frame"].to_numpy(dtype="int64"),
         }
     )
+
+
+def _failure(name: str, n: int) -> Any:
+    return pd.Categorical.from_codes(np.zeros(n, dtype="int8"), pd.Index([name]))
 
 
 def find_failures(packets: pd.DataFrame) -> pd.DataFrame:
@@ -73,41 +90,45 @@ def find_failures(packets: pd.DataFrame) -> pd.DataFrame:
     """
     if packets.empty:
         return pd.DataFrame(columns=FAILURE_COLUMNS)
-    kind = as_str_array(packets["kind"])
-    is_rst = np.isin(kind, RESET_KINDS)
+    kind = KindView(packets["kind"])
+    is_rst = kind.isin(RESET_KINDS)
     out = []
     if is_rst.any():
         rst = packets.loc[is_rst]
         answered = _answers_a_syn(packets, kind, is_rst) | _no_socket_reset(packets, kind, is_rst)
-        out.append(_frame(rst, np.where(answered, "refused", "reset"), "src", "dst"))
-    icmp = packets.loc[np.isin(kind, ICMP_KINDS)]
+        out.append(
+            _frame(
+                rst, pd.Categorical.from_codes(answered.astype("int8"), pd.Index(["reset", "refused"])), "src", "dst"
+            )
+        )
+    icmp = packets.loc[kind.isin(ICMP_KINDS)]
     if not icmp.empty:
         # the quoted datagram's tuple: src = the client, dst = the unreachable server
-        out.append(_frame(icmp, "unreachable", "dst", "src"))
-    live = packets.loc[np.isin(kind, REFUSED_KINDS) & ~_paired_refusals(packets, kind)]
+        out.append(_frame(icmp, _failure("unreachable", len(icmp)), "dst", "src"))
+    live = packets.loc[kind.isin(REFUSED_KINDS) & ~_paired_refusals(packets, kind)]
     if not live.empty:
         # the client's socket went SYN_SENT -> CLOSE: src is the client, dst the (pre-DNAT) server
-        out.append(_frame(live, "refused", "dst", "src"))
+        out.append(_frame(live, _failure("refused", len(live)), "dst", "src"))
     if not out:
         return pd.DataFrame(columns=FAILURE_COLUMNS)
-    res = pd.concat(out, ignore_index=True)
+    res = concat_frames(out)
     return res.sort_values("time", kind="stable").reset_index(drop=True)[FAILURE_COLUMNS]
 
 
-def _no_socket_reset(packets: pd.DataFrame, kind: np.ndarray, is_rst: np.ndarray) -> np.ndarray:
+def _no_socket_reset(packets: pd.DataFrame, kind: KindView, is_rst: np.ndarray) -> np.ndarray:
     """For each RST row: a live ``rst_sent`` the kernel sent without a socket (``state_raw`` 0)."""
     state = packets["state_raw"].to_numpy()[is_rst] if "state_raw" in packets else np.ones(int(is_rst.sum()))
-    return np.asarray((kind[is_rst] == "rst_sent") & (state == 0), dtype=bool)
+    return np.asarray(kind.eq("rst_sent")[is_rst] & (state == 0), dtype=bool)
 
 
-def _paired_refusals(packets: pd.DataFrame, kind: np.ndarray) -> np.ndarray:
+def _paired_refusals(packets: pd.DataFrame, kind: KindView) -> np.ndarray:
     """Rows that are a live ``refused`` with a socketless ``rst_sent`` to the same client address and
     port within :data:`PAIR_WINDOW_NS` (the server side of the same refusal names the pod)."""
     out = np.zeros(len(packets), dtype=bool)
-    ref = kind == "refused"
+    ref = kind.eq("refused")
     if not ref.any() or "state_raw" not in packets:
         return out
-    rst = (kind == "rst_sent") & (packets["state_raw"].to_numpy() == 0)
+    rst = kind.eq("rst_sent") & (packets["state_raw"].to_numpy() == 0)
     if not rst.any():
         return out
     times = packets["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
@@ -121,7 +142,7 @@ def _paired_refusals(packets: pd.DataFrame, kind: np.ndarray) -> np.ndarray:
     return out
 
 
-def _answers_a_syn(packets: pd.DataFrame, kind: np.ndarray, is_rst: np.ndarray) -> np.ndarray:
+def _answers_a_syn(packets: pd.DataFrame, kind: KindView, is_rst: np.ndarray) -> np.ndarray:
     """For each RST row: is it an RST/ACK acknowledging a SYN of the reverse flow (seq + 1)?
 
     Keyed by the client's address and port and the acknowledged sequence number: an initial sequence
@@ -131,7 +152,7 @@ def _answers_a_syn(packets: pd.DataFrame, kind: np.ndarray, is_rst: np.ndarray) 
     flags = packets["tcp_flags"].to_numpy()
     # a RST answers a SYN only with the ACK bit set (RFC 9293: RST/ACK to a SYN on a closed port)
     has_ack = (flags[r] & 0x10) != 0
-    s = kind == "tcp_syn"
+    s = kind.eq("tcp_syn")
     addr = distinct(packets["src"], packets["dst"])
     syn_keys = row_hash(
         codes_in(packets["src"][s], addr),

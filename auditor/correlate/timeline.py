@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from auditor.correlate.attach import attach_episodes
-from auditor.correlate.columns import as_str_array
+from auditor.correlate.columns import KindView, as_str_array
 from auditor.correlate.episodes import MISSING_NS
 
 TIMELINE_COLUMNS = [
@@ -92,17 +92,17 @@ def build_timelines(
     if packets.empty:
         last_syn = listen_close = pd.Series(dtype="int64")
     else:
-        kind = as_str_array(packets["kind"])
+        kind = KindView(packets["kind"])
         times = packets["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
         # last SYN routed to the pod IP, per node
-        last_syn = _per_episode(packets, kind == "tcp_syn", times, "dst", episodes, after_of, "max")
+        last_syn = _per_episode(packets, kind.eq("tcp_syn"), times, "dst", episodes, after_of, "max")
         # listener closed, from the live agent
-        listen_close = _per_episode(packets, kind == "listen_close", times, "src", episodes, after_of, "min")
+        listen_close = _per_episode(packets, kind.eq("listen_close"), times, "src", episodes, after_of, "min")
     # first refusal by the pod, per node
     ref = failures.loc[(failures["failure"] == "refused") & (failures["episode"] >= 0)]
     ref_t = ref["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
     ref_ep = ref["episode"].to_numpy(dtype="int64")
-    first_ref = _first_or_last(ref_t, ref_ep, ref["node"].astype(str).to_numpy(), after_of(ref_ep), "min")
+    first_ref = _first_or_last(ref_t, ref_ep, as_str_array(ref["node"]), after_of(ref_ep), "min")
     # rule removed, from the dataplane record
     if dataplane is not None and not dataplane.empty:
         dp = dataplane.loc[dataplane["op"].astype(str) == "removed"]
