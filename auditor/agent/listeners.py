@@ -77,11 +77,13 @@ class NetnsAddressBook:
                 v6 = parse_if_inet6((self.proc / pid / "net" / "if_inet6").read_text())
             except (OSError, ValueError):
                 continue  # the process exited meanwhile, or no permission
-            self.addresses[inode] = tuple(sorted(a for a in v4 | v6 if _usable(a)))
+            found = tuple(sorted(a for a in v4 | v6 if _usable(a)))
+            if found or inode not in self.addresses:  # a namespace seen before its addresses were set
+                self.addresses[inode] = found
 
     def lookup(self, inode: int) -> tuple[str, ...]:
         """The namespace's addresses (rescanning once if unknown and the last scan is not fresh)."""
-        if inode not in self.addresses and time.monotonic() - self._scanned > 0.05:
+        if not self.addresses.get(inode) and time.monotonic() - self._scanned > 0.05:
             self.refresh()
         return self.addresses.get(inode, ())
 
