@@ -98,7 +98,10 @@ def find_failures(packets: pd.DataFrame) -> pd.DataFrame:
         answered = _answers_a_syn(packets, kind, is_rst) | _no_socket_reset(packets, kind, is_rst)
         out.append(
             _frame(
-                rst, pd.Categorical.from_codes(answered.astype("int8"), pd.Index(["reset", "refused"])), "src", "dst"
+                rst,
+                pd.Categorical.from_codes(answered.astype("int8"), pd.Index(["reset", "refused"])),
+                "src",
+                "dst",
             )
         )
     icmp = packets.loc[kind.isin(ICMP_KINDS)]

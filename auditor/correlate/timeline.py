@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from auditor.correlate.attach import attach_episodes
-from auditor.correlate.columns import KindView, as_str_array
+from auditor.correlate.columns import KindView, as_category, as_str_array
 from auditor.correlate.episodes import MISSING_NS
 
 TIMELINE_COLUMNS = [
@@ -35,15 +35,26 @@ TIMELINE_COLUMNS = [
 
 
 def _first_or_last(
-    times: np.ndarray, episode: np.ndarray, node: np.ndarray, after: np.ndarray, how: str
+    times: np.ndarray, episode: np.ndarray, node: np.ndarray | pd.Categorical, after: np.ndarray, how: str
 ) -> pd.Series:
-    """min/max time per (episode, node) among rows attached to an episode and not before ``after``."""
+    """min/max time per (episode, node) among rows attached to an episode and not before ``after``.
+
+    Grouped on integer codes (episode x node code), then labelled: a text group-by over hundreds of
+    thousands of SYNs would cost more than the rest of the correlation."""
     keep = (episode >= 0) & (times >= after)
     if not keep.any():
         return pd.Series(dtype="int64")
-    df = pd.DataFrame({"episode": episode[keep], "node": node[keep], "t": times[keep]})
-    g = df.groupby(["episode", "node"], sort=False)["t"]
-    return g.min() if how == "min" else g.max()
+    cat = node if isinstance(node, pd.Categorical) else pd.Categorical(np.asarray(node, dtype=object))
+    codes = np.asarray(cat.codes)[keep].astype("int64")
+    n_nodes = max(1, len(cat.categories))
+    key = episode[keep].astype("int64") * n_nodes + codes
+    t = pd.Series(times[keep])
+    g = t.groupby(key, sort=False)
+    agg = g.min() if how == "min" else g.max()
+    keys = agg.index.to_numpy(dtype="int64")
+    names = np.asarray(cat.categories.astype(str), dtype=object)[keys % n_nodes]
+    index = pd.MultiIndex.from_arrays([keys // n_nodes, names], names=["episode", "node"])
+    return pd.Series(agg.to_numpy(dtype="int64"), index=index)
 
 
 def _per_episode(
@@ -64,7 +75,7 @@ def _per_episode(
     hit = ep >= 0
     if not hit.any():
         return pd.Series(dtype="int64")
-    nodes = as_str_array(packets["node"][mask][hit])
+    nodes = as_category(packets["node"][mask][hit])
     return _first_or_last(t[hit], ep[hit], nodes, after_of(ep[hit]), how)
 
 
