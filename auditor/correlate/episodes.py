@@ -50,14 +50,12 @@ _ROW_COLUMNS = [
 
 
 def _stamp(pod: Any, *names: str) -> tuple[int | None, bool]:
-    """First present time among ``names`` (ordered best first), with whether it is precise."""
+    """First present time among ``names`` (ordered best first); ``*_observed_ns`` fields are precise
+    (watch receipt times), the others coarse (object timestamps)."""
     for name in names:
         value = getattr(pod, name, None)
-        if value is None:
-            continue
-        ns = int(getattr(value, "ns", value))
-        precise = bool(getattr(value, "precise", name.endswith("observed_ns")))
-        return ns, precise
+        if value is not None:
+            return int(value), name.endswith("observed_ns")
     return None, False
 
 

@@ -66,9 +66,10 @@ def summarize_rollouts(
     by_node = tl.groupby(["rollout", "node"], sort=True).agg(
         max_delay=("delay", "max"), mean_delay=("delay", "mean"), max_gap=("gap_s", "max")
     )
-    causes_by = fl.groupby(["rollout", "cause"], sort=False).size()
+    # plain dicts: a MultiIndex lookup per (rollout, cause) costs ~50 µs
+    causes_by = fl.groupby(["rollout", "cause"], sort=False, observed=True).size().to_dict()
     failing = fl.loc[fl["cause"].isin(ROLLOUT_FAILURE_CAUSES)]
-    failed_by_node = failing.groupby(["rollout", "node"], sort=False).size()
+    failed_by_node = failing.groupby(["rollout", "node"], sort=False, observed=True).size().to_dict()
     start = (
         episodes["deleted_ns"].to_numpy(dtype="int64")
         + np.nan_to_num(episodes["prestop_s"].to_numpy(dtype=float)) * 1e9
@@ -94,12 +95,13 @@ def summarize_rollouts(
             "max_gap_s": float(row["max_gap"]),
             "failed": int(failed_by_node.get((rollout, node), 0)),
         }
+    roll_delay, roll_gap = by_roll["max_delay"].to_dict(), by_roll["max_gap"].to_dict()
     out: list[RolloutSummary] = []
     for rkey, row in by_ep.iterrows():
         rollout = str(rkey)
         causes = {c: int(causes_by.get((rollout, c), 0)) for c in CAUSES}
-        max_delay = _opt(by_roll["max_delay"].get(rollout)) if rollout in by_roll.index else None
-        max_gap = float(by_roll["max_gap"].get(rollout, 0.0)) if rollout in by_roll.index else 0.0
+        max_delay = _opt(roll_delay.get(rollout))
+        max_gap = float(roll_gap.get(rollout, 0.0))
         prestop = _opt(row["prestop"])
         if prestop is None and bool(row["prestop_none"]):
             prestop = 0.0
