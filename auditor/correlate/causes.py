@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from auditor.correlate.columns import as_str_array
-from auditor.correlate.episodes import MISSING_NS
+from auditor.correlate.episodes import MISSING_NS, started_ns
 
 CAUSES = ("propagation_gap", "inflight_reset", "after_removal", "no_endpoints", "unrelated")
 
@@ -38,13 +38,7 @@ def classify(failures: pd.DataFrame, episodes: pd.DataFrame, timelines: pd.DataF
     in_ep = ep >= 0
 
     if in_ep.any() and not episodes.empty:
-        e = episodes.set_index("episode")
-        lower = np.where(
-            e["deleted_precise"].to_numpy(dtype=bool),
-            e["deleted_ns"].to_numpy(dtype="int64"),
-            e["deleted_ns"].to_numpy(dtype="int64") - 1_000_000_000,
-        )
-        lower_s = pd.Series(lower, index=e.index)
+        lower_s = started_ns(episodes)
         tl = timelines.set_index(["episode", "node"])
         keys = pd.MultiIndex.from_arrays([ep, as_str_array(failures["node"])])
         rule = tl["rule_removed_ns"].reindex(keys).fillna(MISSING_NS).to_numpy(dtype="int64")

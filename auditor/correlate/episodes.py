@@ -14,6 +14,10 @@ import pandas as pd
 
 NS = 1_000_000_000
 COARSE_SLACK_NS = NS  # an object timestamp is truncated to the second
+# a watch receipt time (observedAt) is the latest the deletion can have happened: the kubelet and
+# kube-proxy watch too, and may act on it first (SIGTERM, the listener closing, refusals, the rule
+# rewrite can precede our receipt by the watch latency; in the lab by up to ~10 ms, more under load)
+OBSERVED_SLACK_NS = NS
 
 EPISODE_COLUMNS = [
     "episode",
@@ -145,6 +149,14 @@ def _attach_endpoint_changes(ep: pd.DataFrame, endpoints: pd.DataFrame | None) -
     ep["endpoint_terminating_precise"] = term_precise
     ep["endpoint_removed_ns"] = rem_ns
     ep["endpoint_removed_precise"] = rem_precise
+
+
+def started_ns(episodes: pd.DataFrame) -> pd.Series:
+    """Per episode id: the earliest time the deletion can have been acted on (the deletion minus the
+    slack of its time source), the lower bound of "after the deletion" for what the pod and the nodes did."""
+    e = episodes.set_index("episode")
+    slack = np.where(e["deleted_precise"].to_numpy(dtype=bool), OBSERVED_SLACK_NS, COARSE_SLACK_NS)
+    return pd.Series(e["deleted_ns"].to_numpy(dtype="int64") - slack, index=e.index)
 
 
 def missing(value: int) -> bool:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from auditor.correlate.attach import attach_episodes
 from auditor.correlate.columns import KindView, as_category, as_str_array
-from auditor.correlate.episodes import MISSING_NS
+from auditor.correlate.episodes import MISSING_NS, started_ns
 
 TIMELINE_COLUMNS = [
     "episode",
@@ -91,14 +91,22 @@ def build_timelines(
         return pd.DataFrame({c: pd.Series(dtype="object") for c in TIMELINE_COLUMNS})
     deleted = episodes.set_index("episode")["deleted_ns"]
     precise = episodes.set_index("episode")["deleted_precise"]
-    # lower bound of "after the deletion": coarse times are truncated to the second
-    lower = deleted.where(precise, deleted - 1_000_000_000)
+    # lower bounds of "after the deletion". What the pod and the nodes did (listener closed, refusals,
+    # rules rewritten) may precede our watch receipt of the deletion: started_ns allows for that. The
+    # last SYN routed to the pod must follow the deletion itself (coarse times: truncated to the second).
+    started = started_ns(episodes)
+    strict = deleted.where(precise, deleted - 1_000_000_000)
 
-    def after_of(ep_ids: np.ndarray) -> np.ndarray:
-        out = np.full(len(ep_ids), np.iinfo(np.int64).max, dtype="int64")
-        ok = ep_ids >= 0
-        out[ok] = lower.reindex(ep_ids[ok]).to_numpy(dtype="int64")
-        return out
+    def bound(lower: pd.Series) -> Callable[[np.ndarray], np.ndarray]:
+        def after_of(ep_ids: np.ndarray) -> np.ndarray:
+            out = np.full(len(ep_ids), np.iinfo(np.int64).max, dtype="int64")
+            ok = ep_ids >= 0
+            out[ok] = lower.reindex(ep_ids[ok]).to_numpy(dtype="int64")
+            return out
+
+        return after_of
+
+    after_of, after_deletion = bound(started), bound(strict)
 
     if packets.empty:
         last_syn = listen_close = pd.Series(dtype="int64")
@@ -106,7 +114,7 @@ def build_timelines(
         kind = KindView(packets["kind"])
         times = packets["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
         # last SYN routed to the pod IP, per node
-        last_syn = _per_episode(packets, kind.eq("tcp_syn"), times, "dst", episodes, after_of, "max")
+        last_syn = _per_episode(packets, kind.eq("tcp_syn"), times, "dst", episodes, after_deletion, "max")
         # listener closed, from the live agent
         listen_close = _per_episode(packets, kind.eq("listen_close"), times, "src", episodes, after_of, "min")
     # first refusal by the pod, per node
