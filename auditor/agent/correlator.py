@@ -94,8 +94,10 @@ class LiveCorrelator:
         with self._lock:
             self.window.add_packets(events)
 
-    def add_kube(self, kind: str, type_: str, obj: dict[str, Any], observed_ns: int) -> None:
-        item = KubeItem(kind, type_, obj, observed_ns)
+    def add_kube(
+        self, kind: str, type_: str, obj: dict[str, Any], observed_ns: int, relisted: bool = False
+    ) -> None:
+        item = KubeItem(kind, type_, obj, observed_ns, relisted)
         with self._lock:
             self.window.add_kube(item)
             if kind == "Pod" and type_ == "DELETED" and item.key:

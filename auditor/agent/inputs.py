@@ -34,7 +34,7 @@ class KubeInput:
     def _on_event(self, event: Any) -> None:
         self.recorder.write_event(event)
         self.correlator.add_kube(self._kind_names.get(event.kind, event.kind), event.type, event.object,
-                                 event.observed_ns)  # fmt: skip
+                                 event.observed_ns, relisted=bool(event.relisted))  # fmt: skip
 
     def start(self) -> None:
         self.watcher.start()

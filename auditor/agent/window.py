@@ -24,6 +24,7 @@ class KubeItem:
     type: str
     obj: dict[str, Any]
     observed_ns: int
+    relisted: bool = False  # learnt by a relist: observed_ns only bounds when it happened
 
     @property
     def key(self) -> str:
@@ -33,10 +34,14 @@ class KubeItem:
         return f"{meta.get('namespace') or ''}/{meta.get('name') or ''}"
 
     def line(self, type_: str | None = None) -> str:
-        return json.dumps(
-            {"type": type_ or self.type, "object": self.obj, "observedAt": format_time_ns(self.observed_ns)},
-            separators=(",", ":"),
-        )
+        doc: dict[str, Any] = {
+            "type": type_ or self.type,
+            "object": self.obj,
+            "observedAt": format_time_ns(self.observed_ns),
+        }
+        if self.relisted:
+            doc["relisted"] = True
+        return json.dumps(doc, separators=(",", ":"))
 
 
 def slice_addresses(obj: dict[str, Any]) -> set[str]:

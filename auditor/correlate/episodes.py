@@ -63,6 +63,20 @@ def _stamp(pod: Any, *names: str) -> tuple[int | None, bool]:
     return None, False
 
 
+def _deletion(pod: Any) -> tuple[int | None, bool]:
+    """When the pod's deletion was requested: the watch receipt of the first version carrying a
+    deletionTimestamp (precise), else that timestamp minus deletionGracePeriodSeconds (the API server
+    sets it to request time + grace; coarse), else the receipt of the DELETED event."""
+    observed = getattr(pod, "deletion_observed_ns", None)
+    if observed is not None:
+        return int(observed), True
+    stamp = getattr(pod, "deletion_ns", None)
+    if stamp is not None:
+        grace = getattr(pod, "deletion_grace_s", None) or 0
+        return int(stamp) - int(grace) * NS, False
+    return _stamp(pod, "deleted_observed_ns")
+
+
 def build_episodes(pods: Iterable[Any], endpoints: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per terminated pod IP (a pod with two IPs, v4 and v6, has two rows)."""
     pods = list(pods)
@@ -78,7 +92,7 @@ def build_episodes(pods: Iterable[Any], endpoints: pd.DataFrame | None = None) -
             if seen is not None:
                 starts.setdefault(ip, []).append(int(seen))
     for p in pods:
-        deleted, deleted_precise = _stamp(p, "deletion_observed_ns", "deletion_ns", "deleted_observed_ns")
+        deleted, deleted_precise = _deletion(p)
         if deleted is None:
             continue
         exited, exited_precise = _stamp(p, "deleted_observed_ns", "container_finished_ns")

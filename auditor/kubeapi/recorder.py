@@ -46,13 +46,16 @@ class StreamRecorder:
         else:
             self.path, self._file, self._owned = None, target, False
 
-    def write(self, event_type: str, obj: dict[str, Any], observed_ns: int) -> None:
-        """Append one event."""
-        line = json.dumps(
-            {"type": event_type, "object": obj, "observedAt": format_observed_at(observed_ns)},
-            separators=(",", ":"),
-            ensure_ascii=False,
-        )
+    def write(self, event_type: str, obj: dict[str, Any], observed_ns: int, relisted: bool = False) -> None:
+        """Append one event. ``relisted``: learnt by a relist, so observedAt only bounds the change."""
+        doc: dict[str, Any] = {
+            "type": event_type,
+            "object": obj,
+            "observedAt": format_observed_at(observed_ns),
+        }
+        if relisted:
+            doc["relisted"] = True
+        line = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
         with self._lock:
             self._file.write(line + "\n")
             self._file.flush()
@@ -60,7 +63,9 @@ class StreamRecorder:
 
     def write_event(self, event: WatchEvent) -> None:
         """Append a :class:`WatchEvent` (usable directly as ``KubeWatcher(on_event=...)``)."""
-        self.write(event.type, event.object, event.observed_ns)
+        self.write(
+            event.type, event.object, event.observed_ns, relisted=bool(getattr(event, "relisted", False))
+        )
 
     def close(self) -> None:
         with self._lock:

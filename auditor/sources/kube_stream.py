@@ -4,7 +4,9 @@ Accepted (auto-detected per JSON document, several kinds may share one file):
 
 * ``kubectl get pods,endpointslices -A --watch --output-watch-events -o json``: concatenated,
   pretty-printed or one-per-line ``{"type": ADDED|MODIFIED|DELETED|BOOKMARK|ERROR, "object": {...}}``,
-  each optionally with ``"observedAt"`` (RFC 3339, ns: when the watcher received it; *precise*);
+  each optionally with ``"observedAt"`` (RFC 3339, ns: when the watcher received it; *precise*) and
+  ``"relisted": true`` when the watcher learnt the change by relisting after a 410 or a reconnect: its
+  observedAt is then only an upper bound of when the change happened, used for ordering, not as a time;
 * ``kubectl get events -A -o json`` / ``kubectl get pods -o json``: ``{"kind": "...List", "items": [...]}``
   (items are taken as ADDED, without observedAt);
 * a single object (``kubectl get pod x -o json``), taken as ADDED.
@@ -53,6 +55,7 @@ class _Item:
     file: str
     line: int
     order_ns: int = 0  # observedAt, or the last one before it in the same file
+    bound_ns: int | None = None  # a relisted event's observedAt: orders it, but is no precise time
 
 
 @dataclass(slots=True)
@@ -88,8 +91,9 @@ class _Reader:
                 "or a `kubectl get ... -o json` list",
             )
         for item in self.items[start:]:
-            if item.observed_ns is not None:
-                last_observed = item.observed_ns
+            seen = item.observed_ns if item.observed_ns is not None else item.bound_ns
+            if seen is not None:
+                last_observed = seen
             item.order_ns = last_observed
 
     def _add_document(self, doc: Any, file: str, line: int) -> bool:
@@ -143,7 +147,10 @@ class _Reader:
                 self.problems.append(InputProblem(
                     file, line, f"bad observedAt {raw!r}; event used with its object times only"
                 ))  # fmt: skip
-        self.items.append(_Item(etype, obj, observed, file, line))
+        if doc.get("relisted") is True:
+            self.items.append(_Item(etype, obj, None, file, line, bound_ns=observed))
+        else:
+            self.items.append(_Item(etype, obj, observed, file, line))
 
 
 def _split_documents(text: str, file: str, problems: list[InputProblem]) -> Iterator[tuple[int, Any]]:

@@ -74,7 +74,7 @@ def scenario(
             "web-6d5f-aaaaa",
             (POD_IP,),
             first_seen_ns=T0 - 60 * NS,
-            deletion_ns=T0 // NS * NS,
+            deletion_ns=T0 // NS * NS + 30 * NS,  # the API server: request time + grace
             deletion_observed_ns=T0,
             deleted_observed_ns=T0 + 4 * NS,
             prestop_sleep_s=prestop_s or None,
@@ -165,3 +165,17 @@ def test_no_termination_gives_unknown() -> None:
     res = audit(packet_frame([]), [])
     assert res.verdict == "UNKNOWN"
     assert res.inputs["packet_events"] == 0
+
+
+def test_without_watch_receipt_times_the_deletion_is_the_coarse_request_time() -> None:
+    """A plain ``kubectl --watch`` has no observedAt: deletionTimestamp minus the grace period."""
+    import dataclasses
+
+    events, pods, refused = scenario(delay_s=1.0, prestop_s=0.0, keepalive_resets=0)
+    pods[0] = dataclasses.replace(pods[0], deletion_observed_ns=None, deleted_observed_ns=None)
+    res = audit(packet_frame(events), pods)
+    ep = res.episodes.set_index("pod").loc["web-6d5f-aaaaa"]
+    assert not ep["deleted_precise"]
+    assert ep["deleted_ns"] == T0 // NS * NS  # deletionTimestamp - 30 s, truncated to the second
+    assert res.causes["propagation_gap"] == refused
+    assert res.recommendation is not None and res.recommendation.prestop_seconds == 2
