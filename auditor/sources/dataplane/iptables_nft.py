@@ -6,7 +6,8 @@ The nf_tables transaction of one ``iptables-restore`` shows as its rule events f
 
 from __future__ import annotations
 
-from auditor.sources.dataplane.endpoints import Endpoint
+from typing import Any
+
 from auditor.sources.dataplane.iptables_rules import IptablesNat, parse_monitor_line
 from auditor.sources.dataplane.monitor import MonitorWatcher, run_dump
 from auditor.sources.dataplane.watcher import netns_argv
@@ -29,14 +30,5 @@ class XtablesMonitorWatcher(MonitorWatcher):
             except ValueError:
                 self.counters.parse_failures += 1
 
-    def _feed(self, line: str) -> bool:
-        event = parse_monitor_line(line)
-        if event is None:
-            return False
-        if event.kind == "generation":
-            return True
-        self.model.apply(event)
-        return False
-
-    def _endpoints(self) -> set[Endpoint]:
-        return self.model.endpoints()
+    def _parse(self, line: str) -> Any:
+        return parse_monitor_line(line)

@@ -17,7 +17,7 @@ import tempfile
 import time
 from abc import abstractmethod
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from auditor.errors import AuditorError
 from auditor.sources.dataplane.endpoints import Endpoint
@@ -62,6 +62,7 @@ class MonitorWatcher(DataplaneWatcher):
     """A watcher fed by the lines of a monitor subprocess."""
 
     monitor: tuple[str, ...] = ()  # the tool's argv, without namespace prefix
+    model: Any  # the rule model the lines update: .apply(event), .endpoints()
     subscribe_timeout = 3.0
 
     def __init__(self, node: str, netns: str | None = None) -> None:
@@ -75,12 +76,22 @@ class MonitorWatcher(DataplaneWatcher):
         """Read the whole rule set into the model (after subscribing)."""
 
     @abstractmethod
+    def _parse(self, line: str) -> Any:
+        """One monitor line -> an event with ``.kind`` for the model, or None to ignore it."""
+
     def _feed(self, line: str) -> bool:
         """Apply one line to the model; True if it closed a transaction. ValueError if unreadable."""
+        event = self._parse(line)
+        if event is None:
+            return False
+        if event.kind == "generation":
+            return True
+        self.model.apply(event)
+        return False
 
-    @abstractmethod
     def _endpoints(self) -> set[Endpoint]:
         """What the model routes to now."""
+        return set(self.model.endpoints())
 
     def _prepare(self) -> None:
         tool = self.monitor[0]

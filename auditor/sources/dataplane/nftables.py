@@ -7,8 +7,8 @@ Each ``nft`` transaction ends with a ``# new generation`` line; the endpoints ar
 from __future__ import annotations
 
 import subprocess
+from typing import Any
 
-from auditor.sources.dataplane.endpoints import Endpoint
 from auditor.sources.dataplane.monitor import MonitorWatcher
 from auditor.sources.dataplane.nft_rules import TABLE, NftTables, parse_nft_monitor_line
 from auditor.sources.dataplane.watcher import netns_argv
@@ -30,14 +30,5 @@ class NftMonitorWatcher(MonitorWatcher):
             if proc.returncode == 0:  # a missing table is no error: kube-proxy may create it later
                 self.model.load_list(proc.stdout, family)
 
-    def _feed(self, line: str) -> bool:
-        event = parse_nft_monitor_line(line)
-        if event is None:
-            return False
-        if event.kind == "generation":
-            return True
-        self.model.apply(event)
-        return False
-
-    def _endpoints(self) -> set[Endpoint]:
-        return self.model.endpoints()
+    def _parse(self, line: str) -> Any:
+        return parse_nft_monitor_line(line)
