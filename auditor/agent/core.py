@@ -6,6 +6,12 @@ the metrics HTTP server; the caller's thread runs :meth:`Agent.run` (episodes, l
 On :meth:`Agent.request_stop` (SIGTERM): sources stop and are drained, the writer empties the queue and
 finishes the log segment, then ``agent-<node>.json`` records received / written / lost. Every event a
 poll loop received is either written or counted as ``queue_full`` (``received == written + dropped``).
+
+Events move in batches: one packet table (pandas) per poll (``poll_frame`` where the source has it),
+through a queue bounded in batches and rows, to the event log and the live window (bounded in rows).
+Memory: those bounds keep it flat; above ``rss_limit_mb`` the window also sheds its oldest half
+(counted in ``window_evicted_packets``), since the kernel ring buffer, not the agent, is the place to
+absorb a storm.
 """
 
 from __future__ import annotations
@@ -13,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import threading
 import time
 from collections import Counter
@@ -22,11 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from auditor.agent.batchqueue import BatchQueue
 from auditor.agent.correlator import EpisodeReport, LiveCorrelator
+from auditor.agent.frames import as_packet_frame, kind_counts
 from auditor.agent.inputs import DataplaneInput, KubeInput
 from auditor.agent.sources import PacketSource
 from auditor.model.kube import format_time_ns
-from auditor.model.packet import PacketEvent
 from auditor.sinks.eventlog import EventLog, segment_stamp
 from auditor.sinks.metrics import AgentMetrics, MetricsServer
 
@@ -47,6 +53,9 @@ class AgentConfig:
     settle_s: float = 10.0
     window_s: float = 600.0
     queue_batches: int = 4096  # poll batches waiting for the writer
+    queue_rows: int = 262_144  # events waiting for the writer (about 60 bytes each)
+    window_rows: int = 500_000  # packet events the live window keeps (its age bound: window_s)
+    rss_limit_mb: int = 250  # above it the window sheds; 0: no check
     queue_wait_s: float = 1.0  # a poll loop waits this long for room, then counts the batch lost
     stop_timeout_s: float = 10.0
     dataplane: str = "off"  # off | auto | iptables-nft | iptables-legacy | nftables
@@ -70,7 +79,9 @@ class Agent:
         self.metrics = metrics or AgentMetrics()
         self.on_episode = on_episode or (lambda r: log.info("%s", r.line))
         self.stop_event = threading.Event()
-        self.correlator = LiveCorrelator(config.node, settle_s=config.settle_s, window_s=config.window_s)
+        self.correlator = LiveCorrelator(
+            config.node, settle_s=config.settle_s, window_s=config.window_s, max_packets=config.window_rows
+        )
         self.started_ns = time.time_ns()
         stamp = segment_stamp(self.started_ns / 1e9)
         self.dir = Path(config.log_dir)
@@ -94,12 +105,15 @@ class Agent:
             )
         self.summary_path = self.dir / f"agent-{config.node}.json"
         self.episodes_path = self.dir / f"episodes-{config.node}.jsonl"
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, config.queue_batches))
+        self._queue = BatchQueue(config.queue_batches, config.queue_rows)
         self._lock = threading.Lock()
         self.received: Counter[str] = Counter()
         self.dropped = 0
         self.written = 0
         self.episode_verdicts: Counter[str] = Counter()
+        self.rss_bytes = self.peak_rss_bytes = 0
+        self.rss_over_limit = 0  # ticks that found the process above rss_limit_mb
+        self.rss_shed_rows = 0  # window rows shed for memory (also in window_evicted_packets)
         self._pollers: list[threading.Thread] = []
         self._writer = threading.Thread(target=self._write_loop, name="agent-writer", daemon=True)
         self._server: MetricsServer | None = None
@@ -188,10 +202,7 @@ class Agent:
             t.join(max(0.0, deadline - time.monotonic() - 2.0))
         self._stop_inputs(max(0.5, min(3.0, deadline - time.monotonic() - 2.0)))
         if self._writer.is_alive():
-            try:
-                self._queue.put(_STOP, timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Full:
-                self._clean = False
+            self._queue.put_always(_STOP)
             self._writer.join(max(0.1, deadline - time.monotonic()))
         if self._writer.is_alive() or any(t.is_alive() for t in self._pollers):
             self._clean = False
@@ -212,14 +223,19 @@ class Agent:
 
     # -- threads -----------------------------------------------------------------------------------
     def _poll_loop(self, src: PacketSource) -> None:
+        poll_frame = getattr(src, "poll_frame", None)  # the batch path, where the source has it
+
+        def poll(timeout_ms: int) -> Any:
+            return poll_frame(timeout_ms) if poll_frame is not None else src.poll(timeout_ms)
+
         try:
             while not self.stop_event.is_set():
-                self._enqueue(src.poll(100))
+                self._enqueue(poll(100))
             for _ in range(100):  # drain what is already waiting (bounded)
-                events = src.poll(0)
-                if not events:
+                batch = poll(0)
+                if len(batch) == 0:
                     break
-                self._enqueue(events)
+                self._enqueue(batch)
         except Exception as exc:
             self._source_errors[src.name] = f"{type(exc).__name__}: {exc}"
             log.error("packet source %s failed: %s", src.name, self._source_errors[src.name])
@@ -229,35 +245,32 @@ class Agent:
             except Exception as exc:
                 log.warning("closing source %s: %s", src.name, exc)
 
-    def _enqueue(self, events: list[PacketEvent]) -> None:
-        if not events:
+    def _enqueue(self, batch: Any) -> None:
+        """Count a poll's batch (packet table or event list) and queue it for the writer."""
+        if len(batch) == 0:
             return
-        kinds = Counter(e.kind for e in events)
+        frame = as_packet_frame(batch)
+        kinds = kind_counts(frame)
         with self._lock:
             self.received.update(kinds)
         for kind, n in kinds.items():
             self.metrics.count_received(kind, n)
-        try:
-            self._queue.put(events, timeout=self.config.queue_wait_s)
-        except queue.Full:
+        if not self._queue.put(frame, len(frame), timeout=self.config.queue_wait_s):
             with self._lock:
-                self.dropped += len(events)
+                self.dropped += len(frame)
 
     def _write_loop(self) -> None:
         flush_s = max(0.01, self.config.flush_ms / 1000)
         last_flush = time.monotonic()
         stopping = False
         while True:
-            try:
-                item = self._queue.get(timeout=flush_s) if not stopping else self._queue.get_nowait()
-            except queue.Empty:
-                item = None
-                if stopping:
-                    break
+            got, item = self._queue.get(0.0 if stopping else flush_s)
+            if not got and stopping:
+                break
             if item is _STOP:
                 stopping = True  # keep taking what poll loops put before they ended
                 continue
-            if item:
+            if item is not None and len(item):
                 try:
                     self.eventlog.write(item)
                 except Exception as exc:
@@ -277,10 +290,26 @@ class Agent:
 
     # -- periodic ----------------------------------------------------------------------------------
     def _tick(self) -> None:
+        self._check_memory()
         for kind, total in self.lost().items():
             self.metrics.set_lost_total(kind, total)
         for report in self.correlator.run_due():
             self._report(report)
+
+    def _check_memory(self) -> None:
+        """Sample RSS; above ``rss_limit_mb`` shed the oldest half of the live window (counted)."""
+        self.rss_bytes = _rss_bytes()
+        self.peak_rss_bytes = max(self.peak_rss_bytes, self.rss_bytes)
+        limit = self.config.rss_limit_mb << 20
+        if not limit or self.rss_bytes <= limit:
+            return
+        self.rss_over_limit += 1
+        shed = self.correlator.shed_packets(0.5)
+        self.rss_shed_rows += shed
+        log.warning(
+            "RSS %.0f MB above the %d MB limit: shed %d packet events from the live window",
+            self.rss_bytes / 2**20, self.config.rss_limit_mb, shed,
+        )  # fmt: skip
 
     def _report(self, report: EpisodeReport) -> None:
         self.episode_verdicts[report.verdict] += 1
@@ -337,6 +366,15 @@ class Agent:
                 "by_verdict": dict(self.episode_verdicts),
                 "window_evicted_packets": c.window.evicted_packets,
             },
+            "memory": {
+                "rss_mb": round(self.rss_bytes / 2**20, 1),
+                "peak_rss_mb": round(self.peak_rss_bytes / 2**20, 1),
+                "limit_mb": self.config.rss_limit_mb,
+                "over_limit_ticks": self.rss_over_limit,
+                "shed_rows": self.rss_shed_rows,
+                "queue_peak_rows": self._queue.peak_rows,
+                "window_rows": c.window.packet_rows,
+            },
             "kube": self.kube.notes() if self.kube is not None else "off",
             "dataplane": self.dataplane.notes() if self.dataplane is not None else self.dataplane_note,
             "sources": {s.name: _safe_notes(s) for s in self.sources},
@@ -359,6 +397,15 @@ class Agent:
     @property
     def clean(self) -> bool:
         return self._clean
+
+
+def _rss_bytes() -> int:
+    """Resident set size of this process (0 where /proc is unreadable)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _safe_notes(src: PacketSource) -> dict[str, Any]:

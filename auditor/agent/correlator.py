@@ -17,10 +17,13 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from auditor.agent.window import KubeItem, Window
 from auditor.model.packet import PacketEvent
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +93,18 @@ class LiveCorrelator:
         self.errors = 0
 
     # -- inputs (any thread) -----------------------------------------------------------------------
-    def add_packets(self, events: list[PacketEvent]) -> None:
+    def add_packets(self, events: pd.DataFrame | list[PacketEvent]) -> None:
+        """A batch of packet events: a packet table, or a list of events."""
         with self._lock:
             self.window.add_packets(events)
+
+    def shed_packets(self, fraction: float) -> int:
+        """Forget the oldest ``fraction`` of the window's packet events (memory pressure); counted in
+        ``window.evicted_packets``. Returns how many went."""
+        with self._lock:
+            dropped = self.window.drop_oldest(int(self.window.packet_rows * fraction))
+            self.window.evicted_packets += dropped
+        return dropped
 
     def add_kube(
         self, kind: str, type_: str, obj: dict[str, Any], observed_ns: int, relisted: bool = False
@@ -143,7 +155,6 @@ class LiveCorrelator:
     def _audit(self, uid: str, deleted_ns: int) -> EpisodeReport | None:
         from auditor.correlate.audit import AuditOptions, audit
         from auditor.model.dataplane import dataplane_frame
-        from auditor.model.packet import packet_frame
         from auditor.sources.kube_stream import read_kube_streams
 
         with self._lock:
@@ -165,7 +176,7 @@ class LiveCorrelator:
             packets = self.window.packets_for(ips, since)
             records = self.window.dataplane_for(ips, since)
             lines = self.window.kube_lines(uid, ips)
-        if not ips or (pod_node != self.node and not packets and not records):
+        if not ips or (pod_node != self.node and packets.empty and not records):
             return None
         fd, path = tempfile.mkstemp(prefix="auditor-episode-", suffix=".json")
         try:
@@ -179,7 +190,7 @@ class LiveCorrelator:
             return None
         pod = pods[0]
         dp = dataplane_frame(records) if records else None
-        res = audit(packet_frame(packets), pods, endpoints=kube.endpoints, dataplane=dp,
+        res = audit(packets, pods, endpoints=kube.endpoints, dataplane=dp,
                     options=AuditOptions(margin_s=self.margin_s))  # fmt: skip
         report = EpisodeReport(
             pod.namespace, pod.name, uid, pod_node, self.node, res.verdict, dict(res.causes)

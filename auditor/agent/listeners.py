@@ -15,8 +15,12 @@ import ipaddress
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from auditor.model.packet import PacketEvent
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 WILDCARDS = ("0.0.0.0", "::")
 
@@ -109,3 +113,18 @@ class NetnsAddressBook:
             self.resolved += 1
             out += [dataclasses.replace(e, src=a, family=6 if ":" in a else 4) for a in addrs]
         return out
+
+    def resolve_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """:meth:`resolve` for a packet table: only the wildcard ``listen_close`` rows become objects."""
+        self.tick()
+        if frame.empty:
+            return frame
+        wild = (frame["kind"] == "listen_close") & frame["src"].isin(WILDCARDS)
+        if not wild.any():
+            return frame
+        from auditor.agent.frames import concat_packet_frames, frame_events
+        from auditor.model.packet import packet_frame
+
+        named = packet_frame(self.resolve(frame_events(frame.loc[wild])))
+        both = concat_packet_frames([frame.loc[~wild], named])
+        return both.sort_values("time", kind="stable", ignore_index=True)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from auditor.model.packet import PacketEvent
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 class PacketSource(Protocol):
-    """What the agent needs from a packet source (tests use fakes)."""
+    """What the agent needs from a packet source (tests use fakes).
+
+    A source may also offer ``poll_frame(timeout_ms) -> pandas.DataFrame`` (the packet table of one
+    poll): the agent then uses it instead of :meth:`poll` (the batch path, no object per event).
+    """
 
     name: str
 
@@ -50,6 +57,10 @@ class ProbeSource:
 
     def poll(self, timeout_ms: int) -> list[PacketEvent]:
         return self.listeners.resolve(self.probes.poll(timeout_ms))
+
+    def poll_frame(self, timeout_ms: int) -> pd.DataFrame:
+        """The events of one poll as the packet table, decoded in one batch."""
+        return self.listeners.resolve_frame(self.probes.poll_frame(timeout_ms))
 
     def lost(self) -> dict[str, int]:
         if self._started:

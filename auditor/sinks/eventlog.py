@@ -24,11 +24,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from auditor.errors import AuditorError
 from auditor.model.kube import format_time_ns
-from auditor.model.packet import PacketEvent
+from auditor.model.packet import PACKET_COLUMNS, PacketEvent
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LOG_FORMATS = ("parquet", "jsonl")
 _FIELDS = tuple(f.name for f in fields(PacketEvent) if f.name != "time_ns")
@@ -47,12 +50,55 @@ def event_json_line(event: PacketEvent) -> str:
     return json.dumps(row, separators=(",", ":"))
 
 
-def _record_batch(events: Sequence[PacketEvent]) -> Any:
+_KEYS = {name: json.dumps(name) + ":" for name in PACKET_COLUMNS}
+
+
+def frame_json_lines(frame: pd.DataFrame) -> str:
+    """The JSONL rows of a packet table, the same text as :func:`event_json_line` per row.
+
+    Columns constant in the batch are formatted once; the others go through one ``%`` template per row.
+    """
+    import numpy as np
+    import pandas as pd
+
+    n = len(frame)
+    if n == 0:
+        return ""
+    pieces: list[str] = []
+    args: list[list[Any]] = []
+    for name in PACKET_COLUMNS:
+        key, col = _KEYS[name], frame[name]
+        if name == "time":
+            text = np.datetime_as_string(col.to_numpy(dtype="datetime64[ns]"), unit="ns")
+            pieces.append(key + '"%sZ"')
+            args.append(text.tolist())
+        elif isinstance(col.dtype, pd.CategoricalDtype):
+            cats = [json.dumps(str(c), ensure_ascii=False) for c in col.cat.categories]
+            encoded = np.asarray([*cats, '""'], dtype=object)  # code -1 (missing) -> ""
+            codes = col.cat.codes.to_numpy()
+            if (codes == codes[0]).all():
+                pieces.append(key + str(encoded[codes[0]]).replace("%", "%%"))
+            else:
+                pieces.append(key + "%s")
+                args.append(encoded[codes].tolist())
+        else:
+            values = col.to_numpy()
+            if (values == values[0]).all():
+                pieces.append(key + str(int(values[0])))
+            else:
+                pieces.append(key + "%d")
+                args.append(values.tolist())
+    template = "{" + ",".join(pieces) + "}\n"
+    if not args:
+        return template * n
+    return "".join([template % row for row in zip(*args, strict=True)])
+
+
+def _record_batch(frame: pd.DataFrame) -> Any:
     import pyarrow as pa
 
-    from auditor.model.packet import packet_arrow_schema, packet_frame
+    from auditor.model.packet import packet_arrow_schema
 
-    frame = packet_frame(list(events))
     return pa.RecordBatch.from_pandas(frame, schema=packet_arrow_schema(), preserve_index=False)
 
 
@@ -89,7 +135,8 @@ class EventLog:
         self._base: Path | None = None  # current segment without suffix
         self._jsonl: IO[str] | None = None
         self._parquet: Any = None
-        self._pending: list[PacketEvent] = []
+        self._pending: list[Any] = []  # Arrow record batches for the next row group
+        self._pending_rows = 0
         self._bytes = 0
         self._opened_at = 0.0
         try:
@@ -101,20 +148,27 @@ class EventLog:
         self.recovered = recover_segments(self.directory)
 
     # -- writing -----------------------------------------------------------------------------------
-    def write(self, events: Sequence[PacketEvent]) -> None:
-        """Append events (buffered until :meth:`flush`); rotates when the segment is too big."""
-        if not events:
+    def write(self, events: pd.DataFrame | Sequence[PacketEvent]) -> None:
+        """Append a batch: a packet table (the fast path) or events (buffered until :meth:`flush`);
+        rotates when the segment is too big."""
+        import pandas as pd
+
+        from auditor.model.packet import packet_frame
+
+        if len(events) == 0:
             return
+        frame = events if isinstance(events, pd.DataFrame) else packet_frame(list(events))
         if self._jsonl is None:
             self._open()
         assert self._jsonl is not None
-        text = "".join(event_json_line(e) + "\n" for e in events)
+        text = frame_json_lines(frame)
         self._jsonl.write(text)
         self._bytes += len(text)
-        self.written += len(events)
+        self.written += len(frame)
         if self.fmt == "parquet":
-            self._pending.extend(events)
-            if len(self._pending) >= self.row_group_rows:
+            self._pending.append(_record_batch(frame))
+            self._pending_rows += len(frame)
+            if self._pending_rows >= self.row_group_rows:
                 self._write_row_group()
         if self._bytes >= self.rotate_bytes:
             self.rotate()
@@ -182,8 +236,11 @@ class EventLog:
         if self._parquet is None:
             part = self._base.with_name(self._base.name + ".parquet.part")
             self._parquet = pq.ParquetWriter(part, packet_arrow_schema(), compression="snappy")
-        self._parquet.write_batch(_record_batch(self._pending))
-        self._pending = []
+        import pyarrow as pa
+
+        table = pa.Table.from_batches(self._pending, schema=packet_arrow_schema())
+        self._parquet.write_table(table, row_group_size=max(self.row_group_rows, table.num_rows))
+        self._pending, self._pending_rows = [], 0
 
 
 def recover_segments(directory: str | Path) -> int:
@@ -212,6 +269,7 @@ __all__ = [
     "LOG_FORMATS",
     "EventLog",
     "event_json_line",
+    "frame_json_lines",
     "list_segments",
     "recover_segments",
     "segment_stamp",
