@@ -31,6 +31,7 @@ from auditor.agent.batchqueue import BatchQueue
 from auditor.agent.correlator import EpisodeReport, LiveCorrelator
 from auditor.agent.frames import as_packet_frame, kind_counts
 from auditor.agent.inputs import DataplaneInput, KubeInput
+from auditor.agent.memory import release_unused, rss_bytes
 from auditor.agent.sources import PacketSource
 from auditor.model.kube import format_time_ns
 from auditor.sinks.eventlog import EventLog, segment_stamp
@@ -114,6 +115,7 @@ class Agent:
         self.rss_bytes = self.peak_rss_bytes = 0
         self.rss_over_limit = 0  # ticks that found the process above rss_limit_mb
         self.rss_shed_rows = 0  # window rows shed for memory (also in window_evicted_packets)
+        self.released_bytes = 0  # given back by release_unused (compiler pages, free heap)
         self._pollers: list[threading.Thread] = []
         self._writer = threading.Thread(target=self._write_loop, name="agent-writer", daemon=True)
         self._server: MetricsServer | None = None
@@ -153,6 +155,7 @@ class Agent:
                 self.dataplane = None
         if self.kube is not None:
             self.kube.start()
+        self.released_bytes = release_unused()  # what compiling the probes left resident
         self._writer.start()
         for src in self.sources:
             t = threading.Thread(target=self._poll_loop, args=(src,), name=f"poll-{src.name}", daemon=True)
@@ -298,12 +301,15 @@ class Agent:
 
     def _check_memory(self) -> None:
         """Sample RSS; above ``rss_limit_mb`` shed the oldest half of the live window (counted)."""
-        self.rss_bytes = _rss_bytes()
+        self.rss_bytes = rss_bytes()
         self.peak_rss_bytes = max(self.peak_rss_bytes, self.rss_bytes)
         limit = self.config.rss_limit_mb << 20
         if not limit or self.rss_bytes <= limit:
             return
         self.rss_over_limit += 1
+        self.released_bytes += release_unused()
+        if rss_bytes() <= limit:
+            return
         shed = self.correlator.shed_packets(0.5)
         self.rss_shed_rows += shed
         log.warning(
@@ -372,6 +378,7 @@ class Agent:
                 "limit_mb": self.config.rss_limit_mb,
                 "over_limit_ticks": self.rss_over_limit,
                 "shed_rows": self.rss_shed_rows,
+                "released_mb": round(self.released_bytes / 2**20, 1),
                 "queue_peak_rows": self._queue.peak_rows,
                 "window_rows": c.window.packet_rows,
             },
@@ -397,15 +404,6 @@ class Agent:
     @property
     def clean(self) -> bool:
         return self._clean
-
-
-def _rss_bytes() -> int:
-    """Resident set size of this process (0 where /proc is unreadable)."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 def _safe_notes(src: PacketSource) -> dict[str, Any]:

@@ -73,7 +73,7 @@ def frame_json_lines(frame: pd.DataFrame) -> str:
             pieces.append(key + '"%sZ"')
             args.append(text.tolist())
         elif isinstance(col.dtype, pd.CategoricalDtype):
-            cats = [json.dumps(str(c), ensure_ascii=False) for c in col.cat.categories]
+            cats = [json.dumps(str(c)) for c in col.cat.categories]
             encoded = np.asarray([*cats, '""'], dtype=object)  # code -1 (missing) -> ""
             codes = col.cat.codes.to_numpy()
             if (codes == codes[0]).all():

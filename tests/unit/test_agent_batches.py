@@ -1,0 +1,174 @@
+"""The agent's batch path: packet tables from poll to disk, the row-bounded queue, the frame window,
+the memory limit that sheds it, and wildcard listeners named in a table."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from auditor.agent import AgentConfig, run_agent
+from auditor.agent.batchqueue import BatchQueue
+from auditor.agent.frames import concat_packet_frames, frame_events, kind_counts
+from auditor.agent.listeners import NetnsAddressBook
+from auditor.agent.window import Window
+from auditor.model.packet import PacketEvent, packet_frame
+from auditor.sinks.eventfile import read_events
+from auditor.sinks.eventlog import EventLog, event_json_line, frame_json_lines, list_segments
+
+T0 = 1_790_000_000_000_000_000
+
+
+def _events(n: int, start: int = 0, src: str = "10.0.0.1", node: str = "n1") -> list[PacketEvent]:
+    return [
+        PacketEvent(T0 + (start + i) * 1_000_003, ("refused", "rst_sent", "icmp_unreachable")[i % 3],
+                    4 if i % 5 else 6, src if i % 5 else "fd00::1", 30000 + (start + i) % 30000,
+                    "10.244.1.7", 8080, icmp_type=3 if i % 3 == 2 else 0, reporter="10.1.1.1" if i % 3 == 2 else "",
+                    reason_raw=i % 7, state_raw=2, netns=4026531840 + i % 3, source="ebpf", node=node)
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def test_frame_json_lines_is_event_json_line_per_row() -> None:
+    events = _events(50)
+    odd = PacketEvent(T0, "drop", 4, 'we"ird', 1, "5%d", 2, interface="eth0\u00e9", node="n1")
+    for batch in (events, [odd], [odd, *events[:3]], events[:1]):
+        expected = "".join(event_json_line(e) + "\n" for e in batch)
+        assert frame_json_lines(packet_frame(batch)) == expected
+    assert frame_json_lines(packet_frame([])) == ""
+
+
+def test_eventlog_takes_frames_with_different_categories(tmp_path: Path) -> None:
+    log = EventLog(tmp_path, "n1", "parquet", row_group_rows=70)
+    batches = [_events(40, 0, "10.0.0.1"), _events(40, 40, "10.0.0.2", "n2"), _events(40, 80, "10.0.0.3")]
+    for b in batches:
+        log.write(packet_frame(b))
+    log.write(batches[0][:0])  # an empty batch writes nothing
+    log.close()
+    assert log.written == 120 and [p.suffix for p in log.finished] == [".parquet"]
+    df = pd.concat([read_events(p) for p in list_segments(tmp_path)], ignore_index=True)
+    every = [e for b in batches for e in b]
+    assert df["time"].astype("int64").tolist() == [e.time_ns for e in every]
+    assert df["src"].astype(str).tolist() == [e.src for e in every]
+    assert df["node"].astype(str).tolist() == [e.node for e in every]
+    assert df["reporter"].astype(str).tolist() == [e.reporter for e in every]
+
+
+def test_concat_keeps_categoricals_and_rows_round_trip() -> None:
+    a, b = packet_frame(_events(5, 0, "10.0.0.1")), packet_frame(_events(5, 5, "10.0.0.9"))
+    both = concat_packet_frames([a, b])
+    assert isinstance(both["src"].dtype, pd.CategoricalDtype) and len(both) == 10
+    assert frame_events(both) == _events(5, 0, "10.0.0.1") + _events(5, 5, "10.0.0.9")
+    assert kind_counts(both) == {"refused": 4, "rst_sent": 4, "icmp_unreachable": 2}
+
+
+def test_window_rows_are_bounded_and_evictions_counted() -> None:
+    w = Window(window_s=600, max_packets=100)
+    for i in range(30):
+        w.add_packets(packet_frame(_events(10, i * 10)))
+    assert w.packet_rows == 100 and w.evicted_packets == 200
+    kept = concat_packet_frames(w.packet_frames())
+    assert len(kept) == 100
+    assert kept["time"].astype("int64").min() == T0 + 200 * 1_000_003  # the newest 100 stayed
+    # age: everything before the cut goes, and is not counted as evicted early
+    cut = T0 + 250 * 1_000_003
+    w.trim(cut + w.window_ns)
+    assert w.packet_rows == 50 and w.evicted_packets == 200
+    assert len(concat_packet_frames(w.packet_frames())) == 50
+
+
+def test_window_packets_for_selects_by_address_and_time() -> None:
+    w = Window()
+    w.add_packets(_events(30, 0, "10.0.0.1"))  # a list of events is accepted too
+    w.add_packets(packet_frame(_events(30, 30, "10.0.0.2")))
+    got = w.packets_for({"10.0.0.2"}, T0 + 40 * 1_000_003)
+    assert len(got) == len([e for e in _events(30, 30, "10.0.0.2") if e.src == "10.0.0.2"][-16:]) == 16
+    assert set(got["src"].astype(str)) == {"10.0.0.2"}
+    assert len(w.packets_for({"10.1.1.1"}, 0)) == 20  # ICMP reporter
+    assert w.packets_for({"192.0.2.1"}, 0).empty
+
+
+def test_batch_queue_bounds_rows_and_batches() -> None:
+    q = BatchQueue(max_batches=10, max_rows=100)
+    assert q.put("big", 500, timeout=0)  # an empty queue takes any batch
+    started = time.monotonic()
+    assert not q.put("more", 1, timeout=0.05)  # full by rows: refused after the wait
+    assert time.monotonic() - started >= 0.04
+    assert q.get(0) == (True, "big") and q.rows == 0
+    assert q.put("a", 60, 0) and not q.put("b", 60, 0) and q.put("c", 40, 0)
+    threading.Timer(0.05, lambda: q.get(0)).start()  # room appears while a put waits
+    assert q.put("d", 60, timeout=5)
+    assert q.get(0) == (True, "c") and q.get(0) == (True, "d") and q.get(0.01) == (False, None)
+    assert q.peak_rows == 500
+
+
+class FrameSource:
+    """Serves packet tables through ``poll_frame``; ``poll`` must not be used when it exists."""
+
+    name = "frames"
+
+    def __init__(self, batches: int, rows: int) -> None:
+        self.batches, self.rows, self.produced, self.frame_polls = batches, rows, 0, 0
+
+    def start(self) -> None:
+        return
+
+    def poll(self, timeout_ms: int) -> list[PacketEvent]:
+        raise AssertionError("the agent should use poll_frame")
+
+    def poll_frame(self, timeout_ms: int) -> pd.DataFrame:
+        self.frame_polls += 1
+        if self.produced >= self.batches * self.rows:
+            time.sleep(timeout_ms / 1000)
+            return packet_frame([])
+        now = time.time_ns() - T0
+        frame = packet_frame(_events(self.rows, self.produced))
+        frame["time"] = frame["time"] + pd.Timedelta(now, unit="ns")
+        self.produced += self.rows
+        return frame
+
+    def lost(self) -> dict[str, int]:
+        return {}
+
+    def notes(self) -> dict[str, Any]:
+        return {"produced": self.produced}
+
+    def close(self) -> None:
+        return
+
+
+def test_agent_moves_frames_to_disk_and_sheds_window_over_rss_limit(tmp_path: Path) -> None:
+    src = FrameSource(batches=40, rows=500)
+    config = AgentConfig(node="n1", log_dir=tmp_path, metrics_addr=None, flush_ms=50, queue_rows=2000,
+                         window_rows=8000, rss_limit_mb=1)  # fmt: skip  # 1 MB: always over, always shedding
+    summary = run_agent(config, [src], duration_s=3)
+    assert summary["clean_exit"] is True and src.frame_polls > 40
+    assert summary["received_total"] == summary["written"] == src.produced == 20_000
+    assert summary["received"] == {"refused": 6680, "rst_sent": 6680, "icmp_unreachable": 6640}
+    assert summary["dropped"] == 0
+    disk = pd.concat([read_events(p) for p in list_segments(tmp_path)], ignore_index=True)
+    assert len(disk) == 20_000
+    mem = summary["memory"]
+    assert mem["over_limit_ticks"] >= 1 and mem["rss_mb"] > 1 and mem["queue_peak_rows"] <= 2000
+    assert mem["window_rows"] <= 8000
+    evicted = summary["episodes"]["window_evicted_packets"]
+    assert evicted >= 12_000 + mem["shed_rows"] and mem["shed_rows"] > 0
+
+
+def test_wildcard_listeners_named_in_a_table(tmp_path: Path) -> None:
+    book = NetnsAddressBook(proc=tmp_path / "none")  # nothing to scan: addresses set by hand
+    book.addresses = {7: ("10.244.1.7", "fd00::7"), 8: ()}
+    rows = [
+        PacketEvent(T0 + 1, "listen_close", 4, "0.0.0.0", 8080, "0.0.0.0", 0, netns=7),
+        PacketEvent(T0 + 2, "refused", 4, "10.0.0.1", 1, "10.244.1.7", 8080, netns=7),
+        PacketEvent(T0 + 3, "listen_close", 6, "::", 8081, "::", 0, netns=7),
+        PacketEvent(T0 + 4, "listen_close", 4, "0.0.0.0", 9090, "0.0.0.0", 0, netns=8),
+    ]
+    out = book.resolve_frame(packet_frame(rows))
+    assert frame_events(out) == book.resolve(rows)
+    assert out["src"].astype(str).tolist() == ["10.244.1.7", "10.0.0.1", "10.244.1.7", "fd00::7", "0.0.0.0"]
+    plain = packet_frame(rows[1:2])
+    assert book.resolve_frame(plain) is plain
