@@ -129,54 +129,93 @@ static __always_inline u32 netns_of_skb(const void *skb) {
     return netns_of_sk(sk);
 }
 
-// Tracepoint record fields. Each program copies the record once (one helper call, -D<P>_REC_SIZE
-// bytes: up to the end of its last field) to the stack, then picks fields at the -D offsets.
-#define TP_RECORD(ctx, rec) bpf_probe_read_kernel(rec, sizeof(rec), ctx)
+// Tracepoint record fields, loaded straight from the record (ctx) at the -D offsets: no copy of the
+// whole record, and a program can filter on one field before reading the others. The verifier takes
+// only ctx loads whose offset is a constant in the instruction and a multiple of the load size, so
+// offsets stay compile-time constants (always-inline helpers, unrolled) and byte arrays are read in
+// the widest aligned pieces (saddr[4] at offset 22: two u16 loads).
+#define TP_LOAD(ctx, type, off) (*(const volatile type *)((const char *)(ctx) + (off)))
 
-static __always_inline const void *tp_ptr(const u8 *rec, int off) {
-    const void *p = 0;
-    __builtin_memcpy(&p, rec + off, sizeof(p));
-    return p;
+static __always_inline const void *tp_ptr(const void *ctx, const int off) {
+    return (const void *)TP_LOAD(ctx, u64, off);
 }
 
-static __always_inline u32 tp_u32(const u8 *rec, int off) {
-    u32 v = 0;
-    __builtin_memcpy(&v, rec + off, sizeof(v));
-    return v;
+static __always_inline u32 tp_u32(const void *ctx, const int off) {
+    return TP_LOAD(ctx, u32, off);
 }
 
-static __always_inline u16 tp_u16(const u8 *rec, int off) {
-    u16 v = 0;
-    __builtin_memcpy(&v, rec + off, sizeof(v));
-    return v;
+static __always_inline u16 tp_u16(const void *ctx, const int off) {
+    return TP_LOAD(ctx, u16, off);
+}
+
+// 4 / 16 bytes of the record at `off` to dst, straight-line (a loop would not keep `off` constant).
+static __always_inline void tp_bytes4(u8 *dst, const void *ctx, const int off) {
+    if (off % 4 == 0) {
+        u32 v = TP_LOAD(ctx, u32, off);
+        __builtin_memcpy(dst, &v, 4);
+    } else if (off % 2 == 0) {
+        u16 a = TP_LOAD(ctx, u16, off), b = TP_LOAD(ctx, u16, off + 2);
+        __builtin_memcpy(dst, &a, 2);
+        __builtin_memcpy(dst + 2, &b, 2);
+    } else {
+        dst[0] = TP_LOAD(ctx, u8, off);
+        dst[1] = TP_LOAD(ctx, u8, off + 1);
+        dst[2] = TP_LOAD(ctx, u8, off + 2);
+        dst[3] = TP_LOAD(ctx, u8, off + 3);
+    }
+}
+
+static __always_inline void tp_bytes16(u8 *dst, const void *ctx, const int off) {
+    if (off % 8 == 0) {
+        u64 a = TP_LOAD(ctx, u64, off), b = TP_LOAD(ctx, u64, off + 8);
+        __builtin_memcpy(dst, &a, 8);
+        __builtin_memcpy(dst + 8, &b, 8);
+    } else {
+        tp_bytes4(dst, ctx, off);
+        tp_bytes4(dst + 4, ctx, off + 4);
+        tp_bytes4(dst + 8, ctx, off + 8);
+        tp_bytes4(dst + 12, ctx, off + 12);
+    }
+}
+
+// Both address forms are loaded before the family picks one: loads in two branches that differ
+// only in their offset get merged by clang into one load at a computed (rejected) ctx offset.
+static __always_inline void pick_addrs(struct ev_tuple *t, u16 family, const u8 *s4, const u8 *d4,
+                                       const u8 *s6, const u8 *d6) {
+    if (family == AF_INET_) {
+        __builtin_memcpy(t->saddr, s4, 4);
+        __builtin_memcpy(t->daddr, d4, 4);
+    } else if (family == AF_INET6_) {
+        __builtin_memcpy(t->saddr, s6, 16);
+        __builtin_memcpy(t->daddr, d6, 16);
+    }
 }
 
 // Addresses stored as two sockaddr_in/sockaddr_in6 (6.10+ tcp_send_reset): family, be16 port, address.
-static __always_inline u16 read_sockaddrs(const u8 *rec, struct ev_tuple *t, int off_s, int off_d) {
-    u16 fam = tp_u16(rec, off_s);
-    t->sport = bpf_ntohs(tp_u16(rec, off_s + 2));
-    t->dport = bpf_ntohs(tp_u16(rec, off_d + 2));
-    if (fam == AF_INET_) {
-        __builtin_memcpy(t->saddr, rec + off_s + 4, 4);
-        __builtin_memcpy(t->daddr, rec + off_d + 4, 4);
-    } else if (fam == AF_INET6_) {
-        __builtin_memcpy(t->saddr, rec + off_s + 8, 16);
-        __builtin_memcpy(t->daddr, rec + off_d + 8, 16);
-    }
+static __always_inline u16 read_sockaddrs(const void *ctx, struct ev_tuple *t, const int off_s, const int off_d) {
+    u8 s4[4], d4[4], s6[16], d6[16];
+    u16 fam = tp_u16(ctx, off_s);
+    t->sport = bpf_ntohs(tp_u16(ctx, off_s + 2));
+    t->dport = bpf_ntohs(tp_u16(ctx, off_d + 2));
+    tp_bytes4(s4, ctx, off_s + 4);
+    tp_bytes4(d4, ctx, off_d + 4);
+    tp_bytes16(s6, ctx, off_s + 8);
+    tp_bytes16(d6, ctx, off_d + 8);
+    pick_addrs(t, fam, s4, d4, s6, d6);
     return fam;
 }
 
 // Addresses stored split (older layouts): saddr[4], daddr[4], saddr_v6[16], daddr_v6[16], ports in
-// host order. The v6 arrays hold the v4-mapped address for IPv4 sockets.
-static __always_inline void read_split_addrs(const u8 *rec, struct ev_tuple *t, u16 family, int off_s4,
-                                             int off_d4, int off_s6, int off_d6) {
-    if (family == AF_INET_) {
-        __builtin_memcpy(t->saddr, rec + off_s4, 4);
-        __builtin_memcpy(t->daddr, rec + off_d4, 4);
-    } else {
-        __builtin_memcpy(t->saddr, rec + off_s6, 16);
-        __builtin_memcpy(t->daddr, rec + off_d6, 16);
-    }
+// host order. The v6 arrays hold the v4-mapped address for IPv4 sockets; any family but AF_INET
+// takes them.
+static __always_inline void read_split_addrs(const void *ctx, struct ev_tuple *t, u16 family, const int off_s4,
+                                             const int off_d4, const int off_s6, const int off_d6) {
+    u8 s4[4], d4[4], s6[16], d6[16];
+    tp_bytes4(s4, ctx, off_s4);
+    tp_bytes4(d4, ctx, off_d4);
+    tp_bytes16(s6, ctx, off_s6);
+    tp_bytes16(d6, ctx, off_d6);
+    pick_addrs(t, family == AF_INET_ ? AF_INET_ : AF_INET6_, s4, d4, s6, d6);
 }
 
 // The IPv4/IPv6 header of an skb (at skb->head + skb->network_header) and the TCP/UDP ports

@@ -17,24 +17,21 @@ struct ev_icmp {
 
 #ifdef TP_ICMP_SEND
 int on_icmp_send(void *ctx) {
-    u8 rec[IS_REC_SIZE];
-    if (TP_RECORD(ctx, rec))
-        return 0;
-    u32 type = tp_u32(rec, IS_OFF_TYPE);
+    u32 type = tp_u32(ctx, IS_OFF_TYPE);
     if (type != 3)
         return 0;
     struct ev_icmp ev = {};
-    const void *skb = tp_ptr(rec, IS_OFF_SKBADDR);
+    const void *skb = tp_ptr(ctx, IS_OFF_SKBADDR);
     fill_hdr(&ev.hdr, K_ICMP_UNREACH, netns_of_skb(skb));
     ev.hdr.family = AF_INET_;
     ev.type = type;
-    ev.code = tp_u32(rec, IS_OFF_CODE);
+    ev.code = tp_u32(ctx, IS_OFF_CODE);
     ev.ip_proto = read_skb_tuple(skb, AF_INET_, &ev.t, &ev.tcp_flags);
     if (!ev.ip_proto) {
-        __builtin_memcpy(ev.t.saddr, rec + IS_OFF_SADDR, 4);
-        __builtin_memcpy(ev.t.daddr, rec + IS_OFF_DADDR, 4);
-        ev.t.sport = tp_u16(rec, IS_OFF_SPORT);
-        ev.t.dport = tp_u16(rec, IS_OFF_DPORT);
+        tp_bytes4(ev.t.saddr, ctx, IS_OFF_SADDR);
+        tp_bytes4(ev.t.daddr, ctx, IS_OFF_DADDR);
+        ev.t.sport = tp_u16(ctx, IS_OFF_SPORT);
+        ev.t.dport = tp_u16(ctx, IS_OFF_DPORT);
     }
     emit(ctx, &ev, sizeof(ev), K_ICMP_UNREACH);
     return 0;

@@ -45,17 +45,14 @@ static __always_inline int in_cidr(struct pod_cidr *c, u16 family, const u8 *add
 
 #ifdef TP_KFREE_SKB
 int on_kfree_skb(void *ctx) {
-    u8 rec[KF_REC_SIZE];
-    if (TP_RECORD(ctx, rec))
-        return 0;
 #ifdef KF_HAS_REASON
-    u32 reason = tp_u32(rec, KF_OFF_REASON);
+    u32 reason = tp_u32(ctx, KF_OFF_REASON);
     if (reason <= 1)  // SKB_NOT_DROPPED_YET, SKB_CONSUMED
         return 0;
 #else
     u32 reason = 0;
 #endif
-    u16 protocol = tp_u16(rec, KF_OFF_PROTOCOL);
+    u16 protocol = tp_u16(ctx, KF_OFF_PROTOCOL);
     u16 family;
     if (protocol == ETH_P_IP_)
         family = AF_INET_;
@@ -64,7 +61,7 @@ int on_kfree_skb(void *ctx) {
     else
         return 0;
     struct ev_drop ev = {};
-    const void *skb = tp_ptr(rec, KF_OFF_SKBADDR);
+    const void *skb = tp_ptr(ctx, KF_OFF_SKBADDR);
     ev.ip_proto = read_skb_tuple(skb, family, &ev.t, &ev.tcp_flags);
     if (!ev.ip_proto)
         return 0;
@@ -86,7 +83,7 @@ int on_kfree_skb(void *ctx) {
     ev.hdr.family = family;
     ev.reason = reason;
     ev.protocol = protocol;
-    ev.location = (u64)tp_ptr(rec, KF_OFF_LOCATION);
+    ev.location = (u64)tp_ptr(ctx, KF_OFF_LOCATION);
     emit(ctx, &ev, sizeof(ev), K_DROP);
     return 0;
 }

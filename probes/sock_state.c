@@ -16,13 +16,10 @@ struct ev_sock_state {
 
 #ifdef TP_INET_SOCK_SET_STATE
 int on_inet_sock_set_state(void *ctx) {
-    u8 rec[SS_REC_SIZE];
-    if (TP_RECORD(ctx, rec))
-        return 0;
-    u32 newstate = tp_u32(rec, SS_OFF_NEWSTATE);
+    u32 newstate = tp_u32(ctx, SS_OFF_NEWSTATE);
     if (newstate != TCP_CLOSE_)
         return 0;
-    u32 oldstate = tp_u32(rec, SS_OFF_OLDSTATE);
+    u32 oldstate = tp_u32(ctx, SS_OFF_OLDSTATE);
     u32 kind;
     if (oldstate == TCP_LISTEN_)
         kind = K_LISTEN_CLOSE;
@@ -31,15 +28,15 @@ int on_inet_sock_set_state(void *ctx) {
     else
         return 0;
 #ifdef SS_HAS_PROTOCOL
-    if (tp_u16(rec, SS_OFF_PROTOCOL) != IPPROTO_TCP_)
+    if (tp_u16(ctx, SS_OFF_PROTOCOL) != IPPROTO_TCP_)
         return 0;
 #endif
     struct ev_sock_state ev = {};
-    fill_hdr(&ev.hdr, kind, netns_of_sk(tp_ptr(rec, SS_OFF_SKADDR)));
-    ev.hdr.family = tp_u16(rec, SS_OFF_FAMILY);
-    ev.t.sport = tp_u16(rec, SS_OFF_SPORT);
-    ev.t.dport = tp_u16(rec, SS_OFF_DPORT);
-    read_split_addrs(rec, &ev.t, ev.hdr.family, SS_OFF_SADDR, SS_OFF_DADDR, SS_OFF_SADDR_V6,
+    fill_hdr(&ev.hdr, kind, netns_of_sk(tp_ptr(ctx, SS_OFF_SKADDR)));
+    ev.hdr.family = tp_u16(ctx, SS_OFF_FAMILY);
+    ev.t.sport = tp_u16(ctx, SS_OFF_SPORT);
+    ev.t.dport = tp_u16(ctx, SS_OFF_DPORT);
+    read_split_addrs(ctx, &ev.t, ev.hdr.family, SS_OFF_SADDR, SS_OFF_DADDR, SS_OFF_SADDR_V6,
                      SS_OFF_DADDR_V6);
     ev.oldstate = oldstate;
     ev.newstate = newstate;

@@ -10,48 +10,50 @@ struct ev_tcp_reset {
     u32 reason;         // enum sk_rst_reason (send, 6.10+), else 0
 };
 
-static __always_inline u16 split_family(const u8 *rec, int has_family, int off_family, int off_s6) {
+static __always_inline u16 split_family(const void *ctx, const int has_family, const int off_family,
+                                        const int off_s6) {
     if (has_family)
-        return tp_u16(rec, off_family);
+        return tp_u16(ctx, off_family);
     // no family field: IPv4 sockets show a v4-mapped ::ffff:a.b.c.d in saddr_v6
+    u8 a[12] = {};
     u64 lo = 0;
     u32 hi = 0;
-    __builtin_memcpy(&lo, rec + off_s6, 8);
-    __builtin_memcpy(&hi, rec + off_s6 + 8, 4);
+    tp_bytes4(a, ctx, off_s6);
+    tp_bytes4(a + 4, ctx, off_s6 + 4);
+    tp_bytes4(a + 8, ctx, off_s6 + 8);
+    __builtin_memcpy(&lo, a, 8);
+    __builtin_memcpy(&hi, a + 8, 4);
     return (lo == 0 && hi == bpf_htonl(0xffff)) ? AF_INET_ : AF_INET6_;
 }
 
 #ifdef TP_TCP_SEND_RESET
 int on_tcp_send_reset(void *ctx) {
-    u8 rec[SR_REC_SIZE];
-    if (TP_RECORD(ctx, rec))
-        return 0;
     struct ev_tcp_reset ev = {};
-    const void *sk = tp_ptr(rec, SR_OFF_SKADDR);
+    const void *sk = tp_ptr(ctx, SR_OFF_SKADDR);
 #ifdef SR_HAS_SKBADDR
-    const void *skb = tp_ptr(rec, SR_OFF_SKBADDR);
+    const void *skb = tp_ptr(ctx, SR_OFF_SKBADDR);
 #else
     const void *skb = 0;
 #endif
     fill_hdr(&ev.hdr, K_RST_SENT, sk ? netns_of_sk(sk) : netns_of_skb(skb));
 #ifdef SR_SOCKADDR
-    ev.hdr.family = read_sockaddrs(rec, &ev.t, SR_OFF_SADDR, SR_OFF_DADDR);
+    ev.hdr.family = read_sockaddrs(ctx, &ev.t, SR_OFF_SADDR, SR_OFF_DADDR);
 #else
 #ifdef SR_HAS_FAMILY
-    ev.hdr.family = split_family(rec, 1, SR_OFF_FAMILY, SR_OFF_SADDR_V6);
+    ev.hdr.family = split_family(ctx, 1, SR_OFF_FAMILY, SR_OFF_SADDR_V6);
 #else
-    ev.hdr.family = split_family(rec, 0, 0, SR_OFF_SADDR_V6);
+    ev.hdr.family = split_family(ctx, 0, 0, SR_OFF_SADDR_V6);
 #endif
-    ev.t.sport = tp_u16(rec, SR_OFF_SPORT);
-    ev.t.dport = tp_u16(rec, SR_OFF_DPORT);
-    read_split_addrs(rec, &ev.t, ev.hdr.family, SR_OFF_SADDR, SR_OFF_DADDR, SR_OFF_SADDR_V6,
+    ev.t.sport = tp_u16(ctx, SR_OFF_SPORT);
+    ev.t.dport = tp_u16(ctx, SR_OFF_DPORT);
+    read_split_addrs(ctx, &ev.t, ev.hdr.family, SR_OFF_SADDR, SR_OFF_DADDR, SR_OFF_SADDR_V6,
                      SR_OFF_DADDR_V6);
 #endif
 #ifdef SR_HAS_STATE
-    ev.state = tp_u32(rec, SR_OFF_STATE);
+    ev.state = tp_u32(ctx, SR_OFF_STATE);
 #endif
 #ifdef SR_HAS_REASON
-    ev.reason = tp_u32(rec, SR_OFF_REASON);
+    ev.reason = tp_u32(ctx, SR_OFF_REASON);
 #endif
     emit(ctx, &ev, sizeof(ev), K_RST_SENT);
     return 0;
@@ -60,20 +62,17 @@ int on_tcp_send_reset(void *ctx) {
 
 #ifdef TP_TCP_RECEIVE_RESET
 int on_tcp_receive_reset(void *ctx) {
-    u8 rec[RR_REC_SIZE];
-    if (TP_RECORD(ctx, rec))
-        return 0;
     struct ev_tcp_reset ev = {};
-    const void *sk = tp_ptr(rec, RR_OFF_SKADDR);
+    const void *sk = tp_ptr(ctx, RR_OFF_SKADDR);
     fill_hdr(&ev.hdr, K_RST_RECEIVED, netns_of_sk(sk));
 #ifdef RR_HAS_FAMILY
-    ev.hdr.family = split_family(rec, 1, RR_OFF_FAMILY, RR_OFF_SADDR_V6);
+    ev.hdr.family = split_family(ctx, 1, RR_OFF_FAMILY, RR_OFF_SADDR_V6);
 #else
-    ev.hdr.family = split_family(rec, 0, 0, RR_OFF_SADDR_V6);
+    ev.hdr.family = split_family(ctx, 0, 0, RR_OFF_SADDR_V6);
 #endif
-    ev.t.sport = tp_u16(rec, RR_OFF_SPORT);
-    ev.t.dport = tp_u16(rec, RR_OFF_DPORT);
-    read_split_addrs(rec, &ev.t, ev.hdr.family, RR_OFF_SADDR, RR_OFF_DADDR, RR_OFF_SADDR_V6,
+    ev.t.sport = tp_u16(ctx, RR_OFF_SPORT);
+    ev.t.dport = tp_u16(ctx, RR_OFF_DPORT);
+    read_split_addrs(ctx, &ev.t, ev.hdr.family, RR_OFF_SADDR, RR_OFF_DADDR, RR_OFF_SADDR_V6,
                      RR_OFF_DADDR_V6);
     if (sk) {
         u8 st = 0;  // sk->__sk_common.skc_state
