@@ -31,16 +31,16 @@ int on_inet_sock_set_state(void *ctx) {
     if (tp_u16(ctx, SS_OFF_PROTOCOL) != IPPROTO_TCP_)
         return 0;
 #endif
-    struct ev_sock_state ev = {};
-    fill_hdr(&ev.hdr, kind, netns_of_sk(tp_ptr(ctx, SS_OFF_SKADDR)));
-    ev.hdr.family = tp_u16(ctx, SS_OFF_FAMILY);
-    ev.t.sport = tp_u16(ctx, SS_OFF_SPORT);
-    ev.t.dport = tp_u16(ctx, SS_OFF_DPORT);
-    read_split_addrs(ctx, &ev.t, ev.hdr.family, SS_OFF_SADDR, SS_OFF_DADDR, SS_OFF_SADDR_V6,
+    EV_RESERVE(struct ev_sock_state, ev, kind);
+    fill_hdr(&ev->hdr, kind, netns_of_sk(tp_ptr(ctx, SS_OFF_SKADDR)));
+    ev->hdr.family = tp_u16(ctx, SS_OFF_FAMILY);
+    ev->t.sport = tp_u16(ctx, SS_OFF_SPORT);
+    ev->t.dport = tp_u16(ctx, SS_OFF_DPORT);
+    read_split_addrs(ctx, &ev->t, ev->hdr.family, SS_OFF_SADDR, SS_OFF_DADDR, SS_OFF_SADDR_V6,
                      SS_OFF_DADDR_V6);
-    ev.oldstate = oldstate;
-    ev.newstate = newstate;
-    emit(ctx, &ev, sizeof(ev), kind);
+    ev->oldstate = oldstate;
+    ev->newstate = newstate;
+    EV_SUBMIT(ctx, ev, kind);
     return 0;
 }
 #endif

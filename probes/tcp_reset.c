@@ -28,58 +28,55 @@ static __always_inline u16 split_family(const void *ctx, const int has_family, c
 
 #ifdef TP_TCP_SEND_RESET
 int on_tcp_send_reset(void *ctx) {
-    struct ev_tcp_reset ev = {};
+    EV_RESERVE(struct ev_tcp_reset, ev, K_RST_SENT);
     const void *sk = tp_ptr(ctx, SR_OFF_SKADDR);
 #ifdef SR_HAS_SKBADDR
     const void *skb = tp_ptr(ctx, SR_OFF_SKBADDR);
 #else
     const void *skb = 0;
 #endif
-    fill_hdr(&ev.hdr, K_RST_SENT, sk ? netns_of_sk(sk) : netns_of_skb(skb));
+    fill_hdr(&ev->hdr, K_RST_SENT, sk ? netns_of_sk(sk) : netns_of_skb(skb));
 #ifdef SR_SOCKADDR
-    ev.hdr.family = read_sockaddrs(ctx, &ev.t, SR_OFF_SADDR, SR_OFF_DADDR);
+    ev->hdr.family = read_sockaddrs(ctx, &ev->t, SR_OFF_SADDR, SR_OFF_DADDR);
 #else
 #ifdef SR_HAS_FAMILY
-    ev.hdr.family = split_family(ctx, 1, SR_OFF_FAMILY, SR_OFF_SADDR_V6);
+    ev->hdr.family = split_family(ctx, 1, SR_OFF_FAMILY, SR_OFF_SADDR_V6);
 #else
-    ev.hdr.family = split_family(ctx, 0, 0, SR_OFF_SADDR_V6);
+    ev->hdr.family = split_family(ctx, 0, 0, SR_OFF_SADDR_V6);
 #endif
-    ev.t.sport = tp_u16(ctx, SR_OFF_SPORT);
-    ev.t.dport = tp_u16(ctx, SR_OFF_DPORT);
-    read_split_addrs(ctx, &ev.t, ev.hdr.family, SR_OFF_SADDR, SR_OFF_DADDR, SR_OFF_SADDR_V6,
+    ev->t.sport = tp_u16(ctx, SR_OFF_SPORT);
+    ev->t.dport = tp_u16(ctx, SR_OFF_DPORT);
+    read_split_addrs(ctx, &ev->t, ev->hdr.family, SR_OFF_SADDR, SR_OFF_DADDR, SR_OFF_SADDR_V6,
                      SR_OFF_DADDR_V6);
 #endif
 #ifdef SR_HAS_STATE
-    ev.state = tp_u32(ctx, SR_OFF_STATE);
+    ev->state = tp_u32(ctx, SR_OFF_STATE);
 #endif
 #ifdef SR_HAS_REASON
-    ev.reason = tp_u32(ctx, SR_OFF_REASON);
+    ev->reason = tp_u32(ctx, SR_OFF_REASON);
 #endif
-    emit(ctx, &ev, sizeof(ev), K_RST_SENT);
+    EV_SUBMIT(ctx, ev, K_RST_SENT);
     return 0;
 }
 #endif
 
 #ifdef TP_TCP_RECEIVE_RESET
 int on_tcp_receive_reset(void *ctx) {
-    struct ev_tcp_reset ev = {};
+    EV_RESERVE(struct ev_tcp_reset, ev, K_RST_RECEIVED);
     const void *sk = tp_ptr(ctx, RR_OFF_SKADDR);
-    fill_hdr(&ev.hdr, K_RST_RECEIVED, netns_of_sk(sk));
+    u32 state = 0;  // sk->__sk_common.skc_state (0: no socket)
+    fill_hdr(&ev->hdr, K_RST_RECEIVED, netns_state_of_sk(sk, &state));
+    ev->state = state;
 #ifdef RR_HAS_FAMILY
-    ev.hdr.family = split_family(ctx, 1, RR_OFF_FAMILY, RR_OFF_SADDR_V6);
+    ev->hdr.family = split_family(ctx, 1, RR_OFF_FAMILY, RR_OFF_SADDR_V6);
 #else
-    ev.hdr.family = split_family(ctx, 0, 0, RR_OFF_SADDR_V6);
+    ev->hdr.family = split_family(ctx, 0, 0, RR_OFF_SADDR_V6);
 #endif
-    ev.t.sport = tp_u16(ctx, RR_OFF_SPORT);
-    ev.t.dport = tp_u16(ctx, RR_OFF_DPORT);
-    read_split_addrs(ctx, &ev.t, ev.hdr.family, RR_OFF_SADDR, RR_OFF_DADDR, RR_OFF_SADDR_V6,
+    ev->t.sport = tp_u16(ctx, RR_OFF_SPORT);
+    ev->t.dport = tp_u16(ctx, RR_OFF_DPORT);
+    read_split_addrs(ctx, &ev->t, ev->hdr.family, RR_OFF_SADDR, RR_OFF_DADDR, RR_OFF_SADDR_V6,
                      RR_OFF_DADDR_V6);
-    if (sk) {
-        u8 st = 0;  // sk->__sk_common.skc_state
-        bpf_probe_read_kernel(&st, 1, (const char *)sk + OFF_SK_STATE);
-        ev.state = st;
-    }
-    emit(ctx, &ev, sizeof(ev), K_RST_RECEIVED);
+    EV_SUBMIT(ctx, ev, K_RST_RECEIVED);
     return 0;
 }
 #endif
