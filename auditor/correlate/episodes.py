@@ -66,7 +66,8 @@ def _stamp(pod: Any, *names: str) -> tuple[int | None, bool]:
 def _deletion(pod: Any) -> tuple[int | None, bool]:
     """When the pod's deletion was requested: the watch receipt of the first version carrying a
     deletionTimestamp (precise), else that timestamp minus deletionGracePeriodSeconds (the API server
-    sets it to request time + grace; coarse), else the receipt of the DELETED event."""
+    sets it to request time + grace; coarse), else the receipt of the DELETED event (precise), else the
+    receipt of a relist that found the pod gone (an upper bound; coarse)."""
     observed = getattr(pod, "deletion_observed_ns", None)
     if observed is not None:
         return int(observed), True
@@ -74,7 +75,7 @@ def _deletion(pod: Any) -> tuple[int | None, bool]:
     if stamp is not None:
         grace = getattr(pod, "deletion_grace_s", None) or 0
         return int(stamp) - int(grace) * NS, False
-    return _stamp(pod, "deleted_observed_ns")
+    return _stamp(pod, "deleted_observed_ns", "deleted_bound_ns")
 
 
 def build_episodes(pods: Iterable[Any], endpoints: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -95,7 +96,7 @@ def build_episodes(pods: Iterable[Any], endpoints: pd.DataFrame | None = None) -
         deleted, deleted_precise = _deletion(p)
         if deleted is None:
             continue
-        exited, exited_precise = _stamp(p, "deleted_observed_ns", "container_finished_ns")
+        exited, exited_precise = _stamp(p, "deleted_observed_ns", "container_finished_ns", "deleted_bound_ns")
         grace = getattr(p, "deletion_grace_s", None)
         if grace is None:
             grace = getattr(p, "termination_grace_s", None)

@@ -112,6 +112,7 @@ class PodInfo:
     exit_reason: str | None  # e.g. "Completed", "Error", "OOMKilled"
     phase: str | None  # last status.phase seen
     restarts: int  # max restartCount over containers (lastState.terminated = an earlier run)
+    deleted_bound_ns: int | None = None  # DELETED learnt by a relist: it happened before this (coarse)
 
     def ref(self) -> PodRef:
         return PodRef(self.uid, self.name, self.namespace, self.node, self.replicaset, self.deployment)

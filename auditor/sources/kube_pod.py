@@ -57,6 +57,7 @@ class PodState:
     exit_reason: str | None = None
     phase: str | None = None
     restarts: int = 0
+    deleted_bound_ns: int | None = None
 
     def freeze(self) -> PodInfo:
         first_seen = self.first_observed_ns if self.first_observed_ns is not None else self.created_ns
@@ -76,11 +77,15 @@ class PodState:
             has_readiness_probe=self.has_readiness_probe,
             container_finished_ns=self.container_finished_ns, exit_code=self.exit_code,
             exit_reason=self.exit_reason, phase=self.phase, restarts=self.restarts,
+            deleted_bound_ns=self.deleted_bound_ns,
         )  # fmt: skip
 
 
-def update_pod(pods: dict[str, PodState], etype: str, obj: dict[str, Any], observed: int | None) -> None:
-    """Apply one ADDED/MODIFIED/DELETED version of a Pod to its accumulator."""
+def update_pod(
+    pods: dict[str, PodState], etype: str, obj: dict[str, Any], observed: int | None, bound: int | None = None
+) -> None:
+    """Apply one ADDED/MODIFIED/DELETED version of a Pod to its accumulator. ``observed``: when the watcher
+    received it (precise); ``bound``: a relisted change's receipt, only an upper bound of when it happened."""
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
@@ -120,6 +125,8 @@ def update_pod(pods: dict[str, PodState], etype: str, obj: dict[str, Any], obser
         st.deleted = True
         if observed is not None:
             st.deleted_observed_ns = observed
+        elif bound is not None and st.deleted_bound_ns is None:
+            st.deleted_bound_ns = bound
 
 
 def _owner(st: PodState, meta: dict[str, Any]) -> None:

@@ -188,7 +188,7 @@ class _Timeline:
     def add(self, item: _Item) -> None:
         kind = item.obj.get("kind")
         if kind == "Pod":
-            update_pod(self.pods, item.type, item.obj, item.observed_ns)
+            update_pod(self.pods, item.type, item.obj, item.observed_ns, item.bound_ns)
         elif kind == "EndpointSlice":
             self._slice(item)
         elif kind == "Event":

@@ -208,3 +208,12 @@ def test_old_tcp_send_reset_layout_compiles_and_loads() -> None:
     with ProbeSet(ProbeConfig(families=("tcp_reset",)), formats=formats) as probe_set:
         assert probe_set.attached == ["tcp:tcp_send_reset", "tcp:tcp_receive_reset"]
         assert probe_set.disabled == {}
+
+
+def test_ring_buffer_is_used_where_the_kernel_has_it(probes: ProbeSet) -> None:
+    """A ring-buffer program that fails to compile must not hide behind the perf-buffer fallback."""
+    from auditor.sources.live.environment import prepare_bcc_environment
+
+    if not prepare_bcc_environment().ringbuf:
+        pytest.skip("this kernel has no BPF ring buffer (< 5.8): the perf buffer is the right output")
+    assert probes.output == "ringbuf"

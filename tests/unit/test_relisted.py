@@ -48,3 +48,17 @@ def test_relisted_deletion_is_not_a_precise_time(tmp_path: Path) -> None:
     # learnt by relisting: only the object's own (coarse) times remain
     assert b.deletion_observed_ns is None and b.deleted_observed_ns is None
     assert b.deletion_ns == a.deletion_ns is not None
+    # the relist that found it gone bounds the deletion from above
+    assert b.deleted_bound_ns == a.deleted_observed_ns
+
+
+def test_pod_gone_during_an_outage_still_has_an_episode() -> None:
+    """Deleted while the watch was down: the relist reports DELETED with the last version seen (no
+    deletionTimestamp). The episode exists, with the relist time as a coarse deletion time."""
+    from auditor.correlate.episodes import build_episodes
+    from tests.fakes import pod
+
+    gone = pod("u1", "default", "web-1", ("10.244.0.5",), deleted=True, deleted_bound_ns=5_000_000_000)
+    ep = build_episodes([gone])
+    assert list(ep["pod"]) == ["web-1"]
+    assert int(ep["deleted_ns"].iloc[0]) == 5_000_000_000 and not bool(ep["deleted_precise"].iloc[0])
