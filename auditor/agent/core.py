@@ -56,7 +56,7 @@ class AgentConfig:
     queue_batches: int = 4096  # poll batches waiting for the writer
     queue_rows: int = 262_144  # events waiting for the writer (about 60 bytes each)
     window_rows: int = 500_000  # packet events the live window keeps (its age bound: window_s)
-    rss_limit_mb: int = 250  # above it the window sheds; 0: no check
+    rss_limit_mb: int = 640  # above it the window sheds (DaemonSet limit 768 Mi, minus headroom); 0: no check
     queue_wait_s: float = 1.0  # a poll loop waits this long for room, then counts the batch lost
     stop_timeout_s: float = 10.0
     dataplane: str = "off"  # off | auto | iptables-nft | iptables-legacy | nftables

@@ -59,6 +59,9 @@ def _sources_options(f: Any) -> Any:
                      help="seconds after a pod's deletion before its episode is audited."),
         click.option("--stop-timeout", type=click.FloatRange(min=1), default=10, show_default=True,
                      help="bound on the flush-and-exit after SIGTERM (seconds)."),
+        click.option("--memory-limit-mb", type=click.IntRange(min=0), default=640, show_default=True,
+                     help="above this RSS the live correlation window sheds its oldest half (counted; the "
+                          "event log keeps everything); keep it under the container's memory limit; 0: off."),
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)
@@ -89,6 +92,7 @@ def _run(
         flush_ms=params["flush_ms"],
         settle_s=params["settle_s"],
         stop_timeout_s=params["stop_timeout"],
+        rss_limit_mb=params["memory_limit_mb"],
         dataplane=params["dataplane"],
         dataplane_netns=params["dataplane_netns"] or None,
     )

@@ -70,7 +70,7 @@ def _disk_rows(d: Path) -> pd.DataFrame:
 
 def test_bounded_session_writes_everything_and_counts(tmp_path: Path) -> None:
     src = CountingSource(batch=100, limit=5000, lost=3)
-    config = AgentConfig(node="n1", log_dir=tmp_path, metrics_addr="127.0.0.1:0", flush_ms=50,
+    config = AgentConfig(node="n1", log_dir=tmp_path, metrics_addr="127.0.0.1:0", flush_ms=50, rss_limit_mb=0,
                          rotate_bytes=200_000)  # fmt: skip
     scraped: list[str] = []
 
@@ -160,7 +160,10 @@ def test_sigterm_mid_stream_loses_nothing(tmp_path: Path, fmt: str) -> None:
 def test_full_queue_is_counted_not_hidden(tmp_path: Path) -> None:
     src = CountingSource(batch=10, limit=200)
     agent = Agent(
-        AgentConfig(node="n1", log_dir=tmp_path, metrics_addr=None, queue_batches=1, queue_wait_s=0.01), [src]
+        AgentConfig(
+            node="n1", log_dir=tmp_path, metrics_addr=None, queue_batches=1, queue_wait_s=0.01, rss_limit_mb=0
+        ),
+        [src],
     )
     agent._writer = _NeverStarted()  # type: ignore[assignment]  # nobody drains the queue
     agent.start()

@@ -70,7 +70,8 @@ def test_agent_records_kube_and_audits_a_deletion(tmp_path: Path) -> None:
         srv.create(_slice(True))
         client = load_api_client(str(srv.write_kubeconfig(tmp_path / "kubeconfig")))
         config = AgentConfig(
-            node="n1", log_dir=tmp_path / "log", metrics_addr=None, flush_ms=100, settle_s=0.5
+            node="n1", log_dir=tmp_path / "log", metrics_addr=None, flush_ms=100, settle_s=0.5,
+            rss_limit_mb=0,  # the test process's own size (pytest, pandas, ...) is not the agent's
         )
 
         def drive(agent: Agent) -> None:
