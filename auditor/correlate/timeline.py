@@ -26,6 +26,7 @@ TIMELINE_COLUMNS = [
     "rule_removed_source",
     "listener_closed_ns",
     "listener_closed_source",
+    "listener_closed_pm_s",  # inferred: +- half the bracket [last SYN-ACK, first refusal] (0 when measured)
     "last_syn_ns",
     "first_refused_ns",
     "propagation_delay_s",
@@ -86,7 +87,11 @@ def build_timelines(
     failures: pd.DataFrame,
     dataplane: pd.DataFrame | None,
 ) -> pd.DataFrame:
-    """One row per (episode, node)."""
+    """One row per (episode, node).
+
+    Inferred times: the rule removal is the last SYN this node routed to the pod (a lower bound: with a
+    random split, SYNs to the other pods say nothing about when the rule went away); the listener close
+    is the midpoint between the pod's last SYN-ACK (still listening) and its first refusal."""
     if episodes.empty or not nodes:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in TIMELINE_COLUMNS})
     deleted = episodes.set_index("episode")["deleted_ns"]
@@ -149,6 +154,7 @@ def build_timelines(
         return series.reindex(idx).fillna(MISSING_NS).to_numpy(dtype="int64")
 
     dp_v, syn_v, lc_v, ref_v = col(dp_removed), col(last_syn), col(listen_close), col(first_ref)
+    ref_mid, ref_pm = _listener_bracket(base, ref_v, packets, episodes)
     rule = np.where(dp_v != MISSING_NS, dp_v, syn_v)
     backend = [
         dp_backend.get(k, "") for k in zip(base["episode"].tolist(), base["node"].tolist(), strict=True)
@@ -158,9 +164,15 @@ def build_timelines(
         np.array([f"dataplane:{b}" if b else "dataplane" for b in backend], dtype=object),
         np.where(syn_v != MISSING_NS, "inferred:last_syn", ""),
     )
-    listener = np.where(lc_v != MISSING_NS, lc_v, ref_v)
+    listener = np.where(lc_v != MISSING_NS, lc_v, ref_mid)
     listener_src = np.where(
-        lc_v != MISSING_NS, "ebpf:listen_close", np.where(ref_v != MISSING_NS, "inferred:first_refused", "")
+        lc_v != MISSING_NS,
+        "ebpf:listen_close",
+        np.where(
+            ref_pm > 0,
+            "inferred:synack_refusal_midpoint",
+            np.where(ref_v != MISSING_NS, "inferred:first_refused", ""),
+        ),
     )
     d = deleted.reindex(base["episode"]).to_numpy(dtype="int64")
     has_rule = rule != MISSING_NS
@@ -172,6 +184,7 @@ def build_timelines(
         rule_removed_source=rule_src,
         listener_closed_ns=listener,
         listener_closed_source=listener_src,
+        listener_closed_pm_s=np.where(lc_v != MISSING_NS, 0.0, ref_pm),
         last_syn_ns=syn_v,
         first_refused_ns=ref_v,
         propagation_delay_s=delay,
@@ -179,3 +192,44 @@ def build_timelines(
         gap_s=gap,
     )
     return out[TIMELINE_COLUMNS]
+
+
+# a bracket wider than this says the traffic stopped, not when the change happened: keep the bound
+MAX_BRACKET_NS = 1_000_000_000
+
+
+def _midpoint(bound: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Midpoint of [bound, other] (either order) where both exist and are close; else the bound itself."""
+    ok = (bound != MISSING_NS) & (other != MISSING_NS) & (np.abs(other - bound) <= MAX_BRACKET_NS)
+    mid = np.where(ok, bound + (other - bound) // 2, bound)
+    pm = np.where(ok, np.abs(other - bound) / 2e9, 0.0)
+    return mid, pm
+
+
+def _listener_bracket(
+    base: pd.DataFrame, first_refused: np.ndarray, packets: pd.DataFrame, episodes: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pod's listener was open for the last connection it accepted (its SYN-ACK) and closed for its
+    first refusal: the listener close is estimated at the midpoint."""
+    prev = np.full(len(base), MISSING_NS, dtype="int64")
+    has = first_refused != MISSING_NS
+    if packets.empty or not has.any():
+        return _midpoint(first_refused, prev)
+    sa = KindView(packets["kind"]).eq("tcp_synack")
+    if not sa.any():
+        return _midpoint(first_refused, prev)
+    t = packets["time"][sa].to_numpy(dtype="datetime64[ns]").astype("int64")
+    ep = attach_episodes(t, packets["src"][sa], episodes)
+    hit = ep >= 0
+    if not hit.any():
+        return _midpoint(first_refused, prev)
+    acks = pd.DataFrame({"episode": ep[hit], "node": as_str_array(packets["node"][sa][hit]), "t": t[hit]})
+    refused = base.assign(first=first_refused).loc[has]
+    m = acks.merge(refused, on=["episode", "node"])
+    m = m.loc[m["t"] < m["first"]]
+    if m.empty:
+        return _midpoint(first_refused, prev)
+    last = m.groupby(["episode", "node"], sort=False)["t"].max()
+    idx = pd.MultiIndex.from_frame(base[["episode", "node"]])
+    prev = last.reindex(idx).fillna(MISSING_NS).to_numpy(dtype="int64")
+    return _midpoint(first_refused, prev)

@@ -117,5 +117,6 @@ def _inputs_line(con: Console, inputs: dict[str, Any]) -> None:
     if len(problems) > 10:
         con.print(f"  ... and {len(problems) - 10} more problems (see --json)")
     con.print(
-        "  (* = time inferred from packets: rule removed = last SYN routed, listener closed = first refusal)"
+        "  (* = time inferred from packets: rule removed = last SYN routed to the pod; listener closed = between "
+        "its last SYN-ACK and its first refusal)"
     )

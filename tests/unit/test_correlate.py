@@ -16,7 +16,7 @@ POD_IP, NEW_IP, VIP, CLIENT = "10.244.0.5", "10.244.0.9", "10.96.0.10", "10.1.0.
 
 
 def scenario(
-    delay_s: float, prestop_s: float, keepalive_resets: int = 1
+    delay_s: float, prestop_s: float, keepalive_resets: int = 1, synacks: bool = False
 ) -> tuple[list[PacketEvent], list[PodInfo], int]:
     """Old pod deleted at T0; listener closes at T0+prestop; this node routes to it until T0+delay."""
     events: list[PacketEvent] = []
@@ -34,6 +34,12 @@ def scenario(
         events.append(
             PacketEvent(t + 1000, "tcp_syn", 4, CLIENT, port, dst, 8080, SYN, seq, 0, node="node-a")
         )
+        if synacks and to_old and t < T0 + int(prestop_s * NS) + 2_000_000:  # accepted while listening
+            events.append(
+                PacketEvent(
+                    t + 30_000, "tcp_synack", 4, dst, 8080, CLIENT, port, SYN | ACK, 5, seq + 1, node="node-a"
+                )
+            )
         if to_old and t >= T0 + int(prestop_s * NS) + 2_000_000:
             refused += 1
             ra = RST | ACK
@@ -98,6 +104,7 @@ def test_propagation_gap_is_measured_and_attributed() -> None:
     tl = res.timelines.merge(res.episodes[["episode", "pod"]], on="episode")
     old = tl.loc[tl["pod"] == "web-6d5f-aaaaa"].iloc[0]
     assert old["rule_removed_source"] == "inferred:last_syn"
+    # no SYN-ACK in this table: the first refusal itself
     assert old["listener_closed_source"] == "inferred:first_refused"
     assert abs(old["gap_s"] - 1.0) < 0.05
     assert abs(old["propagation_delay_s"] - 1.0) < 0.05
@@ -179,3 +186,16 @@ def test_without_watch_receipt_times_the_deletion_is_the_coarse_request_time() -
     assert ep["deleted_ns"] == T0 // NS * NS  # deletionTimestamp - 30 s, truncated to the second
     assert res.causes["propagation_gap"] == refused
     assert res.recommendation is not None and res.recommendation.prestop_seconds == 2
+
+
+def test_listener_close_is_bracketed_by_the_last_synack_and_the_first_refusal() -> None:
+    events, pods, refused = scenario(delay_s=1.0, prestop_s=0.0, keepalive_resets=0, synacks=True)
+    res = audit(packet_frame(events), pods)
+    tl = res.timelines.merge(res.episodes[["episode", "pod"]], on="episode")
+    old = tl.loc[tl["pod"] == "web-6d5f-aaaaa"].iloc[0]
+    assert old["listener_closed_source"] == "inferred:synack_refusal_midpoint"
+    closed = T0 + 2_000_000  # the scenario's listener closes 2 ms after the deletion
+    pm = old["listener_closed_pm_s"]
+    assert 0 < pm <= 0.011  # SYNs reach the old pod every 20 ms (+ the SYN-ACK and RST turnarounds)
+    assert abs(int(old["listener_closed_ns"]) - closed) <= pm * 1e9
+    assert res.causes["propagation_gap"] == refused
