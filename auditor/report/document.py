@@ -70,6 +70,7 @@ def build_document(res: AuditResult) -> dict[str, Any]:
                     "rule_removed_source": row.rule_removed_source or None,
                     "listener_closed": iso(row.listener_closed_ns),
                     "listener_closed_source": row.listener_closed_source or None,
+                    "listener_closed_pm_s": _num(row.listener_closed_pm_s),
                     "propagation_delay_s": _num(row.propagation_delay_s),
                     "propagation_delay_precise": bool(row.propagation_delay_precise),
                     "gap_s": _num(row.gap_s),
