@@ -118,10 +118,31 @@ def find_failures(packets: pd.DataFrame) -> pd.DataFrame:
     return res.sort_values("time", kind="stable").reset_index(drop=True)[FAILURE_COLUMNS]
 
 
+TCP_SYN_SENT = 2  # include/net/tcp_states.h
+
+
 def _no_socket_reset(packets: pd.DataFrame, kind: KindView, is_rst: np.ndarray) -> np.ndarray:
-    """For each RST row: a live ``rst_sent`` the kernel sent without a socket (``state_raw`` 0)."""
-    state = packets["state_raw"].to_numpy()[is_rst] if "state_raw" in packets else np.ones(int(is_rst.sum()))
-    return np.asarray(kind.eq("rst_sent")[is_rst] & (state == 0), dtype=bool)
+    """For each RST row: a live ``rst_sent`` the kernel sent without a socket (``state_raw`` 0) that
+    answered a connection attempt. The kernel also answers a late ACK (a handshake completed just as the
+    listener closed) without a socket: where the client's own socket is on this node, its
+    ``rst_received`` says which (SYN_SENT: refused; any other state: the connection was established)."""
+    if "state_raw" not in packets:
+        return np.zeros(int(is_rst.sum()), dtype=bool)
+    state = packets["state_raw"].to_numpy()
+    cand = kind.eq("rst_sent") & (state == 0)
+    established = kind.eq("rst_received") & (state != 0) & (state != TCP_SYN_SENT)
+    if cand.any() and established.any():
+        times = packets["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
+        dst, dport = as_str_array(packets["dst"]), packets["dport"].to_numpy()
+        a = pd.DataFrame(
+            {"ip": dst[cand], "port": dport[cand], "t": times[cand], "row": np.flatnonzero(cand)}
+        )
+        b = pd.DataFrame({"ip": dst[established], "port": dport[established], "t_rcv": times[established]})
+        m = a.merge(b, on=["ip", "port"], how="inner")
+        late_ack = m.loc[(m["t"] - m["t_rcv"]).abs() <= PAIR_WINDOW_NS, "row"].to_numpy(dtype="int64")
+        cand = cand.copy()
+        cand[late_ack] = False
+    return np.asarray(cand[is_rst], dtype=bool)
 
 
 def _paired_refusals(packets: pd.DataFrame, kind: KindView) -> np.ndarray:
