@@ -48,15 +48,19 @@ def detect_backend(netns: str | None = None) -> str:
         return "iptables-nft"
     # listing the legacy nat table would load iptable_nat: only look if it exists
     tables = _run([*prefix, "cat", "/proc/net/ip_tables_names"])
-    if tables is not None and "nat" in tables.stdout.split() and _answers(
-        [*prefix, "iptables-legacy", "-t", "nat", "-S", "KUBE-SERVICES"]
+    if (
+        tables is not None
+        and "nat" in tables.stdout.split()
+        and _answers([*prefix, "iptables-legacy", "-t", "nat", "-S", "KUBE-SERVICES"])
     ):
         return "iptables-legacy"
     version = _run([*prefix, "iptables", "-V"])
     backend = backend_from_version(version.stdout or version.stderr) if version is not None else None
     if backend is None:
-        raise AuditorError("cannot tell kube-proxy's dataplane: no nft table kube-proxy, no iptables -V",
-                           hint="install iptables / nftables, or pass --backend")
+        raise AuditorError(
+            "cannot tell kube-proxy's dataplane: no nft table kube-proxy, no iptables -V",
+            hint="install iptables / nftables, or pass --backend",
+        )
     return backend
 
 
@@ -76,5 +80,7 @@ def watch_dataplane(node: str, backend: str = "auto", netns: str | None = None) 
         from auditor.sources.dataplane.nftables import NftMonitorWatcher
 
         return NftMonitorWatcher(node, netns)
-    raise AuditorError(f"unknown dataplane backend {backend!r}",
-                       hint=f"use auto or one of {', '.join(BACKENDS)} (ipvs is not watched yet)")
+    raise AuditorError(
+        f"unknown dataplane backend {backend!r}",
+        hint=f"use auto or one of {', '.join(BACKENDS)} (ipvs is not watched yet)",
+    )

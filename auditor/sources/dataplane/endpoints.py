@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from auditor.model.dataplane import DataplaneRecord
 
@@ -75,10 +76,39 @@ def diff_endpoints(
 
     def record(ep: Endpoint, op: str) -> DataplaneRecord:
         return DataplaneRecord(
-            time_ns, node, ep.ip, ep.port, ep.protocol, op, backend,
-            service=ep.service, chain=ep.chain, source=source,
+            time_ns,
+            node,
+            ep.ip,
+            ep.port,
+            ep.protocol,
+            op,
+            backend,
+            service=ep.service,
+            chain=ep.chain,
+            source=source,
         )
 
     return [record(ep, "removed") for ep in sorted(old - new)] + [
         record(ep, "added") for ep in sorted(new - old)
     ]
+
+
+def apply_chain_event(
+    chains: dict[tuple[str, str], dict[Any, Any]], kind: str, family: str, chain: str, key: Any, value: Any
+) -> None:
+    """Keep a rule model's chains in step with one monitor event (shared by the iptables and nft models).
+
+    ``key``/``value`` name the rule in its chain (rule text for iptables, handle for nft); None for
+    events that are not about one rule."""
+    where = (family, chain)
+    if kind == "rule-add" and key is not None:
+        chains.setdefault(where, {})[key] = value
+    elif kind == "rule-del" and key is not None:
+        chains.get(where, {}).pop(key, None)
+    elif kind == "chain-add":
+        chains.setdefault(where, {})
+    elif kind == "chain-del":
+        chains.pop(where, None)
+    elif kind == "table-del":
+        for k in [k for k in chains if k[0] == family]:
+            del chains[k]

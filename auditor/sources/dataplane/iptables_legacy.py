@@ -81,8 +81,13 @@ TRACEPOINT_PROBE(syscalls, sys_exit_setsockopt) {
 class ReplaceEvent(ctypes.Structure):
     """``struct replace_event`` of :data:`PROGRAM` (raw kernel values)."""
 
-    _fields_ = [("enter_ns_raw", ctypes.c_uint64), ("exit_ns_raw", ctypes.c_uint64),
-                ("ret", ctypes.c_int64), ("pid", ctypes.c_uint32), ("level", ctypes.c_uint32)]
+    _fields_ = [
+        ("enter_ns_raw", ctypes.c_uint64),
+        ("exit_ns_raw", ctypes.c_uint64),
+        ("ret", ctypes.c_int64),
+        ("pid", ctypes.c_uint32),
+        ("level", ctypes.c_uint32),
+    ]
 
 
 class LegacyReplaceWatcher(DataplaneWatcher):

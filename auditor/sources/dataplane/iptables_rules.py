@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from auditor.sources.dataplane.endpoints import (
     Endpoint,
+    apply_chain_event,
     normalize_protocol,
     service_from_port_name,
     split_address,
@@ -30,8 +31,16 @@ from auditor.sources.dataplane.endpoints import (
 SERVICE_CHAIN_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-")
 _EVENT = re.compile(r"^\s*EVENT:\s+(-[46])\s+-t\s+(\S+)\s+(.*)$")
 _DEL_TABLE = re.compile(r"DEL table: table (\S+) (ip6?)\b")
-_OPTIONS = {"-j": "target", "--jump": "target", "-g": "target", "--goto": "target",
-            "--to-destination": "to", "-p": "protocol", "--protocol": "protocol", "--comment": "comment"}
+_OPTIONS = {
+    "-j": "target",
+    "--jump": "target",
+    "-g": "target",
+    "--goto": "target",
+    "--to-destination": "to",
+    "-p": "protocol",
+    "--protocol": "protocol",
+    "--comment": "comment",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +76,14 @@ def parse_rule(tokens: list[str]) -> Rule:
         name = _OPTIONS.get(flag)
         if name is not None:
             values.setdefault(name, value)
-    return Rule(chain, shlex.join(rest), values.get("target"), values.get("to"),
-                values.get("protocol"), values.get("comment"))
+    return Rule(
+        chain,
+        shlex.join(rest),
+        values.get("target"),
+        values.get("to"),
+        values.get("protocol"),
+        values.get("comment"),
+    )
 
 
 def parse_monitor_line(line: str) -> MonitorEvent | None:
@@ -136,18 +151,10 @@ class IptablesNat:
         """Apply one monitor event (events of other tables are ignored)."""
         if event.table != "nat":
             return
-        key = (event.family, event.chain)
-        if event.kind == "rule-add" and event.rule is not None:
-            self.chains.setdefault(key, {})[event.rule.text] = event.rule
-        elif event.kind == "rule-del" and event.rule is not None:
-            self.chains.get(key, {}).pop(event.rule.text, None)
-        elif event.kind == "chain-add":
-            self.chains.setdefault(key, {})
-        elif event.kind == "chain-del":
-            self.chains.pop(key, None)
-        elif event.kind == "table-del":
-            for k in [k for k in self.chains if k[0] == event.family]:
-                del self.chains[k]
+        rule = event.rule
+        apply_chain_event(
+            self.chains, event.kind, event.family, event.chain, rule.text if rule else None, rule
+        )
 
     def endpoints(self) -> set[Endpoint]:
         """The endpoints a service chain jumps to, through a KUBE-SEP chain with a DNAT rule."""
@@ -168,6 +175,13 @@ class IptablesNat:
             address = split_address(rule.to_destination)
             if address is None:
                 continue
-            out.append(Endpoint(address[0], address[1], normalize_protocol(rule.protocol),
-                                service_from_port_name(rule.comment), sep))
+            out.append(
+                Endpoint(
+                    address[0],
+                    address[1],
+                    normalize_protocol(rule.protocol),
+                    service_from_port_name(rule.comment),
+                    sep,
+                )
+            )
         return out

@@ -53,8 +53,11 @@ def run_dump(argv: list[str], timeout: float = 10.0) -> str:
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise AuditorError(f"cannot read the rules: {exc}", where=" ".join(argv)) from exc
     if proc.returncode != 0:
-        raise AuditorError(f"cannot read the rules: {proc.stderr.strip()[:200]}", where=" ".join(argv),
-                           hint="run as root with CAP_NET_ADMIN in the node's network namespace")
+        raise AuditorError(
+            f"cannot read the rules: {proc.stderr.strip()[:200]}",
+            where=" ".join(argv),
+            hint="run as root with CAP_NET_ADMIN in the node's network namespace",
+        )
     return proc.stdout
 
 
@@ -99,15 +102,18 @@ class MonitorWatcher(DataplaneWatcher):
             raise AuditorError(f"{tool} is not installed", hint=f"install the package that provides {tool}")
         argv = [*netns_argv(self.netns), "stdbuf", "-oL", *self.monitor]
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 -- closed in _shutdown; never a full pipe
-        self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._stderr, text=True,
-                                      bufsize=1, stdin=subprocess.DEVNULL)
+        self._proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=self._stderr, text=True, bufsize=1, stdin=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + self.subscribe_timeout
         while not any(p == NETLINK_NETFILTER and g for p, g, _ in netlink_sockets(self._proc.pid)):
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 err = self._stderr_tail()
                 self._shutdown()
-                raise AuditorError(f"{tool} did not start monitoring: {err.strip()[:200] or 'timed out'}",
-                                   where=" ".join(argv))
+                raise AuditorError(
+                    f"{tool} did not start monitoring: {err.strip()[:200] or 'timed out'}",
+                    where=" ".join(argv),
+                )
             time.sleep(0.005)
         try:
             self._load()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from auditor.sources.dataplane.endpoints import Endpoint, normalize_protocol, split_address
+from auditor.sources.dataplane.endpoints import Endpoint, apply_chain_event, normalize_protocol, split_address
 
 TABLE = "kube-proxy"
 _FAMILIES = {"ip": "ipv4", "ip6": "ipv6", "inet": "inet"}
@@ -112,18 +112,7 @@ class NftTables:
         return count
 
     def apply(self, event: NftEvent) -> None:
-        key = (event.family, event.chain)
-        if event.kind == "rule-add" and event.handle is not None:
-            self.chains.setdefault(key, {})[event.handle] = event.text
-        elif event.kind == "rule-del" and event.handle is not None:
-            self.chains.get(key, {}).pop(event.handle, None)
-        elif event.kind == "chain-add":
-            self.chains.setdefault(key, {})
-        elif event.kind == "chain-del":
-            self.chains.pop(key, None)
-        elif event.kind == "table-del":
-            for k in [k for k in self.chains if k[0] == event.family]:
-                del self.chains[k]
+        apply_chain_event(self.chains, event.kind, event.family, event.chain, event.handle, event.text)
 
     def endpoints(self) -> set[Endpoint]:
         """Endpoints an ``endpoint-...`` chain DNATs to, while another chain's rule goes to it."""

@@ -43,8 +43,11 @@ def netns_path(netns: str | None) -> Path:
         return Path("/proc/self/ns/net")
     path = Path(netns) if "/" in netns else Path("/run/netns") / netns
     if not path.exists():
-        raise AuditorError(f"no network namespace {netns!r}", where=str(path),
-                           hint="give a name from `ip netns list` or a /proc/<pid>/ns/net path")
+        raise AuditorError(
+            f"no network namespace {netns!r}",
+            where=str(path),
+            hint="give a name from `ip netns list` or a /proc/<pid>/ns/net path",
+        )
     return path
 
 
@@ -116,8 +119,9 @@ class DataplaneWatcher(ABC):
     def _commit(self, endpoints: set[Endpoint], time_ns: int) -> None:
         """End of one rule transaction: emit what changed since the previous one."""
         self.counters.transactions += 1
-        records = diff_endpoints(self.current, endpoints, time_ns=time_ns, node=self.node,
-                                 backend=self.backend, source=self.source)
+        records = diff_endpoints(
+            self.current, endpoints, time_ns=time_ns, node=self.node, backend=self.backend, source=self.source
+        )
         self.current = endpoints
         for record in records:
             self.counters.records += 1
