@@ -78,6 +78,23 @@ def _started(watcher: DataplaneWatcher, collector: Collector) -> DataplaneWatche
     return watcher.start(collector)
 
 
+def _bcc_ready() -> bool:
+    from auditor.sources.live.environment import prepare_bcc_environment
+
+    return prepare_bcc_environment().ready
+
+
+def _check_kernel_time(watcher: DataplaneWatcher, record: DataplaneRecord, before_ns: int, after_ns: int) -> None:
+    """With bcc, the nf_tables watchers time a change by its commit in the kernel: inside the command's run."""
+    if not _bcc_ready():
+        assert record.source is not None and not record.source.endswith("+kernel-commit")
+        return
+    assert record.source is not None and record.source.endswith("+kernel-commit"), (record, getattr(watcher, "clock_error", None))
+    assert before_ns <= record.time_ns <= after_ns, f"commit at {record.time_ns}, command ran {before_ns}..{after_ns}"
+    assert watcher.counters.kernel_stamped == watcher.counters.transactions
+    assert watcher.counters.receipt_stamped == 0
+
+
 def _check_iptables_mode(netns: str, backend: str, tool: str) -> None:
     svc = Service()
     plane = Dataplane(netns, svc, backend=tool)
@@ -107,6 +124,8 @@ def _check_iptables_mode(netns: str, backend: str, tool: str) -> None:
     assert watcher.counters.parse_failures == 0 and watcher.counters.lost == 0
     assert watcher.counters.records == 2
     assert DataplaneRecord.from_json(record.to_json_line()) == record
+    if backend == "iptables-nft":
+        _check_kernel_time(watcher, record, times.before_ns, times.after_ns)
 
 
 def test_iptables_nft_removed_endpoint(netns: str) -> None:
@@ -224,6 +243,41 @@ def test_nftables_removed_endpoint(netns: str) -> None:
     assert record.service == "default/web" and record.chain == NFT_EPA and record.backend == "nftables"
     assert before - 1_000_000 <= record.time_ns <= after + BOUND_NS
     assert watcher.counters.parse_failures == 0 and watcher.counters.lost == 0
+    _check_kernel_time(watcher, record, before, after)
+
+
+def test_nft_commit_clock_sees_only_its_namespace(netns: str) -> None:
+    """The commit probe filters on the caller's network namespace in the kernel, and on nf_tables batches."""
+    require_tool("nft")
+    if not _bcc_ready():
+        pytest.skip("bcc cannot compile probes here")
+    from auditor.sources.dataplane.kernel_clock import NftCommitClock
+    from auditor.sources.dataplane.watcher import netns_inode
+
+    other = "ad" + uuid.uuid4().hex[:8]
+    _sh("ip", "netns", "add", other)
+    clock = NftCommitClock(netns_inode(netns))
+    try:
+        _sh("nft", "add", "table", "ip", "elsewhere", ns=other)  # another namespace: unseen
+        _sh("nft", "list", "ruleset", ns=netns)  # no batch: unseen
+        _sh("ip", "link", "set", "lo", "mtu", "65000", ns=netns)  # rtnetlink sendmsg: unseen
+        before = time.monotonic_ns()
+        proc = subprocess.Popen(["ip", "netns", "exec", netns, "nft", "add", "table", "ip", "here"])
+        assert proc.wait(timeout=20) == 0
+        after = time.monotonic_ns()
+        deadline = time.monotonic() + 5
+        while clock.records < 1 and time.monotonic() < deadline:
+            clock.poll(50)
+        for _ in range(5):
+            clock.poll(20)
+        assert clock.records == 1 and clock.lost == 0 and clock.bad == 0
+        (commit,) = clock.matcher._commits
+        assert before <= commit.enter_ns_raw <= commit.exit_ns_raw <= after
+        assert commit.ret > 0
+        assert clock.matcher.match(commit.tid, after) == commit
+    finally:
+        clock.close()
+        subprocess.run(["ip", "netns", "del", other], capture_output=True, timeout=20)
 
 
 def test_watcher_stops_in_bounded_time(netns: str) -> None:

@@ -29,6 +29,7 @@ from auditor.sources.dataplane.endpoints import (
 )
 
 SERVICE_CHAIN_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-")
+_NEWGEN_PID = re.compile(r"\bPID=(\d+)")
 _EVENT = re.compile(r"^\s*EVENT:\s+(-[46])\s+-t\s+(\S+)\s+(.*)$")
 _DEL_TABLE = re.compile(r"DEL table: table (\S+) (ip6?)\b")
 _OPTIONS = {
@@ -64,6 +65,7 @@ class MonitorEvent:
     table: str = "nat"
     chain: str = ""
     rule: Rule | None = None
+    pid: int | None = None  # generation: the thread that committed it (NEWGEN ... PID=)
 
 
 def parse_rule(tokens: list[str]) -> Rule:
@@ -93,7 +95,8 @@ def parse_monitor_line(line: str) -> MonitorEvent | None:
     """
     stripped = line.strip()
     if stripped.startswith("NEWGEN:"):
-        return MonitorEvent("generation")
+        pid = _NEWGEN_PID.search(stripped)
+        return MonitorEvent("generation", pid=int(pid[1]) if pid else None)
     deleted = _DEL_TABLE.search(stripped)
     if deleted:
         return MonitorEvent("table-del", "ipv6" if deleted[2] == "ip6" else "ipv4", deleted[1])

@@ -23,6 +23,7 @@ from auditor.sources.dataplane.endpoints import Endpoint, apply_chain_event, nor
 TABLE = "kube-proxy"
 _FAMILIES = {"ip": "ipv4", "ip6": "ipv6", "inet": "inet"}
 _NAME = r'"?([^\s"]+)"?'
+_GEN_PID = re.compile(r"\bby process (\d+)")
 _RULE = re.compile(rf"^(add|insert|delete|replace) rule (\S+) {_NAME} {_NAME}\s*(.*)$")
 _CHAIN = re.compile(rf"^(add|delete) chain (\S+) {_NAME} {_NAME}")
 _TABLE = re.compile(rf"^delete table (\S+) {_NAME}")
@@ -42,6 +43,7 @@ class NftEvent:
     chain: str = ""
     handle: int | None = None
     text: str = ""
+    pid: int | None = None  # generation: the thread that committed it ("by process N")
 
 
 def parse_nft_monitor_line(line: str) -> NftEvent | None:
@@ -51,7 +53,8 @@ def parse_nft_monitor_line(line: str) -> NftEvent | None:
     """
     stripped = line.strip()
     if stripped.startswith("# new generation"):
-        return NftEvent("generation")
+        pid = _GEN_PID.search(stripped)
+        return NftEvent("generation", pid=int(pid[1]) if pid else None)
     match = _RULE.match(stripped)
     if match:
         verb, family, table, chain, rest = match.groups()

@@ -35,6 +35,8 @@ class WatcherCounters:
     lost: int = 0  # events the kernel dropped (netlink socket drops, perf buffer losses)
     records: int = 0  # records delivered
     callback_errors: int = 0  # on_record raised
+    kernel_stamped: int = 0  # transactions timed by the kernel (commit probe)
+    receipt_stamped: int = 0  # transactions timed on receipt of the monitor's line (no probe record)
 
 
 def netns_path(netns: str | None) -> Path:
@@ -116,11 +118,16 @@ class DataplaneWatcher(ABC):
     def _shutdown(self) -> None:
         """Make :meth:`_run` return soon and release resources (may be called twice)."""
 
-    def _commit(self, endpoints: set[Endpoint], time_ns: int) -> None:
+    def _commit(self, endpoints: set[Endpoint], time_ns: int, source: str | None = None) -> None:
         """End of one rule transaction: emit what changed since the previous one."""
         self.counters.transactions += 1
         records = diff_endpoints(
-            self.current, endpoints, time_ns=time_ns, node=self.node, backend=self.backend, source=self.source
+            self.current,
+            endpoints,
+            time_ns=time_ns,
+            node=self.node,
+            backend=self.backend,
+            source=source or self.source,
         )
         self.current = endpoints
         for record in records:
