@@ -17,6 +17,11 @@ TRACEPOINTS: dict[tuple[str, str], bool] = {
     ("sock", "inet_sock_set_state"): True,
     ("icmp", "icmp_send"): False,
     ("skb", "kfree_skb"): False,
+    # dataplane: kernel times of rule commits (nf_tables batches; legacy table replaces)
+    ("syscalls", "sys_enter_sendmsg"): False,
+    ("syscalls", "sys_exit_sendmsg"): False,
+    ("syscalls", "sys_enter_setsockopt"): False,
+    ("syscalls", "sys_exit_setsockopt"): False,
 }
 BTF_PATH = Path("/sys/kernel/btf/vmlinux")
 KHEADERS = Path("/sys/kernel/kheaders.tar.xz")
