@@ -18,7 +18,6 @@ watcher the kernel time of the commit.
 from __future__ import annotations
 
 import logging
-import os
 import struct
 import time
 from collections.abc import Callable
@@ -27,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from auditor.errors import AuditorError
+from auditor.sources.live.probes_dir import PROBES_DIR
 
 log = logging.getLogger(__name__)
 
-PROBES_DIR = Path(os.environ.get("AUDITOR_PROBES_DIR", Path(__file__).resolve().parents[3] / "probes"))
 
 _COMMIT = struct.Struct("<QQqII")  # struct commit_event in probes/nft_commit.c
 _REPLACE = struct.Struct("<QQqII")  # struct replace_event in probes/iptables_replace.c

@@ -34,6 +34,7 @@ from auditor.sources.live.layout import (
     kernel_offset_cflags,
     pack_pod_cidr,
 )
+from auditor.sources.live.probes_dir import PROBES_DIR
 from auditor.sources.live.tracefs import TracepointFormat, read_format
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PROBES_DIR = Path(os.environ.get("AUDITOR_PROBES_DIR", Path(__file__).resolve().parents[3] / "probes"))
 
 
 @dataclass(frozen=True, slots=True)
