@@ -8,6 +8,7 @@ struct ev_tcp_reset {
     struct ev_tuple t;  // as the tracepoint reports it: saddr = this host's side
     u32 state;          // TCP state of the socket (TCP_CLOSE = 7 when there is none)
     u32 reason;         // enum sk_rst_reason (send, 6.10+), else 0
+    u32 trigger_flags;  // send without a socket: TCP flags of the packet answered (0: unknown)
 };
 
 static __always_inline u16 split_family(const void *ctx, const int has_family, const int off_family,
@@ -55,6 +56,14 @@ int on_tcp_send_reset(void *ctx) {
 #ifdef SR_HAS_REASON
     ev->reason = tp_u32(ctx, SR_OFF_REASON);
 #endif
+    // Without a socket the kernel answers a packet nobody owns: a SYN (a refused connection), or a
+    // late ACK / data for a connection already gone. The answered packet's flags say which.
+    if (!sk && skb) {
+        struct ev_tuple answered = {};
+        u8 flags = 0;
+        if (read_skb_tuple(skb, ev->hdr.family, &answered, &flags) == 6)
+            ev->trigger_flags = flags;
+    }
     EV_SUBMIT(ctx, ev, K_RST_SENT);
     return 0;
 }

@@ -18,18 +18,27 @@ log = logging.getLogger(__name__)
 
 
 class KubeInput:
-    """KubeWatcher -> StreamRecorder (``kube-<node>-<stamp>.json``) + correlator."""
+    """KubeWatcher -> StreamRecorder (``kube-<node>-<stamp>.json``) + correlator.
+
+    ``api_client``: a ``WatchProcess`` runs the watch in a child process (what ``auditor agent`` does,
+    so receipt times do not wait for this process's GIL, see :mod:`auditor.kubeapi.child`); a
+    ``kubernetes.client.ApiClient`` runs it in threads of this process.
+    """
 
     def __init__(self, api_client: Any, path: Path, correlator: LiveCorrelator) -> None:
         from auditor.kubeapi import KINDS, KubeWatcher, StreamRecorder
+        from auditor.kubeapi.isolated import IsolatedKubeWatcher, WatchProcess
 
         self.path = path
         self._kind_names = {k: spec.kind for k, spec in KINDS.items()}
         self.recorder = StreamRecorder(path)
         self.correlator = correlator
-        self.watcher = KubeWatcher(
-            api_client, kinds=("pods", "endpointslices", "events"), on_event=self._on_event
-        )
+        kinds = ("pods", "endpointslices", "events")
+        self.watcher: Any
+        if isinstance(api_client, WatchProcess):
+            self.watcher = IsolatedKubeWatcher(api_client.kubeconfig, kinds=kinds, on_event=self._on_event)
+        else:
+            self.watcher = KubeWatcher(api_client, kinds=kinds, on_event=self._on_event)
 
     def _on_event(self, event: Any) -> None:
         self.recorder.write_event(event)
@@ -57,6 +66,7 @@ class KubeInput:
         s = self.watcher.stats()
         return {
             "file": self.path.name,
+            "process": type(self.watcher).__name__ == "IsolatedKubeWatcher",
             "recorded": self.recorder.count,
             "lists": dict(s.lists), "relists": dict(s.relists), "errors": dict(s.errors),
             "reconnects": dict(s.reconnects), "bad_lines": dict(s.bad_lines),

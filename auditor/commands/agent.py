@@ -80,8 +80,10 @@ def _run(
     kube_client = None
     if not params["no_kube"]:
         from auditor.kubeapi import load_api_client
+        from auditor.kubeapi.isolated import WatchProcess
 
-        kube_client = load_api_client(params["kubeconfig"])
+        load_api_client(params["kubeconfig"])  # a bad configuration: one line, before anything starts
+        kube_client = WatchProcess(params["kubeconfig"])  # the watch runs in a process of its own
     config = AgentConfig(
         node=node,
         log_dir=Path(log_dir),

@@ -124,18 +124,25 @@ TCP_SYN_SENT = 2  # include/net/tcp_states.h
 def _no_socket_reset(packets: pd.DataFrame, kind: KindView, is_rst: np.ndarray) -> np.ndarray:
     """For each RST row: a live ``rst_sent`` the kernel sent without a socket (``state_raw`` 0) that
     answered a connection attempt. The kernel also answers a late ACK (a handshake completed just as the
-    listener closed) without a socket: where the client's own socket is on this node, its
-    ``rst_received`` says which (SYN_SENT: refused; any other state: the connection was established)."""
+    listener closed) without a socket. The probe reads the answered packet, so ``tcp_flags`` is the RST's
+    own: RST/ACK answered a SYN (refused), RST alone an ACK (not a refusal). Where it is unknown (0), and
+    the client's own socket is on this node, its ``rst_received`` says which (SYN_SENT: refused; any
+    other state: the connection was established)."""
     if "state_raw" not in packets:
         return np.zeros(int(is_rst.sum()), dtype=bool)
     state = packets["state_raw"].to_numpy()
     cand = kind.eq("rst_sent") & (state == 0)
+    # the probe read the answered packet: RST/ACK answered a SYN (refused), RST alone an ACK
+    flags = packets["tcp_flags"].to_numpy() if "tcp_flags" in packets else np.zeros(len(packets), dtype=int)
+    known = cand & (flags != 0)
+    cand = cand & ~(known & ((flags & 0x10) == 0))
+    unknown = cand & ~known
     established = kind.eq("rst_received") & (state != 0) & (state != TCP_SYN_SENT)
-    if cand.any() and established.any():
+    if unknown.any() and established.any():
         times = packets["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
         dst, dport = as_str_array(packets["dst"]), packets["dport"].to_numpy()
         a = pd.DataFrame(
-            {"ip": dst[cand], "port": dport[cand], "t": times[cand], "row": np.flatnonzero(cand)}
+            {"ip": dst[unknown], "port": dport[unknown], "t": times[unknown], "row": np.flatnonzero(unknown)}
         )
         b = pd.DataFrame({"ip": dst[established], "port": dport[established], "t_rcv": times[established]})
         m = a.merge(b, on=["ip", "port"], how="inner")

@@ -134,6 +134,7 @@ class KubeWatcher:
         backoff_cap_s: float = 30.0,
         connect_timeout_s: float = 10.0,
         list_read_timeout_s: float = 60.0,
+        initial_relisted: bool = False,
     ) -> None:
         unknown = [k for k in kinds if k not in KINDS]
         if unknown:
@@ -152,6 +153,7 @@ class KubeWatcher:
         self._responses: dict[str, Any] = {}
         self._threads: list[threading.Thread] = []
         self._synced = {k: threading.Event() for k in self.kinds}
+        self.initial_relisted = initial_relisted  # a restarted watch: its first list is a relist too
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> KubeWatcher:
@@ -281,7 +283,7 @@ class KubeWatcher:
         for key, obj in fresh.items():
             old = state.get(key)
             if old is None:
-                self._emit(kind, "ADDED", obj, observed, relisted=not initial)
+                self._emit(kind, "ADDED", obj, observed, relisted=not initial or self.initial_relisted)
             elif (old.get("metadata") or {}).get("uid") != (obj.get("metadata") or {}).get("uid"):
                 self._emit(kind, "DELETED", old, observed, relisted=True)  # same name, new object
                 self._emit(kind, "ADDED", obj, observed, relisted=True)

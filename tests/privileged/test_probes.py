@@ -19,7 +19,7 @@ from tests.conftest import require_root, require_tool
 
 pytestmark = pytest.mark.privileged
 
-CLOSED_PORT, LISTEN_PORT = 7, 8123
+CLOSED_PORT, LISTEN_PORT, LATE_ACK_PORT = 7, 8123, 45678
 
 # Runs inside the namespace: refused IPv4 and IPv6 connects, open+close a listener, UDP to a
 # closed port.
@@ -40,6 +40,22 @@ l.close()
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 u.sendto(b"x", ("127.0.0.1", {CLOSED_PORT}))
 u.close()
+# a bare ACK to the closed port (what a late handshake ACK looks like once the listener is gone):
+# IPv4 + TCP from 127.0.0.1:{LATE_ACK_PORT}, checksum over the pseudo header
+import struct
+def csum(b):
+    b += b"\\0" * (len(b) % 2)
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+lo = socket.inet_aton("127.0.0.1")
+tcp = struct.pack("!HHIIBBHHH", {LATE_ACK_PORT}, {CLOSED_PORT}, 1000, 2000, 5 << 4, 0x10, 1024, 0, 0)
+tcp = tcp[:16] + struct.pack("!H", csum(lo + lo + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)) + tcp[18:]
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 1, 0, 64, 6, 0, lo, lo)
+r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+r.sendto(ip + tcp, ("127.0.0.1", 0))
+r.close()
 """
 
 
@@ -114,6 +130,16 @@ def test_refusal_listener_icmp_and_drop_in_netns(probes: ProbeSet, netns: tuple[
     rst = next(e for e in by_kind[EventKind.RST_SENT] if e.dport == client_port)
     assert (rst.src, rst.sport, rst.dst) == ("127.0.0.1", CLOSED_PORT, "127.0.0.1")
     assert rst.reason_raw == 1  # SK_RST_REASON_NO_SOCKET on 6.10+; 0 before
+    assert rst.tcp_flags == 0x14  # RST/ACK: it answered a SYN (read from the answered skb)
+    deadline = time.monotonic() + 3  # the raw ACK is the script's last packet
+    while (
+        not any(e.dport == LATE_ACK_PORT for e in by_kind[EventKind.RST_SENT]) and time.monotonic() < deadline
+    ):
+        by_kind[EventKind.RST_SENT] += [
+            e for e in probes.poll(50) if e.netns == inum and e.kind == "rst_sent"
+        ]
+    late = next(e for e in by_kind[EventKind.RST_SENT] if e.dport == LATE_ACK_PORT)
+    assert (late.sport, late.tcp_flags) == (CLOSED_PORT, 0x04)  # a bare RST: it answered an ACK
     received = next(e for e in by_kind[EventKind.RST_RECEIVED] if e.dport == client_port)
     assert received.sport == CLOSED_PORT
     if "refused ::1" in out.stdout:  # IPv6 enabled in the namespace

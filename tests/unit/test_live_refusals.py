@@ -34,3 +34,22 @@ def test_socketless_reset_answering_a_late_ack_is_not_a_refusal() -> None:
     assert ("10.1.7.7", 40003, POD, "refused") in got
     refused = f.loc[f["failure"] == "refused"]
     assert len(refused) == 2 and set(refused["server_ip"].astype(str)) == {POD}
+
+
+def test_socketless_reset_names_what_it_answered_for_clients_on_other_nodes() -> None:
+    """The probe reads the packet a socketless reset answered: RST/ACK answered a SYN (refused), a
+    bare RST answered an ACK (a late ACK or data for a connection already gone: a reset). No client
+    socket on this node is needed to tell them apart."""
+
+    def sent(t: int, client_port: int, flags: int) -> PacketEvent:
+        return PacketEvent(t, "rst_sent", 4, POD, 8080, "10.1.7.7", client_port, state_raw=0, tcp_flags=flags,
+                           source="ebpf", node="n1")  # fmt: skip
+
+    events = [
+        sent(T0, 40001, 0x14),  # RST/ACK: answered a SYN
+        sent(T0 + NS, 40002, 0x04),  # RST: answered the handshake's last ACK after the listener closed
+        sent(T0 + 2 * NS, 40003, 0),  # unknown (older probe): counted as a refusal, as before
+    ]
+    f = find_failures(packet_frame(events))
+    got = {int(r.client_port): str(r.failure) for r in f.itertuples()}
+    assert got == {40001: "refused", 40002: "reset", 40003: "refused"}

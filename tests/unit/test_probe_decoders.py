@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from auditor.model.packet import RST, SYN, EventKind
+from auditor.model.packet import ACK, FIN, PSH, RST, SYN, EventKind
 from auditor.sources.live import DecodeError, decode_event
 from auditor.sources.live.clock import measure_clock_offset
 from auditor.sources.live.decode_skb_drop import drop_location
@@ -44,6 +44,19 @@ def test_rst_sent_for_closed_port() -> None:
     assert (ev.src, ev.sport, ev.dst, ev.dport) == ("10.244.1.7", 8080, "10.244.2.9", 41000)
     assert (ev.time_ns, ev.family, ev.reason_raw, ev.state_raw) == (OFFSET + 5_000, 4, 1, 7)
     assert (ev.netns, ev.source, ev.node, ev.frame) == (NETNS, "ebpf", "n1", 0)
+    assert ev.tcp_flags == 0  # the answered packet is unknown (trigger_flags 0)
+
+
+@pytest.mark.parametrize(
+    ("trigger", "wire"),
+    [(SYN, RST | ACK), (ACK, RST), (ACK | PSH, RST), (FIN | ACK, RST), (0, 0)],
+)
+def test_rst_sent_without_socket_carries_the_flags_it_answered(trigger: int, wire: int) -> None:
+    # tcp_v4_send_reset: a packet with ACK gets a bare RST (seq = its ack); else RST/ACK (a SYN: refused)
+    data = header(5_000, 1, AF_INET, V4("10.244.1.7"), V4("10.244.2.9"), 8080, 41000)
+    data += struct.pack("<III", 7, 1, trigger)
+    ev = decode_event(data, OFFSET)
+    assert ev.tcp_flags == wire
 
 
 def test_rst_received_is_swapped_to_wire_direction() -> None:
@@ -103,7 +116,7 @@ def test_unknown_family_gives_empty_addresses() -> None:
     "data, message",
     [
         (b"", "expected at least"),
-        (header(1, 1, AF_INET, V4("1.2.3.4"), V4("5.6.7.8"), 1, 2), "expected at least 68"),
+        (header(1, 1, AF_INET, V4("1.2.3.4"), V4("5.6.7.8"), 1, 2), "expected at least 72"),
         (header(1, 99, AF_INET, V4("1.2.3.4"), V4("5.6.7.8"), 1, 2) + b"\0" * 40, "unknown event kind 99"),
     ],
 )
@@ -139,6 +152,8 @@ def _sample_records() -> list[bytes]:
     return [
         header(5_000, 1, AF_INET, V4("10.244.1.7"), V4("10.244.2.9"), 8080, 41000)
         + struct.pack("<II4x", 7, 1),
+        header(6_000, 1, AF_INET, V4("10.244.1.7"), V4("10.244.2.9"), 8080, 41001) + struct.pack("<III", 7, 1, SYN),
+        header(6_500, 1, AF_INET, V4("10.244.1.7"), V4("10.244.2.9"), 8080, 41002) + struct.pack("<III", 7, 1, ACK),
         header(7, 2, AF_INET, V4("10.244.2.9"), V4("10.244.1.7"), 41000, 8080) + struct.pack("<II4x", 2, 0),
         header(9, 3, AF_INET6, v6("fd00::2"), v6("fd00::7"), 41000, 8080) + struct.pack("<II4x", 2, 7),
         header(11, 4, AF_INET, V4("0.0.0.0"), V4("0.0.0.0"), 8080, 0) + struct.pack("<II4x", 10, 7),

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from auditor.model.packet import PACKET_COLUMNS, EventKind, normalize_packet_frame
+from auditor.sources.live.decode_tcp_reset import TCP_ACK, TCP_RST
 from auditor.sources.live.events import AF_INET, AF_INET6, KIND_CODES
 
 if TYPE_CHECKING:
@@ -24,11 +25,12 @@ _HEAD: list[tuple[Any, ...]] = [
 ]  # fmt: skip
 # kind code -> (dtype of the whole C struct incl. padding); the tail fields per family
 _TWO_U32 = np.dtype([*_HEAD, ("a", "<u4"), ("b", "<u4"), ("end", "V4")])  # 72 bytes
+_RESET = np.dtype([*_HEAD, ("a", "<u4"), ("b", "<u4"), ("c", "<u4")])  # 72 bytes
 _ICMP = np.dtype([*_HEAD, ("a", "<u4"), ("b", "<u4"), ("proto", "u1"), ("flags", "u1"), ("end", "V6")])
 _DROP = np.dtype(
     [*_HEAD, ("a", "<u4"), ("eth", "<u2"), ("proto", "u1"), ("flags", "u1"), ("pad2", "V4"), ("loc", "<u8")]
 )
-_DTYPES = {1: _TWO_U32, 2: _TWO_U32, 3: _TWO_U32, 4: _TWO_U32, 5: _ICMP, 6: _DROP}
+_DTYPES = {1: _RESET, 2: _RESET, 3: _TWO_U32, 4: _TWO_U32, 5: _ICMP, 6: _DROP}
 
 
 def _texts(family: int, uniq: list[bytes]) -> list[str]:
@@ -99,6 +101,11 @@ def decode_records(records: list[bytes], offset_ns: int, node: str = "") -> tupl
         }
         if code in (1, 2):
             cols["state_raw"], cols["reason_raw"] = arr["a"] & 0xFF, arr["b"]
+            if code == 1:  # the RST's flags on the wire, from the answered packet's (decode_tcp_reset)
+                trigger = arr["c"] & 0xFF
+                cols["tcp_flags"] = np.where(
+                    trigger == 0, 0, np.where(trigger & TCP_ACK, TCP_RST, TCP_RST | TCP_ACK)
+                ).astype("uint16")
         elif code in (3, 4):
             cols["state_raw"] = arr["a"] & 0xFF
         elif code == 5:

@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True, slots=True)
 class ProbeConfig:
     families: tuple[str, ...] = tuple(FAMILIES)
