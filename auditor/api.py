@@ -23,13 +23,10 @@ import numpy as np
 import pandas as pd
 
 from auditor.correlate.audit import AuditOptions, AuditResult, audit
-from auditor.correlate.causes import CAUSES
-from auditor.correlate.episodes import MISSING_NS
-from auditor.correlate.recommend import ROLLOUT_FAILURE_CAUSES, Recommendation
+from auditor.correlate.recommend import Recommendation
 from auditor.errors import AuditorError
+from auditor.model.audit import CAUSES, MISSING_NS, ROLLOUT_FAILURE_CAUSES
 from auditor.model.kube import KubeInput
-from auditor.model.packet import packet_frame
-from auditor.sources.packet_inputs import TEXT_COLUMNS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -255,39 +252,18 @@ def analyze(
         raise AuditorError("nothing to analyze", "analyze", "give pcaps= or events=")
     if kube is None:
         raise AuditorError("no Kubernetes input", "analyze", "give kube= (kubectl --watch output)")
-    packets, info = _read_events(paths, node) if paths else (packet_frame(), {"problems": []})
-    if isinstance(events, pd.DataFrame):
-        packets = pd.concat([packets, events], ignore_index=True)
-        for col in TEXT_COLUMNS:
-            packets[col] = packets[col].astype(str).astype("category")
-    k = kube if isinstance(kube, KubeInput) else load_kube(*_as_list(kube))
-    info["kube_events_read"] = k.events_read
-    info["kube_events_skipped"] = k.events_skipped
-    info["problems"] += [str(p) for p in k.problems]
-    dp = None
-    if dataplane is not None:
-        from auditor.sources.dataplane_file import read_dataplane
+    from auditor.sources.inputs import load_inputs
 
-        d = read_dataplane([os.fspath(p) for p in _as_list(dataplane)])
-        dp = d.table
-        info["dataplane_records"] = len(dp)
-        info["problems"] += [str(p) for p in d.problems]
-    result = None
-    if client is not None:
-        from auditor.sources.client_result import read_client_result
-
-        result = read_client_result(os.fspath(client))
-    info["problems_count"] = len(info["problems"])
-    res = audit(
-        packets,
-        list(k.pods.values()),
-        endpoints=k.endpoints,
-        dataplane=dp,
-        client=result,
-        options=AuditOptions(margin_s=margin_s),
-        inputs=info,
+    inputs = load_inputs(
+        paths,
+        kube if isinstance(kube, KubeInput) else _as_list(kube),
+        _as_list(dataplane),
+        client,
+        node,
+        events=events if isinstance(events, pd.DataFrame) else None,
     )
-    return Audit(res, packets, k)
+    res = audit(inputs, AuditOptions(margin_s=margin_s))
+    return Audit(res, inputs.packets, inputs.kube)
 
 
 def _prestops(prestop_s: float | Sequence[float]) -> list[float]:

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from auditor.model.logfiles import summary_name
+
 NODE = "bench"
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -96,7 +98,7 @@ def measure_agent(storm_bin: Path, seconds: float, workers: int, storm_cpu: int 
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 proc.wait()
-        summary_path = Path(tmp) / f"agent-{NODE}.json"
+        summary_path = Path(tmp) / summary_name(NODE)
         if not summary_path.exists():
             raise RuntimeError(f"agent wrote no summary (exit {proc.returncode}): {log.read_text()[-400:]}")
         summary = json.loads(summary_path.read_text())

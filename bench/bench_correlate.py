@@ -5,8 +5,8 @@ names: a bare pandas ``merge_asof`` join of the same size (~0.16 s measured on a
 
     .venv/bin/python bench/bench_correlate.py [--events 1000000] [--episodes 10000] [--repeat 3]
 
-What is timed: ``auditor.correlate.audit.audit`` on an in-memory packet table and pod records, i.e.
-finding failures (refusals matched to their SYNs, resets, unreachables), attaching every event to the
+What is timed: ``auditor.correlate.audit.audit`` on in-memory inputs (a packet table and pod records), i.e.
+building the IP -> pod index, finding failures (refusals matched to their SYNs, resets, unreachables), attaching every event to the
 episode of the pod that owned its IP at that time, per-node timelines, causes, and recommendations.
 Building the synthetic inputs is not timed.
 """
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from auditor.correlate.audit import audit
 from auditor.model.kube import PodInfo
 from auditor.model.packet import PACKET_COLUMNS
-from tests.fakes import pod
+from tests.fakes import inputs, pod
 
 NS = 1_000_000_000
 T0 = 1_790_000_000 * NS
@@ -108,7 +108,7 @@ def main() -> int:
     res = None
     for _ in range(args.repeat):
         start = time.perf_counter()
-        res = audit(packets, pods)
+        res = audit(inputs(packets, pods))
         times.append(time.perf_counter() - start)
         refs.append(reference_merge_asof(args.events, args.episodes))
     assert res is not None

@@ -4,7 +4,7 @@
 * :class:`PacketSource` is what a packet source provides (:class:`ProbeSource` wraps the eBPF probes);
 * :class:`LiveCorrelator` audits each pod termination episode once it has settled.
 
-Log directory layout: see ``auditor/sinks/eventlog.py`` and ``docs`` in ``auditor/commands/agent.py``.
+Log directory layout: :mod:`auditor.model.logfiles` (the names), :mod:`auditor.sinks.eventlog` (segments).
 """
 
 from auditor.agent.core import Agent, AgentConfig

@@ -2,7 +2,9 @@
 inputs; episodes audited as they finish; metrics; a bounded, lossless shutdown.
 
 Threads: one poll loop per packet source, the writer, the kube watcher's, the dataplane watcher's,
-the metrics HTTP server; the caller's thread runs :meth:`Agent.run` (episodes, loss counters, summary).
+the metrics HTTP server; the caller's thread runs :meth:`Agent.run` (episodes, loss counters, summary,
+and every ``clock_resync_s`` the kernel -> wall clock offsets of the probes and of the dataplane
+watcher, re-measured: :mod:`auditor.agent.clocksync`).
 On :meth:`Agent.request_stop` (SIGTERM): sources stop and are drained, the writer empties the queue and
 finishes the log segment, then ``agent-<node>.json`` records received / written / lost. Every event a
 poll loop received is either written or counted as ``queue_full`` (``received == written + dropped``).
@@ -28,13 +30,21 @@ from pathlib import Path
 from typing import Any
 
 from auditor.agent.batchqueue import BatchQueue
+from auditor.agent.clocksync import ClockResync
 from auditor.agent.correlator import EpisodeReport, LiveCorrelator
 from auditor.agent.frames import as_packet_frame, kind_counts
 from auditor.agent.inputs import DataplaneInput, KubeInput
 from auditor.agent.memory import release_unused, rss_bytes
 from auditor.agent.sources import PacketSource
 from auditor.model.kube import format_time_ns
-from auditor.sinks.eventlog import EventLog, segment_stamp
+from auditor.model.logfiles import (
+    dataplane_name,
+    episodes_name,
+    kube_stream_name,
+    segment_stamp,
+    summary_name,
+)
+from auditor.sinks.eventlog import EventLog
 from auditor.sinks.metrics import AgentMetrics, MetricsServer
 
 log = logging.getLogger("auditor.agent")
@@ -61,6 +71,8 @@ class AgentConfig:
     stop_timeout_s: float = 10.0
     dataplane: str = "off"  # off | auto | iptables-nft | iptables-legacy | nftables
     dataplane_netns: str | None = None  # the rules' network namespace (name or path); None: our own
+    clock_resync_s: float = 60.0  # re-measure the kernel -> wall clock offsets this often (NTP); 0: never
+    clock_drift_log_ms: float = 1.0  # log a resync whose correction exceeds this
     extra: dict[str, Any] = field(default_factory=dict)  # copied into the summary
 
 
@@ -90,7 +102,7 @@ class Agent:
             self.dir, config.node, config.log_format, config.rotate_bytes, config.rotate_seconds
         )
         self.kube = (
-            KubeInput(kube_client, self.dir / f"kube-{config.node}-{stamp}.json", self.correlator)
+            KubeInput(kube_client, self.dir / kube_stream_name(config.node, stamp), self.correlator)
             if kube_client is not None
             else None
         )
@@ -100,12 +112,12 @@ class Agent:
             self.dataplane = DataplaneInput(
                 config.node,
                 config.dataplane,
-                self.dir / f"dataplane-{config.node}-{stamp}.jsonl",
+                self.dir / dataplane_name(config.node, stamp),
                 self.correlator,
                 netns=config.dataplane_netns,
             )
-        self.summary_path = self.dir / f"agent-{config.node}.json"
-        self.episodes_path = self.dir / f"episodes-{config.node}.jsonl"
+        self.summary_path = self.dir / summary_name(config.node)
+        self.episodes_path = self.dir / episodes_name(config.node)
         self._queue = BatchQueue(config.queue_batches, config.queue_rows)
         self._lock = threading.Lock()
         self.received: Counter[str] = Counter()
@@ -121,6 +133,7 @@ class Agent:
         self._server: MetricsServer | None = None
         self._source_errors: dict[str, str] = {}
         self._clean = True
+        self.clock_resync = ClockResync(config.clock_resync_s, int(config.clock_drift_log_ms * 1e6))
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> Agent:
@@ -155,6 +168,12 @@ class Agent:
                 self.dataplane = None
         if self.kube is not None:
             self.kube.start()
+        for src in self.sources:
+            resync = getattr(src, "resync_clock", None)  # optional, like poll_frame
+            if resync is not None:
+                self.clock_resync.add(src.name, resync)
+        if self.dataplane is not None:
+            self.clock_resync.add("dataplane", self.dataplane.resync_clock)
         self.released_bytes = release_unused()  # what compiling the probes left resident
         self._writer.start()
         for src in self.sources:
@@ -189,6 +208,7 @@ class Agent:
                 if now >= next_tick:
                     next_tick = now + 1.0
                     self._tick()
+                self.clock_resync.run_if_due()
                 if now >= next_summary:
                     next_summary = now + 10.0
                     self._write_summary(final=False)
@@ -382,6 +402,7 @@ class Agent:
                 "queue_peak_rows": self._queue.peak_rows,
                 "window_rows": c.window.packet_rows,
             },
+            "clock": self.clock_resync.notes(),
             "kube": self.kube.notes() if self.kube is not None else "off",
             "dataplane": self.dataplane.notes() if self.dataplane is not None else self.dataplane_note,
             "sources": {s.name: _safe_notes(s) for s in self.sources},

@@ -2,8 +2,10 @@
 
 A pod's episode is over ``settle_s`` seconds after its DELETED watch event: late refusals and the last
 dataplane rewrites have arrived by then. The correlator then runs :func:`auditor.correlate.audit.audit`
-on the window restricted to that pod (its watch events, the EndpointSlices that listed it, packets and
-rule changes touching its addresses) and returns one :class:`EpisodeReport`.
+on the window restricted to that pod, straight from the live window's
+:class:`~auditor.sources.kube_timeline.KubeTimeline` (the pod's facts, the endpoint changes of its
+addresses, every pod that ever held them for the IP -> pod lookup, packets and rule changes touching
+its addresses) and returns one :class:`EpisodeReport`.
 Pods on other nodes are audited too (kube-proxy on this node routes to them), but only when this node
 saw something about them (a packet event or a rule change); the others are counted as ``skipped``.
 """
@@ -11,15 +13,18 @@ saw something about them (a packet event or a rule change); the others are count
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from auditor.agent.window import KubeItem, Window
+from auditor.agent.window import Window
+from auditor.correlate.audit import AuditOptions, audit, pod_index
+from auditor.enrich.pods import PodIndex
+from auditor.model.audit import AuditInputs
+from auditor.model.dataplane import DataplaneRecord, dataplane_frame
+from auditor.model.kube import KubeInput, WatchEvent
 from auditor.model.packet import PacketEvent
 
 if TYPE_CHECKING:
@@ -109,13 +114,16 @@ class LiveCorrelator:
     def add_kube(
         self, kind: str, type_: str, obj: dict[str, Any], observed_ns: int, relisted: bool = False
     ) -> None:
-        item = KubeItem(kind, type_, obj, observed_ns, relisted)
+        event = WatchEvent(
+            type_, obj, None if relisted else observed_ns, observed_ns if relisted else None, kind
+        )
+        uid = str((obj.get("metadata") or {}).get("uid") or "") if kind == "Pod" else ""
         with self._lock:
-            self.window.add_kube(item)
-            if kind == "Pod" and type_ == "DELETED" and item.key:
-                self._due[item.key] = (observed_ns + self.settle_ns, observed_ns)
+            self.window.add_kube(event)
+            if type_ == "DELETED" and uid:
+                self._due[uid] = (observed_ns + self.settle_ns, observed_ns)
 
-    def add_dataplane(self, record: Any) -> None:
+    def add_dataplane(self, record: DataplaneRecord) -> None:
         with self._lock:
             self.window.add_dataplane(record)
 
@@ -153,45 +161,23 @@ class LiveCorrelator:
         return reports
 
     def _audit(self, uid: str, deleted_ns: int) -> EpisodeReport | None:
-        from auditor.correlate.audit import AuditOptions, audit
-        from auditor.model.dataplane import dataplane_frame
-        from auditor.sources.kube_stream import read_kube_streams
-
         with self._lock:
-            objs = [it.obj for it in self.window.pod_versions(uid)]
-            ips = {
-                str(ip.get("ip"))
-                for o in objs
-                for ip in (o.get("status") or {}).get("podIPs") or []
-                if ip.get("ip")
-            }
-            ips |= {
-                str((o.get("status") or {}).get("podIP"))
-                for o in objs
-                if (o.get("status") or {}).get("podIP")
-            }
-            nodes = [str((o.get("spec") or {}).get("nodeName") or "") for o in objs]
-            pod_node = next((n for n in reversed(nodes) if n), "")
+            pod = self.window.kube.pod(uid)
+            if pod is None:
+                return None
+            ips = set(pod.ips)
             since = deleted_ns - LOOKBACK_NS
             packets = self.window.packets_for(ips, since)
             records = self.window.dataplane_for(ips, since)
-            lines = self.window.kube_lines(uid, ips)
+            endpoints = self.window.kube.endpoints(ips)
+            holders = self.window.kube.pods_with_ips(ips)  # the pod, and any that held its IPs before/after
+        pod_node = pod.node or ""
         if not ips or (pod_node != self.node and packets.empty and not records):
             return None
-        fd, path = tempfile.mkstemp(prefix="auditor-episode-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write("\n".join(lines) + "\n")
-            kube = read_kube_streams([path])
-        finally:
-            os.unlink(path)
-        pods = [p for p in kube.pods.values() if p.uid == uid]
-        if not pods:
-            return None
-        pod = pods[0]
-        dp = dataplane_frame(records) if records else None
-        res = audit(packets, pods, endpoints=kube.endpoints, dataplane=dp,
-                    options=AuditOptions(margin_s=self.margin_s))  # fmt: skip
+        kube = KubeInput(pods={p.uid: p for p in holders}, endpoints=endpoints, events=_no_events())
+        inputs = AuditInputs(packets=packets, kube=kube, dataplane=dataplane_frame(records) if records else None)
+        index: PodIndex = pod_index(holders)
+        res = audit(inputs, AuditOptions(margin_s=self.margin_s), terminations=[pod], pods=index)
         report = EpisodeReport(
             pod.namespace, pod.name, uid, pod_node, self.node, res.verdict, dict(res.causes)
         )
@@ -212,3 +198,9 @@ class LiveCorrelator:
                 report.node_gaps[node] = float(row.get("max_gap_s") or 0.0)
         report.line = format_episode_line(report)
         return report
+
+
+def _no_events() -> pd.DataFrame:
+    from auditor.model.kube import event_frame
+
+    return event_frame([])

@@ -49,12 +49,13 @@ class KubeInput:
         self.watcher.start()
 
     def stop(self, timeout: float) -> bool:
-        done = self.watcher.stop(timeout)
+        done: bool = self.watcher.stop(timeout)
         self.recorder.close()
         return done
 
     def synced(self) -> bool:
-        return self.watcher.wait_synced(0)
+        synced: bool = self.watcher.wait_synced(0)
+        return synced
 
     def lost(self) -> dict[str, int]:
         """Watch gaps: failed or broken watches, 410 relists, unparsable lines, callback failures."""
@@ -127,6 +128,12 @@ class DataplaneInput:
         with self._lock:
             if self._file is not None:
                 self._file.close()
+
+    def resync_clock(self) -> int | None:
+        """Re-measure the watcher's kernel -> wall clock offset; the correction in ns, None if the
+        watcher stamps nothing by the kernel (or is not running)."""
+        resync = getattr(self._watcher, "resync_clock", None)
+        return resync() if resync is not None else None
 
     def lost(self) -> dict[str, int]:
         c = getattr(self._watcher, "counters", None)

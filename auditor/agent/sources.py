@@ -14,7 +14,9 @@ class PacketSource(Protocol):
     """What the agent needs from a packet source (tests use fakes).
 
     A source may also offer ``poll_frame(timeout_ms) -> pandas.DataFrame`` (the packet table of one
-    poll): the agent then uses it instead of :meth:`poll` (the batch path, no object per event).
+    poll): the agent then uses it instead of :meth:`poll` (the batch path, no object per event), and
+    ``resync_clock() -> int | None`` (re-measure the clock offset it stamps events with, return the
+    correction in ns): the agent calls it every ``AgentConfig.clock_resync_s``.
     """
 
     name: str
@@ -61,6 +63,10 @@ class ProbeSource:
     def poll_frame(self, timeout_ms: int) -> pd.DataFrame:
         """The events of one poll as the packet table, decoded in one batch."""
         return self.listeners.resolve_frame(self.probes.poll_frame(timeout_ms))
+
+    def resync_clock(self) -> int:
+        """Re-measure the kernel -> wall clock offset of the probes; the correction in ns."""
+        return self.probes.resync_clock()
 
     def lost(self) -> dict[str, int]:
         if self._started:

@@ -1,64 +1,31 @@
-"""What the live correlator remembers: recent packet events, recent watch events, dataplane records.
+"""What the live correlator remembers: recent packet events, the Kubernetes timeline, dataplane records.
 
 Everything is bounded in count and in age. Packet events are kept as packet tables (a deque of
 frames, small poll batches merged into chunks), not one object per event: ``max_packets`` rows at
-about 60 bytes each. Rows dropped by the count bound before their age are counted (``evicted_packets``). Watch events that age out are not forgotten entirely: the
-last version of every live pod and EndpointSlice stays as its *base*, so an episode of a pod created
-hours ago still sees the pod's spec and the slice state before the window.
+about 60 bytes each. Rows dropped by the count bound before their age are counted (``evicted_packets``).
+Watch events are folded as they arrive into one :class:`~auditor.sources.kube_timeline.KubeTimeline`
+(the class the offline reader uses): a pod is a few hundred bytes of facts however many versions of it
+were seen, so an episode of a pod created hours ago still has its spec, and the EndpointSlices keep
+their current state. Endpoint changes and Events older than the window are trimmed (and by count,
+``max_kube``, counted in ``evicted_kube``); a pod is forgotten once its episode is audited.
 """
 
 from __future__ import annotations
 
-import json
 from collections import deque
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from auditor.agent.frames import as_packet_frame, concat_packet_frames
-from auditor.model.kube import format_time_ns
+from auditor.model.dataplane import DataplaneRecord
+from auditor.model.kube import WatchEvent
 from auditor.model.packet import PacketEvent
+from auditor.sources.kube_timeline import KubeTimeline
 
 if TYPE_CHECKING:
     import pandas as pd
 
 MERGE_FRAMES = 64  # poll batches kept apart before they are merged into one chunk
 MERGE_ROWS = 32_768
-
-
-@dataclass(frozen=True, slots=True)
-class KubeItem:
-    """One watch event as the correlator keeps it."""
-
-    kind: str  # "Pod" | "EndpointSlice" | ...
-    type: str
-    obj: dict[str, Any]
-    observed_ns: int
-    relisted: bool = False  # learnt by a relist: observed_ns only bounds when it happened
-
-    @property
-    def key(self) -> str:
-        meta = self.obj.get("metadata") or {}
-        if self.kind == "Pod":
-            return str(meta.get("uid") or "")
-        return f"{meta.get('namespace') or ''}/{meta.get('name') or ''}"
-
-    def line(self, type_: str | None = None) -> str:
-        doc: dict[str, Any] = {
-            "type": type_ or self.type,
-            "object": self.obj,
-            "observedAt": format_time_ns(self.observed_ns),
-        }
-        if self.relisted:
-            doc["relisted"] = True
-        return json.dumps(doc, separators=(",", ":"))
-
-
-def slice_addresses(obj: dict[str, Any]) -> set[str]:
-    out: set[str] = set()
-    for ep in obj.get("endpoints") or []:
-        if isinstance(ep, dict):
-            out.update(str(a) for a in ep.get("addresses") or [])
-    return out
 
 
 class Window:
@@ -71,12 +38,10 @@ class Window:
         self._tail: list[pd.DataFrame] = []  # recent poll batches, not merged yet
         self._tail_rows = 0
         self.packet_rows = 0
-        self.kube: deque[KubeItem] = deque()
-        self.dataplane: deque[Any] = deque()  # DataplaneRecord
-        self.base: dict[tuple[str, str], KubeItem] = {}  # (kind, key) -> last version aged out
-        # per pod uid, the aged-out versions that matter: first seen, first deleting, last
-        self.pod_base: dict[str, dict[str, KubeItem]] = {}
+        self.kube = KubeTimeline()
+        self.dataplane: deque[DataplaneRecord] = deque()
         self.evicted_packets = 0  # trimmed by count before their age: the window was too small
+        self.evicted_kube = 0  # endpoint changes and Events trimmed by count before their age
 
     def add_packets(self, events: pd.DataFrame | list[PacketEvent]) -> None:
         frame = as_packet_frame(events)
@@ -114,12 +79,20 @@ class Window:
         """Every packet table held, oldest first."""
         return [*self.chunks, *self._tail]
 
-    def add_kube(self, item: KubeItem) -> None:
-        self.kube.append(item)
-        while len(self.kube) > self.max_kube:
-            self._age_out(self.kube.popleft())
+    def add_kube(self, event: WatchEvent) -> None:
+        self.kube.apply(event)
+        rows = self.kube.endpoint_rows
+        if len(rows) > self.max_kube:
+            drop = len(rows) - self.max_kube // 2  # by halves: not a list copy per event
+            del rows[:drop]
+            self.evicted_kube += drop
+        if len(self.kube.event_rows) > self.max_kube:
+            keep = self.kube.event_rows[len(self.kube.event_rows) - self.max_kube // 2 :]
+            self.evicted_kube += len(self.kube.event_rows) - len(keep)
+            self.kube.event_rows = keep
+            self.kube.event_keys = {k for r in keep if isinstance(k := r.get("_key"), tuple)}
 
-    def add_dataplane(self, record: Any) -> None:
+    def add_dataplane(self, record: DataplaneRecord) -> None:
         self.dataplane.append(record)
         while len(self.dataplane) > self.max_kube:
             self.dataplane.popleft()
@@ -139,60 +112,14 @@ class Window:
             self.packet_rows -= old
             if old < len(first):
                 break
-        while self.kube and self.kube[0].observed_ns < cut:
-            self._age_out(self.kube.popleft())
+        self.kube.trim(cut)
         while self.dataplane and self.dataplane[0].time_ns < cut:
             self.dataplane.popleft()
 
-    def _age_out(self, item: KubeItem) -> None:
-        key = (item.kind, item.key)
-        if item.kind == "Pod":
-            if item.type == "DELETED":
-                self.pod_base.pop(item.key, None)
-                return
-            marks = self.pod_base.setdefault(item.key, {"first": item})
-            if "deleting" not in marks and (item.obj.get("metadata") or {}).get("deletionTimestamp"):
-                marks["deleting"] = item
-            marks["last"] = item
-            return
-        if item.type == "DELETED":
-            self.base.pop(key, None)
-        else:
-            self.base[key] = item
-
     def forget_pod(self, uid: str) -> None:
-        self.pod_base.pop(uid, None)
-
-    def pod_versions(self, uid: str) -> list[KubeItem]:
-        """Aged-out milestones then recent events of one pod, oldest first."""
-        marks = self.pod_base.get(uid, {})
-        kept: list[KubeItem] = []
-        for name in ("first", "deleting", "last"):
-            it = marks.get(name)
-            if it is not None and all(it is not k for k in kept):
-                kept.append(it)
-        return kept + [it for it in self.kube if it.kind == "Pod" and it.key == uid]
+        self.kube.forget_pod(uid)
 
     # -- what one episode needs --------------------------------------------------------------------
-    def kube_lines(self, uid: str, ips: set[str]) -> list[str]:
-        """The watch stream of one pod and of the EndpointSlices that ever listed its addresses."""
-        slices = {
-            k
-            for (kind, k), it in self.base.items()
-            if kind == "EndpointSlice" and slice_addresses(it.obj) & ips
-        }
-        slices |= {it.key for it in self.kube if it.kind == "EndpointSlice" and slice_addresses(it.obj) & ips}
-        marks = self.pod_base.get(uid, {})
-        aged = [it for it in self.pod_versions(uid) if any(it is m for m in marks.values())]
-        lines = [it.line("ADDED" if i == 0 else "MODIFIED") for i, it in enumerate(aged)]
-        for (kind, key), it in self.base.items():
-            if kind == "EndpointSlice" and key in slices:
-                lines.append(it.line("ADDED"))
-        for it in self.kube:
-            if (it.kind == "Pod" and it.key == uid) or (it.kind == "EndpointSlice" and it.key in slices):
-                lines.append(it.line())
-        return lines
-
     def packets_for(self, ips: set[str], since_ns: int) -> pd.DataFrame:
         """The packet events touching ``ips`` since ``since_ns``, as one packet table."""
         import pandas as pd
@@ -208,5 +135,5 @@ class Window:
                 picked.append(f.loc[mask])
         return concat_packet_frames(picked).reset_index(drop=True)
 
-    def dataplane_for(self, ips: set[str], since_ns: int) -> list[Any]:
+    def dataplane_for(self, ips: set[str], since_ns: int) -> list[DataplaneRecord]:
         return [r for r in self.dataplane if r.time_ns >= since_ns and r.ip in ips]

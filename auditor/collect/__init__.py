@@ -1,10 +1,12 @@
 """``auditor collect``: every node agent's log directory into one directory ``analyze --dir`` reads.
 
-* :mod:`auditor.collect.layout` — log file names, and reading a directory or a collection of them;
-* :mod:`auditor.collect.serve` — the agent's read-only ``/logs`` routes (served by the metrics server);
-* :mod:`auditor.collect.fetch` — the client side, through the API server's pod proxy.
+* :mod:`auditor.collect.layout` — reading a log directory or a collection of them, by node;
+* :mod:`auditor.collect.fetch` — the client side, through the API server's pod proxy (``auditor.kubeapi``).
+
+The file names are :mod:`auditor.model.logfiles`; the agent's read-only ``/logs`` routes are
+:mod:`auditor.sinks.logserve` (served by the metrics server).
 """
 
-from auditor.collect.layout import LogDir, classify_log_file, find_log_dirs, scan_log_dir
+from auditor.collect.layout import LogDir, find_log_dirs, scan_log_dir
 
-__all__ = ["LogDir", "classify_log_file", "find_log_dirs", "scan_log_dir"]
+__all__ = ["LogDir", "find_log_dirs", "scan_log_dir"]

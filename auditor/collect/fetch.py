@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auditor.collect.layout import MANIFEST, classify_log_file, safe_node_dir, superseded
 from auditor.errors import AuditorError
+from auditor.kubeapi.proxy import ApiCallError, PodProxy, error_line, list_pods
+from auditor.model.logfiles import MANIFEST, classify_log_file, list_segments, safe_node_dir, superseded
 
 RBAC_HINT = "the user needs 'list' on pods and 'get' on pods/proxy in the agent namespace"
 
@@ -74,48 +75,20 @@ class NodeResult:
         )
 
 
-def _api_error(exc: BaseException) -> str:
-    """One line from an ApiException (Status message when there is one) or a transport error."""
-    status = getattr(exc, "status", None)
-    body = getattr(exc, "body", None)
-    message = ""
-    if body:
-        try:
-            message = str(json.loads(body).get("message", ""))
-        except (ValueError, AttributeError, TypeError):
-            message = body.decode(errors="replace") if isinstance(body, bytes) else str(body)
-    if not message:
-        message = str(getattr(exc, "reason", "") or exc)
-    text = f"HTTP {status}: {message}" if status else f"{type(exc).__name__}: {message}"
-    return " ".join(text.split())[:300]
-
-
 def list_agent_pods(api_client: Any, namespace: str, selector: str) -> list[AgentPod]:
     """The agent pods, one per node (Running preferred when a node has two during an upgrade)."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
-
     try:
-        pods = client.CoreV1Api(api_client).list_namespaced_pod(
-            namespace, label_selector=selector, _request_timeout=30
-        )
-    except ApiException as exc:
+        pods = list_pods(api_client, namespace, selector, timeout_s=30)
+    except ApiCallError as exc:
+        if not exc.answered:
+            raise AuditorError(f"cannot reach the API server: {exc}", hint="check --kubeconfig") from None
         hint = RBAC_HINT if exc.status in (401, 403) else "check --namespace and the cluster"
-        raise AuditorError(
-            f"cannot list agent pods: {_api_error(exc)}", f"namespace {namespace}", hint
-        ) from None
-    except (HTTPError, OSError) as exc:
-        raise AuditorError(
-            f"cannot reach the API server: {_api_error(exc)}", hint="check --kubeconfig"
-        ) from None
+        raise AuditorError(f"cannot list agent pods: {exc}", f"namespace {namespace}", hint) from None
     by_node: dict[str, AgentPod] = {}
-    for pod in pods.items:
-        node = (pod.spec.node_name if pod.spec else None) or ""
-        phase = (pod.status.phase if pod.status else None) or "Unknown"
-        cur = by_node.get(node)
-        if cur is None or (cur.phase != "Running" and phase == "Running"):
-            by_node[node] = AgentPod(str(pod.metadata.name if pod.metadata else ""), node, phase)
+    for pod in pods:
+        cur = by_node.get(pod.node)
+        if cur is None or (cur.phase != "Running" and pod.phase == "Running"):
+            by_node[pod.node] = AgentPod(pod.name, pod.node, pod.phase)
     return [by_node[n] for n in sorted(by_node)]
 
 
@@ -123,34 +96,17 @@ class AgentFiles:
     """The ``/logs`` routes of one agent pod, reached through the pod proxy."""
 
     def __init__(self, api_client: Any, namespace: str, pod: str, port: int, timeout_s: float) -> None:
-        from kubernetes import client
-
-        self._api = client.CoreV1Api(api_client)
-        self.namespace, self.target, self.timeout_s = namespace, f"{pod}:{port}", timeout_s
-
-    def _get(self, path: str) -> Any:
-        return self._api.connect_get_namespaced_pod_proxy_with_path(
-            self.target, self.namespace, path,
-            _preload_content=False, _request_timeout=(self.timeout_s, self.timeout_s),
-        )  # fmt: skip
+        self._proxy = PodProxy(api_client, namespace, pod, port, timeout_s)
 
     def listing(self) -> list[dict[str, Any]]:
-        resp = self._get("logs")
-        try:
-            doc = json.loads(resp.data)
-        finally:
-            resp.release_conn()
+        doc = json.loads(self._proxy.read("logs"))
         files = doc.get("files") if isinstance(doc, dict) else None
         if not isinstance(files, list):
             raise ValueError("the agent's /logs answer has no file list (an older agent image?)")
         return [f for f in files if isinstance(f, dict) and isinstance(f.get("name"), str)]
 
     def stream(self, name: str) -> Iterator[bytes]:
-        resp = self._get(f"logs/{name}")
-        try:
-            yield from resp.stream(1 << 16, decode_content=False)
-        finally:
-            resp.release_conn()
+        return self._proxy.stream(f"logs/{name}")
 
 
 def _download(files: AgentFiles, name: str, size: int, target: Path) -> int:
@@ -175,9 +131,6 @@ def collect_agent(
     since_s: float | None = None, timeout_s: float = 30.0, now: Callable[[], float] = time.time,
 ) -> NodeResult:  # fmt: skip
     """Fetch one agent's log files into ``out/<node>/``; failures end up in ``NodeResult.error``."""
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
-
     res = NodeResult(pod.node or "(unscheduled)", pod.name)
     if not pod.node or not safe_node_dir(pod.node):
         res.error = f"pod not scheduled on a usable node name ({pod.node!r})"
@@ -203,20 +156,20 @@ def collect_agent(
                 continue
             try:
                 res.bytes += _download(files, name, size, target)
-            except ApiException as exc:
-                if exc.status == 404:
+            except ApiCallError as exc:
+                if exc.answered and exc.status == 404:
                     res.vanished.append(name)
                     continue
                 raise
             res.fetched.append(name)
-        for old in node_dir.glob("events-*.jsonl"):
+        for old in list_segments(node_dir):
             if superseded(old):  # copied while live; its finished Parquet twin has arrived
                 old.unlink()
                 res.replaced += 1
-    except ApiException as exc:
-        res.error = _api_error(exc)
-    except (HTTPError, OSError, ValueError) as exc:
-        res.error = _api_error(exc)
+    except ApiCallError as exc:
+        res.error = exc.message
+    except (OSError, ValueError) as exc:
+        res.error = error_line(exc)
     return res
 
 

@@ -1,15 +1,8 @@
 """``auditor agent`` (the live node agent) and ``auditor record`` (a bounded recording session).
 
-Log directory (``--log-dir`` / ``--out``), all names carry the node name::
-
-    events-<node>-<stamp>-<seq>.parquet   finished event segments (or .jsonl with --format jsonl)
-    events-<node>-<stamp>-<seq>.jsonl     the live segment: complete lines, readable at any time
-    kube-<node>-<stamp>.json              pods, EndpointSlices, Events as a watch stream with observedAt
-    dataplane-<node>-<stamp>.jsonl        dataplane rule changes (docs/dataplane-record.md)
-    episodes-<node>.jsonl                 one JSON object per finished termination episode
-    agent-<node>.json                     counters: received / written / lost by kind (final at exit)
-
-``auditor analyze --events SEG... --kube kube-*.json --dataplane dataplane-*.jsonl`` reads them as is.
+Both write the log directory (``--log-dir`` / ``--out``) described in :mod:`auditor.model.logfiles`:
+event segments, the Kubernetes watch stream, dataplane rule changes, finished episodes and the agent's
+counters, every name carrying the node name. ``auditor analyze --dir DIR`` reads it as is.
 """
 
 from __future__ import annotations
@@ -137,24 +130,22 @@ def print_session(directory: Path, node: str, summary: dict[str, Any], as_json: 
     """The counters, then the ``auditor analyze`` view of the directory when it holds a kube stream."""
     import json
 
-    from auditor.sinks.eventlog import list_segments
+    from auditor.model.logfiles import list_dataplane_records, list_kube_streams, list_segments
 
     segments = list_segments(directory)
-    kube = [p for p in sorted(directory.glob(f"kube-{node}-*.json")) if p.stat().st_size > 0]
-    dataplane = sorted(directory.glob(f"dataplane-{node}-*.jsonl"))
+    kube = [p for p in list_kube_streams(directory, node) if p.stat().st_size > 0]
+    dataplane = list_dataplane_records(directory, node)
     lost = {k: v for k, v in summary["lost"].items() if v}
     doc: dict[str, Any] | None = None
     if kube and segments:
-        from auditor.commands.analyze import load_inputs
         from auditor.correlate.audit import audit
         from auditor.report.document import build_document
+        from auditor.sources.inputs import load_inputs
 
         try:
-            data = load_inputs((), tuple(str(p) for p in segments), tuple(str(p) for p in kube),
-                               tuple(str(p) for p in dataplane), None, node)  # fmt: skip
-            k = data["kube"]
-            res = audit(data["packets"], list(k.pods.values()), endpoints=k.endpoints,
-                        dataplane=data["dataplane"], inputs=data["inputs"])  # fmt: skip
+            inputs = load_inputs([str(p) for p in segments], [str(p) for p in kube],
+                                 [str(p) for p in dataplane], None, node)  # fmt: skip
+            res = audit(inputs)
             doc = build_document(res)
         except AuditorError as exc:
             click.echo(f"auditor: analysis skipped: {exc.line()}", err=True)

@@ -13,44 +13,6 @@ import click
 from auditor.errors import InputError
 
 
-def load_inputs(
-    pcaps: tuple[str, ...],
-    event_files: tuple[str, ...],
-    kube: tuple[str, ...],
-    dataplane: tuple[str, ...],
-    client: str | None,
-    node: str | None,
-) -> dict[str, Any]:
-    """Read every input; user errors surface as one-line InputError, partial damage as ``problems``."""
-    from auditor.sources.kube_stream import read_kube_streams
-    from auditor.sources.packet_inputs import read_packet_inputs
-
-    packets, info = read_packet_inputs([*pcaps, *event_files], node)
-    problems: list[str] = info.pop("problems")
-
-    k = read_kube_streams(list(kube))
-    info["kube_events_read"] = k.events_read
-    info["kube_events_skipped"] = k.events_skipped
-    problems += [str(p) for p in k.problems]
-
-    dp = None
-    if dataplane:
-        from auditor.sources.dataplane_file import read_dataplane
-
-        d = read_dataplane(list(dataplane))
-        dp = d.table
-        info["dataplane_records"] = len(dp)
-        problems += [str(p) for p in d.problems]
-    result = None
-    if client:
-        from auditor.sources.client_result import read_client_result
-
-        result = read_client_result(client)
-    info["problems"] = problems
-    info["problems_count"] = len(problems)
-    return {"packets": packets, "kube": k, "dataplane": dp, "client": result, "inputs": info}
-
-
 def expand_dirs(
     dirs: tuple[str, ...],
     event_files: tuple[str, ...],
@@ -142,6 +104,7 @@ def analyze(
     the propagation gap, and the preStop / terminationGracePeriodSeconds that close it."""
     from auditor.correlate.audit import AuditOptions, audit
     from auditor.report.document import build_document
+    from auditor.sources.inputs import load_inputs
 
     dir_info: list[dict[str, Any]] = []
     dir_problems: list[str] = []
@@ -155,21 +118,11 @@ def analyze(
         raise InputError(
             "no Kubernetes input", "analyze", "give --kube FILE, or a --dir holding kube-<node>-*.json"
         )
-    data = load_inputs(pcaps, event_files, kube, dataplane, client, node)
+    inputs = load_inputs([*pcaps, *event_files], kube, dataplane, client, node)
     if dirs:
-        data["inputs"]["log_dirs"] = dir_info
-        data["inputs"]["problems"] += dir_problems
-        data["inputs"]["problems_count"] = len(data["inputs"]["problems"])
-    k = data["kube"]
-    res = audit(
-        data["packets"],
-        list(k.pods.values()),
-        endpoints=k.endpoints,
-        dataplane=data["dataplane"],
-        client=data["client"],
-        options=AuditOptions(margin_s=margin),
-        inputs=data["inputs"],
-    )
+        inputs.info["log_dirs"] = dir_info
+        inputs.problems += dir_problems
+    res = audit(inputs, AuditOptions(margin_s=margin))
     doc = build_document(res)
     if html_out:
         from auditor.report.html import write_report

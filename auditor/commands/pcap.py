@@ -58,8 +58,9 @@ def summary(file: str, as_json: bool) -> None:
 @click.option("--node", default="", help="Node name to record in every event.")
 def events(file: str, fmt: str | None, output: str | None, node: str) -> None:
     """Write one row per TCP SYN/SYN-ACK/RST/FIN and ICMP unreachable in FILE."""
-    from auditor.sinks.eventfile import format_for, write_events
+    from auditor.sinks.eventfile import write_events
     from auditor.sources.capture import CaptureSummary, iter_event_batches
+    from auditor.sources.eventfile import format_for
 
     fmt = format_for(output, fmt)  # fail on a bad suffix before reading anything
     import pyarrow as pa

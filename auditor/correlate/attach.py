@@ -6,37 +6,46 @@ import numpy as np
 import pandas as pd
 
 from auditor.correlate.columns import codes_in
+from auditor.enrich.protocols import PodGetter
 
 
-def attach_episodes(times_ns: np.ndarray, ips: pd.Series, episodes: pd.DataFrame) -> np.ndarray:
-    """For each (time, ip), the ``episode`` id whose IP window contains it, or -1.
+def attach_episodes(
+    times_ns: np.ndarray, ips: pd.Series, episodes: pd.DataFrame, pods: PodGetter
+) -> np.ndarray:
+    """For each (time, ip), the ``episode`` id of the pod that held the IP then, when the time falls in
+    that episode's window; else -1.
 
-    Episode windows of one IP never overlap (a reused IP closes the earlier window), so an as-of
-    join on the window start followed by a check of the window end is exact. Vectorized
-    (``pandas.merge_asof`` on integer IP codes); no per-row Python.
+    Which pod held the IP is the :class:`~auditor.enrich.protocols.PodGetter`'s answer (IP reuse and
+    tombstones are its business); an episode is keyed by (pod uid, IP). Vectorized: one resolution per
+    row, then integer keys (uid position x IP position) looked up in a hash index.
     """
     n = len(times_ns)
     result = np.full(n, -1, dtype="int64")
     if n == 0 or episodes.empty:
         return result
     ep_ips = episodes["ip"].astype(str).to_numpy()
-    cats = pd.Index(np.unique(ep_ips))
-    codes = codes_in(ips, cats)
-    known = codes >= 0
+    ip_cats = pd.Index(np.unique(ep_ips))
+    ip_codes = codes_in(ips, ip_cats)
+    known = ip_codes >= 0
     if not known.any():
         return result
-    left = pd.DataFrame(
-        {"t": np.asarray(times_ns, dtype="int64")[known], "ipc": codes[known], "row": np.nonzero(known)[0]}
-    ).sort_values("t", kind="stable")
-    right = pd.DataFrame(
-        {
-            "t": episodes["window_start_ns"].to_numpy(dtype="int64"),
-            "ipc": cats.get_indexer(pd.Index(ep_ips)),
-            "end": episodes["window_end_ns"].to_numpy(dtype="int64"),
-            "episode": episodes["episode"].to_numpy(dtype="int64"),
-        }
-    ).sort_values("t", kind="stable")
-    m = pd.merge_asof(left, right, on="t", by="ipc", direction="backward")
-    ok = m["episode"].notna().to_numpy() & (m["t"].to_numpy() <= m["end"].fillna(-1).to_numpy())
-    result[m["row"].to_numpy()[ok]] = m["episode"].to_numpy()[ok].astype("int64")
+    rows = np.flatnonzero(known)
+    times = np.asarray(times_ns, dtype="int64")[rows]
+    owner = pods.resolve_uids(ips.iloc[rows] if len(rows) < n else ips, times)
+    ep_uids = pd.Index(episodes["pod_uid"].astype(str).to_numpy(dtype=object))
+    uid_cats = pd.Index(ep_uids.unique())
+    uid_pos = np.append(np.asarray(uid_cats.get_indexer(owner.categories.astype(str)), dtype="int64"), -1)
+    row_uid = uid_pos[np.asarray(owner.codes, dtype="int64")]  # code -1 (no pod) -> the appended -1
+    n_ip = len(ip_cats)
+    ep_uid_pos = np.asarray(uid_cats.get_indexer(ep_uids), dtype="int64")
+    ep_key = ep_uid_pos * n_ip + np.asarray(ip_cats.get_indexer(pd.Index(ep_ips)), dtype="int64")
+    row_key = np.where(row_uid >= 0, row_uid * n_ip + ip_codes[rows], -1)
+    pos = np.asarray(pd.Index(ep_key).get_indexer(pd.Index(row_key)), dtype="int64")
+    hit = (pos >= 0) & (row_key >= 0)
+    start = episodes["window_start_ns"].to_numpy(dtype="int64")
+    end = episodes["window_end_ns"].to_numpy(dtype="int64")
+    ids = episodes["episode"].to_numpy(dtype="int64")
+    p = np.where(hit, pos, 0)
+    inside = hit & (times >= start[p]) & (times <= end[p])
+    result[rows[inside]] = ids[p[inside]]
     return result

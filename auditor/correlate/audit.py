@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from auditor.correlate.attach import attach_episodes
-from auditor.correlate.causes import CAUSES, classify
-from auditor.correlate.episodes import build_episodes
+from auditor.correlate.causes import classify
+from auditor.correlate.episodes import build_episodes, episode_end_ns
 from auditor.correlate.failures import drop_nat_copies, find_failures
 from auditor.correlate.recommend import Recommendation, RolloutSummary, summarize_rollouts
 from auditor.correlate.timeline import build_timelines
+from auditor.enrich.pods import PodIndex
+from auditor.enrich.protocols import PodGetter
+from auditor.model.audit import (
+    CAUSES,
+    FAILURE_COLUMNS,
+    AuditInputs,
+    Cause,
+    Episode,
+    Failure,
+    FailureKind,
+    NodeTimeline,
+    Verdict,
+    records,
+)
+from auditor.model.client import ClientResult
+from auditor.model.kube import PodInfo
 
 
 @dataclass
@@ -22,64 +39,88 @@ class AuditOptions:
 
 @dataclass
 class AuditResult:
+    """What the engine found. The three tables have the columns of their records
+    (:data:`~auditor.model.audit.EPISODE_COLUMNS`, ``TIMELINE_COLUMNS``, ``FAILURE_COLUMNS``); the
+    ``*_records`` methods give them as typed records."""
+
     episodes: pd.DataFrame
     timelines: pd.DataFrame
     failures: pd.DataFrame
     rollouts: list[RolloutSummary]
     causes: dict[str, int]
-    verdict: str
+    verdict: str  # a Verdict value
     verdict_line: str
     recommendation: Recommendation | None
     inputs: dict[str, Any] = field(default_factory=dict)
-    client: Any = None
+    client: ClientResult | None = None
     reconciliation: dict[str, Any] | None = None
+
+    def episode_records(self) -> Iterator[Episode]:
+        return records(self.episodes, Episode)
+
+    def timeline_records(self) -> Iterator[NodeTimeline]:
+        return records(self.timelines, NodeTimeline)
+
+    def failure_records(self) -> Iterator[Failure]:
+        return records(self.failures, Failure)
+
+
+def pod_index(pods: Iterable[PodInfo]) -> PodIndex:
+    """The engine's IP -> pod lookup: a deleted pod keeps its IPs for its whole episode window."""
+    return PodIndex.from_pods(pods, end_ns=episode_end_ns)
 
 
 def audit(
-    packets: pd.DataFrame,
-    pods: list[Any],
-    endpoints: pd.DataFrame | None = None,
-    dataplane: pd.DataFrame | None = None,
-    client: Any = None,
+    inputs: AuditInputs,
     options: AuditOptions | None = None,
-    inputs: dict[str, Any] | None = None,
+    *,
+    terminations: Iterable[PodInfo] | None = None,
+    pods: PodGetter | None = None,
 ) -> AuditResult:
-    """Correlate. ``pods`` are PodInfo-like records (see auditor.model.kube), ``packets`` the event table."""
+    """Correlate: failed connections, episodes, per-node timelines, causes, recommendations.
+
+    ``terminations``: the pods whose terminations to explain (default: every pod of the inputs);
+    ``pods``: who held an address when (default: :func:`pod_index` over every pod of the inputs).
+    """
     options = options or AuditOptions()
-    episodes = build_episodes(pods, endpoints)
-    pod_ips = {ip for p in pods for ip in (getattr(p, "ips", ()) or ())}
+    packets, dataplane = inputs.packets, inputs.dataplane
+    all_pods = list(inputs.kube.pods.values())
+    getter = pods if pods is not None else pod_index(all_pods)
+    episodes = build_episodes(all_pods if terminations is None else terminations, inputs.kube.endpoints)
 
     failures = find_failures(packets)
-    failures = drop_nat_copies(failures, failures["server_ip"].isin(pod_ips))
-    failures["server_is_pod"] = failures["server_ip"].isin(pod_ips).to_numpy(dtype=bool)
+    failures = drop_nat_copies(failures, pd.Series(getter.is_pod_ip(failures["server_ip"])))
+    failures["server_is_pod"] = getter.is_pod_ip(failures["server_ip"])
     t = failures["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
-    failures["episode"] = attach_episodes(t, failures["server_ip"], episodes)
+    failures["episode"] = attach_episodes(t, failures["server_ip"], episodes, getter)
 
     nodes = sorted(
         {str(n) for n in (packets["node"].unique() if not packets.empty else [])}
         | ({str(n) for n in dataplane["node"].astype(str).unique()} if dataplane is not None else set())
     )
-    timelines = build_timelines(episodes, nodes, packets, failures, dataplane)
+    timelines = build_timelines(episodes, nodes, packets, failures, dataplane, getter)
     failures["cause"] = classify(failures, episodes, timelines)
     if not failures.empty and not episodes.empty:
-        names = episodes.set_index("episode")[["pod", "namespace", "rollout"]]
+        names = episodes.set_index("episode")[["pod", "rollout"]]
         j = names.reindex(failures["episode"].to_numpy())
         failures["pod"] = j["pod"].fillna("").to_numpy()
         failures["rollout"] = j["rollout"].fillna("").to_numpy()
     else:
         failures["pod"] = ""
         failures["rollout"] = ""
+    failures = failures[list(FAILURE_COLUMNS)]
 
     rollouts = summarize_rollouts(episodes, timelines, failures, options.margin_s)
     counts = failures["cause"].value_counts()
     causes = {c: int(counts.get(c, 0)) for c in CAUSES}
     verdict, line, rec = _overall(rollouts, causes)
-    info = dict(inputs or {})
+    info = inputs.report_inputs()
     info["packet_events"] = len(packets)
     info["failures"] = len(failures)
     info["failures_unmatched"] = int((failures["episode"] < 0).sum())
     info["episodes"] = len(episodes)
     info["nodes"] = nodes
+    client = inputs.client
     recon = reconcile(client, failures) if client is not None else None
     return AuditResult(
         episodes, timelines, failures, rollouts, causes, verdict, line, rec, info, client, recon
@@ -91,8 +132,8 @@ def _overall(
 ) -> tuple[str, str, Recommendation | None]:
     if not rollouts:
         extra = f"; {causes['no_endpoints']} rejected for no endpoints" if causes["no_endpoints"] else ""
-        return "UNKNOWN", f"UNKNOWN: no pod termination found in the Kubernetes input{extra}", None
-    gap = [r for r in rollouts if r.verdict == "GAP"]
+        return Verdict.UNKNOWN, f"UNKNOWN: no pod termination found in the Kubernetes input{extra}", None
+    gap = [r for r in rollouts if r.verdict == Verdict.GAP]
     worst = max(
         rollouts,
         key=lambda r: (r.recommendation.prestop_seconds or 0) if r.recommendation else 0,
@@ -103,22 +144,24 @@ def _overall(
             if len(gap) == 1
             else f"GAP in {len(gap)} of {len(rollouts)} rollouts; " + "; ".join(r.verdict_line for r in gap)
         )
-        return "GAP", line, worst.recommendation
+        return Verdict.GAP, line, worst.recommendation
     line = rollouts[0].verdict_line if len(rollouts) == 1 else f"SAFE: all {len(rollouts)} rollouts"
-    return "SAFE", line, worst.recommendation
+    return Verdict.SAFE, line, worst.recommendation
 
 
-def reconcile(client: Any, failures: pd.DataFrame) -> dict[str, Any]:
+def reconcile(client: ClientResult, failures: pd.DataFrame) -> dict[str, Any]:
     """Compare what the client saw with what the nodes saw and explained."""
-    by_error = dict(getattr(client, "by_error", {}) or {})
+    by_error = client.by_error
     client_refused = int(by_error.get("connection_refused", 0))
     client_reset = int(by_error.get("connection_reset", 0)) + int(by_error.get("eof", 0))
-    client_failed = int(getattr(client, "failed", 0) or 0)
-    related = failures["cause"] != "unrelated"
-    node_refused = int(((failures["failure"] == "refused") & related).sum())
-    node_reset = int(((failures["failure"] == "reset") & related).sum())
+    client_failed = client.failed
+    related = failures["cause"] != Cause.UNRELATED
+    node_refused = int(((failures["failure"] == FailureKind.REFUSED) & related).sum())
+    node_reset = int(((failures["failure"] == FailureKind.RESET) & related).sum())
     unrelated = int((~related).sum())
-    explained = int(failures["cause"].isin(["propagation_gap", "inflight_reset", "after_removal"]).sum())
+    explained = int(
+        failures["cause"].isin([Cause.PROPAGATION_GAP, Cause.INFLIGHT_RESET, Cause.AFTER_REMOVAL]).sum()
+    )
     notes = []
     if client_refused != node_refused:
         notes.append(
@@ -130,8 +173,8 @@ def reconcile(client: Any, failures: pd.DataFrame) -> dict[str, Any]:
             )
         )
     return {
-        "client_tool": getattr(client, "tool", None),
-        "client_requests": int(getattr(client, "requests", 0) or 0),
+        "client_tool": client.tool,
+        "client_requests": client.requests,
         "client_failed": client_failed,
         "client_refused": client_refused,
         "client_reset": client_reset,

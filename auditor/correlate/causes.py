@@ -16,9 +16,8 @@ import numpy as np
 import pandas as pd
 
 from auditor.correlate.columns import as_str_array
-from auditor.correlate.episodes import MISSING_NS, started_ns
-
-CAUSES = ("propagation_gap", "inflight_reset", "after_removal", "no_endpoints", "unrelated")
+from auditor.correlate.episodes import started_ns
+from auditor.model.audit import CAUSES, MISSING_NS, Cause, FailureKind
 
 # a refusal answers a SYN sent just before; a rule removal inferred from the last SYN is only
 # known to within one round trip (precise dataplane records: a few ms)
@@ -29,7 +28,7 @@ TOLERANCE_PRECISE_NS = 10_000_000
 def classify(failures: pd.DataFrame, episodes: pd.DataFrame, timelines: pd.DataFrame) -> np.ndarray:
     """Cause for each row of ``failures`` (which carries an ``episode`` column, -1 when none)."""
     n = len(failures)
-    cause = np.full(n, "unrelated", dtype=object)
+    cause = np.full(n, Cause.UNRELATED.value, dtype=object)
     if n == 0:
         return cause
     t = failures["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
@@ -53,18 +52,21 @@ def classify(failures: pd.DataFrame, episodes: pd.DataFrame, timelines: pd.DataF
         started = in_ep & (t >= ep_lower)
         has_rule = rule != MISSING_NS
         after = has_rule & (t > rule + tol)
-        refused = kind == "refused"
-        reset = kind == "reset"
-        unreachable = kind == "unreachable"
-        cause[started & (refused | unreachable) & ~after] = "propagation_gap"
-        cause[started & (refused | unreachable) & after] = "after_removal"
-        cause[started & reset] = "inflight_reset"
+        refused = kind == FailureKind.REFUSED
+        reset = kind == FailureKind.RESET
+        unreachable = kind == FailureKind.UNREACHABLE
+        cause[started & (refused | unreachable) & ~after] = Cause.PROPAGATION_GAP.value
+        cause[started & (refused | unreachable) & after] = Cause.AFTER_REMOVAL.value
+        cause[started & reset] = Cause.INFLIGHT_RESET.value
 
     not_pod = ~failures["server_is_pod"].to_numpy(dtype=bool) if "server_is_pod" in failures else ~in_ep
-    cause[(~in_ep) & (kind == "unreachable") & not_pod] = "no_endpoints"
+    cause[(~in_ep) & (kind == FailureKind.UNREACHABLE) & not_pod] = Cause.NO_ENDPOINTS.value
     return cause
 
 
 def count_causes(causes: pd.Series) -> dict[str, int]:
     counts = causes.value_counts()
     return {c: int(counts.get(c, 0)) for c in CAUSES}
+
+
+__all__ = ["CAUSES", "classify", "count_causes"]

@@ -93,7 +93,7 @@ def _mix(x: np.ndarray) -> np.ndarray:
     x = x * _M1
     x = x ^ (x >> np.uint64(27))
     x = x * _M2
-    return x ^ (x >> np.uint64(31))
+    return np.asarray(x ^ (x >> np.uint64(31)), dtype=np.uint64)
 
 
 def row_hash(*cols: np.ndarray) -> np.ndarray:

@@ -6,11 +6,15 @@ Every time here carries a ``*_precise`` flag so reports can say which is which.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
-from typing import Any
+from operator import attrgetter
 
 import numpy as np
 import pandas as pd
+
+from auditor.model.audit import EPISODE_COLUMNS, MISSING_NS, Episode
+from auditor.model.kube import PodInfo
 
 NS = 1_000_000_000
 COARSE_SLACK_NS = NS  # an object timestamp is truncated to the second
@@ -18,125 +22,101 @@ COARSE_SLACK_NS = NS  # an object timestamp is truncated to the second
 # kube-proxy watch too, and may act on it first (SIGTERM, the listener closing, refusals, the rule
 # rewrite can precede our receipt by the watch latency; in the lab by up to ~10 ms, more under load)
 OBSERVED_SLACK_NS = NS
-
-EPISODE_COLUMNS = [
-    "episode",
-    "pod_uid",
-    "namespace",
-    "pod",
-    "pod_node",
-    "ip",
-    "replicaset",
-    "deployment",
-    "rollout",
-    "deleted_ns",
-    "deleted_precise",
-    "prestop_s",
-    "prestop_kind",
-    "grace_s",
-    "endpoint_terminating_ns",
-    "endpoint_terminating_precise",
-    "endpoint_removed_ns",
-    "endpoint_removed_precise",
-    "exited_ns",
-    "exited_precise",
-    "window_start_ns",
-    "window_end_ns",
-]
-
-_MISSING = np.iinfo(np.int64).min
-# the columns build_episodes fills per pod IP (the endpoint_* ones come from the EndpointSlices)
-_ROW_COLUMNS = [
-    "pod_uid", "namespace", "pod", "pod_node", "ip", "replicaset", "deployment", "rollout", "deleted_ns",
-    "deleted_precise", "prestop_s", "prestop_kind", "grace_s", "exited_ns", "exited_precise",
-    "window_start_ns", "window_end_ns",
-]  # fmt: skip
+TAIL_NS = 5 * NS  # late traffic to a deleted pod's IP still belongs to its episode
 
 
-def _stamp(pod: Any, *names: str) -> tuple[int | None, bool]:
-    """First present time among ``names`` (ordered best first); ``*_observed_ns`` fields are precise
-    (watch receipt times), the others coarse (object timestamps)."""
-    for name in names:
-        value = getattr(pod, name, None)
-        if value is not None:
-            return int(value), name.endswith("observed_ns")
-    return None, False
 
-
-def _deletion(pod: Any) -> tuple[int | None, bool]:
+def _deletion(pod: PodInfo) -> tuple[int | None, bool]:
     """When the pod's deletion was requested: the watch receipt of the first version carrying a
     deletionTimestamp (precise), else that timestamp minus deletionGracePeriodSeconds (the API server
     sets it to request time + grace; coarse), else the receipt of the DELETED event (precise), else the
     receipt of a relist that found the pod gone (an upper bound; coarse)."""
-    observed = getattr(pod, "deletion_observed_ns", None)
-    if observed is not None:
-        return int(observed), True
-    stamp = getattr(pod, "deletion_ns", None)
-    if stamp is not None:
-        grace = getattr(pod, "deletion_grace_s", None) or 0
-        return int(stamp) - int(grace) * NS, False
-    return _stamp(pod, "deleted_observed_ns", "deleted_bound_ns")
+    if pod.deletion_observed_ns is not None:
+        return pod.deletion_observed_ns, True
+    if pod.deletion_ns is not None:
+        return pod.deletion_ns - (pod.deletion_grace_s or 0) * NS, False
+    if pod.deleted_observed_ns is not None:
+        return pod.deleted_observed_ns, True
+    if pod.deleted_bound_ns is not None:
+        return pod.deleted_bound_ns, False
+    return None, False
 
 
-def build_episodes(pods: Iterable[Any], endpoints: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per terminated pod IP (a pod with two IPs, v4 and v6, has two rows)."""
+def _exit(pod: PodInfo) -> tuple[int | None, bool]:
+    """When the pod was gone: the DELETED receipt (precise), else its last container's finishedAt, else
+    the relist that found it gone (both coarse)."""
+    if pod.deleted_observed_ns is not None:
+        return pod.deleted_observed_ns, True
+    if pod.container_finished_ns is not None:
+        return pod.container_finished_ns, False
+    return pod.deleted_bound_ns, False
+
+
+def _grace_s(pod: PodInfo) -> int | None:
+    return pod.deletion_grace_s if pod.deletion_grace_s is not None else pod.termination_grace_s
+
+
+def episode_end_ns(pod: PodInfo) -> int | None:
+    """The end of a deleted pod's episode window (the pod's exit or its grace period, whichever is later,
+    plus :data:`TAIL_NS` for late traffic); None for a pod not being deleted. The engine's
+    :class:`~auditor.enrich.pods.PodIndex` keeps the pod's IPs until then."""
+    deleted, _ = _deletion(pod)
+    if deleted is None:
+        return None
+    exited, _ = _exit(pod)
+    grace = _grace_s(pod)
+    end = deleted + int((grace or 30) * NS)
+    return max(end, exited if exited is not None else end) + TAIL_NS
+
+
+def build_episodes(pods: Iterable[PodInfo], endpoints: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per terminated pod IP (a pod with two IPs, v4 and v6, has two rows); columns
+    :data:`EPISODE_COLUMNS` (the fields of :class:`~auditor.model.audit.Episode`)."""
     pods = list(pods)
-    cols: dict[str, list[Any]] = {c: [] for c in _ROW_COLUMNS}
     # when does each IP get reused by a later pod? (caps the window of the earlier one)
     starts: dict[str, list[int]] = {}
     for p in pods:
-        first, _ = _stamp(p, "first_seen_ns", "created_ns")
-        ips = tuple(getattr(p, "ips", ()) or ())
-        per_ip = tuple(getattr(p, "ips_first_seen_ns", ()) or ())
-        for k, ip in enumerate(ips):
-            seen = per_ip[k] if k < len(per_ip) and per_ip[k] is not None else first
-            if seen is not None:
-                starts.setdefault(ip, []).append(int(seen))
+        for ip, seen in zip(p.ips, p.ips_first_seen_ns, strict=True):
+            starts.setdefault(ip, []).append(seen)
+    rows: list[Episode] = []
     for p in pods:
         deleted, deleted_precise = _deletion(p)
-        if deleted is None:
+        end = episode_end_ns(p)
+        if deleted is None or end is None or p.host_network:  # a host-network pod's IP is the node's
             continue
-        exited, exited_precise = _stamp(p, "deleted_observed_ns", "container_finished_ns", "deleted_bound_ns")
-        grace = getattr(p, "deletion_grace_s", None)
-        if grace is None:
-            grace = getattr(p, "termination_grace_s", None)
+        exited, exited_precise = _exit(p)
+        grace = _grace_s(p)
         lower = deleted if deleted_precise else deleted - COARSE_SLACK_NS
-        end = max(x for x in (exited, deleted + int((grace or 30) * NS)) if x is not None) + 5 * NS
-        deployment = getattr(p, "deployment", None) or None
-        replicaset = getattr(p, "replicaset", None) or None
-        rollout = f"{p.namespace}/{deployment or replicaset or p.name}"
-        for ip in getattr(p, "ips", ()) or ():
+        rollout = f"{p.namespace}/{p.deployment or p.replicaset or p.name}"
+        for ip in p.ips:
             later = [s for s in starts.get(ip, []) if s > lower + COARSE_SLACK_NS]
-            win_end = min([end, *later])
-            for name, value in zip(
-                _ROW_COLUMNS,
-                (
-                    p.uid, p.namespace, p.name, getattr(p, "node", None) or "", ip, replicaset or "",
-                    deployment or "", rollout, deleted, deleted_precise,
-                    _float(getattr(p, "prestop_sleep_s", None)), getattr(p, "prestop_kind", None) or "",
-                    _float(grace), exited if exited is not None else _MISSING, exited_precise,
-                    lower - COARSE_SLACK_NS, win_end,
-                ),
-                strict=True,
-            ):  # fmt: skip
-                cols[name].append(value)
-    if not cols["pod_uid"]:
+            rows.append(Episode(
+                episode=-1, pod_uid=p.uid, namespace=p.namespace, pod=p.name, pod_node=p.node or "", ip=ip,
+                replicaset=p.replicaset or "", deployment=p.deployment or "", rollout=rollout,
+                deleted_ns=deleted, deleted_precise=deleted_precise,
+                prestop_s=_float(p.prestop_sleep_s), prestop_kind=p.prestop_kind, grace_s=_float(grace),
+                exited_ns=exited if exited is not None else MISSING_NS, exited_precise=exited_precise,
+                window_start_ns=lower - COARSE_SLACK_NS, window_end_ns=min([end, *later]),
+            ))  # fmt: skip
+    if not rows:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in EPISODE_COLUMNS})
-    ep = pd.DataFrame(cols).sort_values(["deleted_ns", "pod"], kind="stable").reset_index(drop=True)
-    ep.insert(0, "episode", np.arange(len(ep), dtype="int64"))
+    values = attrgetter(*(f.name for f in dataclasses.fields(Episode)))
+    ep = pd.DataFrame([values(r) for r in rows], columns=list(EPISODE_COLUMNS))
+    ep = ep.sort_values(["deleted_ns", "pod"], kind="stable").reset_index(drop=True)
+    ep["episode"] = np.arange(len(ep), dtype="int64")
     _attach_endpoint_changes(ep, endpoints)
-    return ep[EPISODE_COLUMNS]
+    return ep[list(EPISODE_COLUMNS)]
 
 
-def _float(v: Any) -> float:
+def _float(v: float | int | None) -> float:
     return float(v) if v is not None else float("nan")
 
 
 def _attach_endpoint_changes(ep: pd.DataFrame, endpoints: pd.DataFrame | None) -> None:
     """When did the EndpointSlice mark each terminating endpoint (not ready / terminating), and drop it?"""
-    term_ns = np.full(len(ep), _MISSING, dtype="int64")
+    term_ns = np.full(len(ep), MISSING_NS, dtype="int64")
     term_precise = np.zeros(len(ep), dtype=bool)
-    rem_ns = np.full(len(ep), _MISSING, dtype="int64")
+    rem_ns = np.full(len(ep), MISSING_NS, dtype="int64")
     rem_precise = np.zeros(len(ep), dtype=bool)
     if endpoints is not None and not endpoints.empty:
         e = endpoints.copy()
@@ -175,7 +155,7 @@ def started_ns(episodes: pd.DataFrame) -> pd.Series:
 
 
 def missing(value: int) -> bool:
-    return int(value) == _MISSING
+    return int(value) == MISSING_NS
 
 
-MISSING_NS = _MISSING
+__all__ = ["EPISODE_COLUMNS", "MISSING_NS", "build_episodes", "episode_end_ns", "missing", "started_ns"]

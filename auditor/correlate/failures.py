@@ -20,32 +20,19 @@ from auditor.correlate.columns import (
     distinct,
     row_hash,
 )
+from auditor.model.audit import FAILURE_PACKET_COLUMNS, FailureKind
+from auditor.model.packet import ACK, EventKind
 
 # kinds that can mean a failed connection
-RESET_KINDS = ("tcp_rst", "rst_sent")
-REFUSED_KINDS = ("refused",)
-ICMP_KINDS = ("icmp_unreachable",)
+RESET_KINDS: tuple[str, ...] = (EventKind.TCP_RST, EventKind.RST_SENT)
+REFUSED_KINDS: tuple[str, ...] = (EventKind.REFUSED,)
+ICMP_KINDS: tuple[str, ...] = (EventKind.ICMP_UNREACHABLE,)
 # a live rst_sent with no socket (the tracepoint's state 0) answered a segment nobody listens for;
 # a client's live ``refused`` within this window of one, for the same client address and port, is
 # the other end of the same refused connection
 PAIR_WINDOW_NS = 1_000_000_000
 
-FAILURE_COLUMNS = [
-    "time",
-    "node",
-    "failure",  # refused | reset | unreachable
-    "server_ip",  # the side that refused/reset (a pod IP, or a service IP seen before un-DNAT)
-    "server_port",
-    "client_ip",
-    "client_port",
-    "kind",
-    "tcp_flags",
-    "seq",
-    "ack",
-    "source",
-    "file",
-    "frame",
-]
+FAILURE_COLUMNS = list(FAILURE_PACKET_COLUMNS)  # find_failures fills these; the engine the rest
 
 
 def _frame(p: pd.DataFrame, failure: Any, server: str, client: str) -> pd.DataFrame:
@@ -75,14 +62,14 @@ def _frame(p: pd.DataFrame, failure: Any, server: str, client: str) -> pd.DataFr
 
 
 def _failure(name: str, n: int) -> Any:
-    return pd.Categorical.from_codes(np.zeros(n, dtype="int8"), pd.Index([name]))
+    return pd.Categorical.from_codes(np.zeros(n, dtype="int8"), pd.Index([str(name)]))
 
 
 def find_failures(packets: pd.DataFrame) -> pd.DataFrame:
     """Return one row per failed connection event seen in ``packets`` (packet schema).
 
-    * ``refused``: an RST/ACK whose ACK number acknowledges a SYN of the reverse flow (the server side
-      had no listener), a live ``rst_sent`` without a socket (the kernel answered a segment no socket
+    * ``refused``: an RST/ACK with sequence number 0 whose ACK number acknowledges a SYN of the reverse
+      flow (the server side had no listener), a live ``rst_sent`` without a socket (the kernel answered a segment no socket
       wanted: a SYN to a closed port), or a live ``refused`` event (the client's socket) that no such
       ``rst_sent`` already stands for (one refusal per connection, named by the server that refused);
     * ``reset``: any other RST, with its sender as the server side (in-flight connections);
@@ -99,7 +86,9 @@ def find_failures(packets: pd.DataFrame) -> pd.DataFrame:
         out.append(
             _frame(
                 rst,
-                pd.Categorical.from_codes(answered.astype("int8"), pd.Index(["reset", "refused"])),
+                pd.Categorical.from_codes(
+                    answered.astype("int8"), pd.Index([FailureKind.RESET.value, FailureKind.REFUSED.value])
+                ),
                 "src",
                 "dst",
             )
@@ -107,11 +96,11 @@ def find_failures(packets: pd.DataFrame) -> pd.DataFrame:
     icmp = packets.loc[kind.isin(ICMP_KINDS)]
     if not icmp.empty:
         # the quoted datagram's tuple: src = the client, dst = the unreachable server
-        out.append(_frame(icmp, _failure("unreachable", len(icmp)), "dst", "src"))
+        out.append(_frame(icmp, _failure(FailureKind.UNREACHABLE, len(icmp)), "dst", "src"))
     live = packets.loc[kind.isin(REFUSED_KINDS) & ~_paired_refusals(packets, kind)]
     if not live.empty:
         # the client's socket went SYN_SENT -> CLOSE: src is the client, dst the (pre-DNAT) server
-        out.append(_frame(live, _failure("refused", len(live)), "dst", "src"))
+        out.append(_frame(live, _failure(FailureKind.REFUSED, len(live)), "dst", "src"))
     if not out:
         return pd.DataFrame(columns=FAILURE_COLUMNS)
     res = concat_frames(out)
@@ -131,13 +120,13 @@ def _no_socket_reset(packets: pd.DataFrame, kind: KindView, is_rst: np.ndarray) 
     if "state_raw" not in packets:
         return np.zeros(int(is_rst.sum()), dtype=bool)
     state = packets["state_raw"].to_numpy()
-    cand = kind.eq("rst_sent") & (state == 0)
+    cand = kind.eq(EventKind.RST_SENT) & (state == 0)
     # the probe read the answered packet: RST/ACK answered a SYN (refused), RST alone an ACK
     flags = packets["tcp_flags"].to_numpy() if "tcp_flags" in packets else np.zeros(len(packets), dtype=int)
     known = cand & (flags != 0)
-    cand = cand & ~(known & ((flags & 0x10) == 0))
+    cand = cand & ~(known & ((flags & ACK) == 0))
     unknown = cand & ~known
-    established = kind.eq("rst_received") & (state != 0) & (state != TCP_SYN_SENT)
+    established = kind.eq(EventKind.RST_RECEIVED) & (state != 0) & (state != TCP_SYN_SENT)
     if unknown.any() and established.any():
         times = packets["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
         dst, dport = as_str_array(packets["dst"]), packets["dport"].to_numpy()
@@ -156,10 +145,10 @@ def _paired_refusals(packets: pd.DataFrame, kind: KindView) -> np.ndarray:
     """Rows that are a live ``refused`` with a socketless ``rst_sent`` to the same client address and
     port within :data:`PAIR_WINDOW_NS` (the server side of the same refusal names the pod)."""
     out = np.zeros(len(packets), dtype=bool)
-    ref = kind.eq("refused")
+    ref = kind.eq(EventKind.REFUSED)
     if not ref.any() or "state_raw" not in packets:
         return out
-    rst = kind.eq("rst_sent") & (packets["state_raw"].to_numpy() == 0)
+    rst = kind.eq(EventKind.RST_SENT) & (packets["state_raw"].to_numpy() == 0)
     if not rst.any():
         return out
     times = packets["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
@@ -174,16 +163,22 @@ def _paired_refusals(packets: pd.DataFrame, kind: KindView) -> np.ndarray:
 
 
 def _answers_a_syn(packets: pd.DataFrame, kind: KindView, is_rst: np.ndarray) -> np.ndarray:
-    """For each RST row: is it an RST/ACK acknowledging a SYN of the reverse flow (seq + 1)?
+    """For each RST row: is it an RST/ACK with sequence number 0 acknowledging a SYN of the reverse flow
+    (seq + 1)?
 
     Keyed by the client's address and port and the acknowledged sequence number: an initial sequence
-    number is random, so (client, ISN + 1) names one connection attempt.
+    number is random, so (client, ISN + 1) names one connection attempt. The sequence number tells a
+    refusal from a reset of an accepted connection with the same ACK number: a SYN nobody listens for is
+    answered ``<SEQ=0><ACK=ISN+1><CTL=RST,ACK>`` (RFC 9293 3.10.7.1; Linux, and iptables' REJECT
+    --reject-with tcp-reset, alike), while a connection whose handshake completed before the listener
+    closed, still in the accept queue with none of the client's data received, is reset with
+    ``SEQ=server ISN+1, ACK=ISN+1``: its client saw "connection reset by peer", not "refused".
     """
     r = is_rst
     flags = packets["tcp_flags"].to_numpy()
     # a RST answers a SYN only with the ACK bit set (RFC 9293: RST/ACK to a SYN on a closed port)
-    has_ack = (flags[r] & 0x10) != 0
-    s = kind.eq("tcp_syn")
+    has_ack = (flags[r] & ACK) != 0
+    s = kind.eq(EventKind.TCP_SYN)
     addr = distinct(packets["src"], packets["dst"])
     syn_keys = row_hash(
         codes_in(packets["src"][s], addr),
@@ -194,7 +189,8 @@ def _answers_a_syn(packets: pd.DataFrame, kind: KindView, is_rst: np.ndarray) ->
         codes_in(packets["dst"][r], addr), packets["dport"].to_numpy()[r], packets["ack"].to_numpy()[r]
     )
     # pandas' hash-table isin: numpy's sort-based isin is ~10x slower on 64-bit keys
-    return pd.Series(rst_keys).isin(pd.Series(syn_keys)).to_numpy() & has_ack
+    seq_zero = packets["seq"].to_numpy()[r] == 0
+    return np.asarray(pd.Series(rst_keys).isin(pd.Series(syn_keys)).to_numpy() & has_ack & seq_zero, dtype=bool)
 
 
 def drop_nat_copies(failures: pd.DataFrame, is_pod_ip: pd.Series) -> pd.DataFrame:

@@ -10,10 +10,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from auditor.correlate.causes import CAUSES
-from auditor.correlate.episodes import MISSING_NS
-
-ROLLOUT_FAILURE_CAUSES = ("propagation_gap", "inflight_reset", "after_removal")
+from auditor.model.audit import CAUSES, MISSING_NS, ROLLOUT_FAILURE_CAUSES
 
 
 @dataclass

@@ -17,22 +17,11 @@ import pandas as pd
 
 from auditor.correlate.attach import attach_episodes
 from auditor.correlate.columns import KindView, as_category, as_str_array
-from auditor.correlate.episodes import MISSING_NS, started_ns
-
-TIMELINE_COLUMNS = [
-    "episode",
-    "node",
-    "rule_removed_ns",
-    "rule_removed_source",
-    "listener_closed_ns",
-    "listener_closed_source",
-    "listener_closed_pm_s",  # inferred: +- half the bracket [last SYN-ACK, first refusal] (0 when measured)
-    "last_syn_ns",
-    "first_refused_ns",
-    "propagation_delay_s",
-    "propagation_delay_precise",
-    "gap_s",
-]
+from auditor.correlate.episodes import started_ns
+from auditor.enrich.protocols import PodGetter
+from auditor.model.audit import MISSING_NS, TIMELINE_COLUMNS, FailureKind
+from auditor.model.dataplane import RuleOp
+from auditor.model.packet import EventKind
 
 
 def _first_or_last(
@@ -64,6 +53,7 @@ def _per_episode(
     times: np.ndarray,
     ip_column: str,
     episodes: pd.DataFrame,
+    pods: PodGetter,
     after_of: Callable[[np.ndarray], np.ndarray],
     how: str,
 ) -> pd.Series:
@@ -72,7 +62,7 @@ def _per_episode(
     if not mask.any():
         return pd.Series(dtype="int64")
     t = times[mask]
-    ep = attach_episodes(t, packets[ip_column][mask], episodes)
+    ep = attach_episodes(t, packets[ip_column][mask], episodes, pods)
     hit = ep >= 0
     if not hit.any():
         return pd.Series(dtype="int64")
@@ -86,8 +76,10 @@ def build_timelines(
     packets: pd.DataFrame,
     failures: pd.DataFrame,
     dataplane: pd.DataFrame | None,
+    pods: PodGetter,
 ) -> pd.DataFrame:
-    """One row per (episode, node).
+    """One row per (episode, node); columns :data:`TIMELINE_COLUMNS` (the fields of
+    :class:`~auditor.model.audit.NodeTimeline`).
 
     Inferred times: the rule removal is the last SYN this node routed to the pod (a lower bound: with a
     random split, SYNs to the other pods say nothing about when the rule went away); the listener close
@@ -119,19 +111,23 @@ def build_timelines(
         kind = KindView(packets["kind"])
         times = packets["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
         # last SYN routed to the pod IP, per node
-        last_syn = _per_episode(packets, kind.eq("tcp_syn"), times, "dst", episodes, after_deletion, "max")
+        last_syn = _per_episode(
+            packets, kind.eq(EventKind.TCP_SYN), times, "dst", episodes, pods, after_deletion, "max"
+        )
         # listener closed, from the live agent
-        listen_close = _per_episode(packets, kind.eq("listen_close"), times, "src", episodes, after_of, "min")
+        listen_close = _per_episode(
+            packets, kind.eq(EventKind.LISTEN_CLOSE), times, "src", episodes, pods, after_of, "min"
+        )
     # first refusal by the pod, per node
-    ref = failures.loc[(failures["failure"] == "refused") & (failures["episode"] >= 0)]
+    ref = failures.loc[(failures["failure"] == FailureKind.REFUSED) & (failures["episode"] >= 0)]
     ref_t = ref["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
     ref_ep = ref["episode"].to_numpy(dtype="int64")
     first_ref = _first_or_last(ref_t, ref_ep, as_str_array(ref["node"]), after_of(ref_ep), "min")
     # rule removed, from the dataplane record
     if dataplane is not None and not dataplane.empty:
-        dp = dataplane.loc[dataplane["op"].astype(str) == "removed"]
+        dp = dataplane.loc[dataplane["op"].astype(str) == RuleOp.REMOVED]
         dp_t = pd.to_datetime(dp["time"], utc=True).to_numpy(dtype="datetime64[ns]").astype("int64")
-        dp_ep = attach_episodes(dp_t, dp["ip"], episodes)
+        dp_ep = attach_episodes(dp_t, dp["ip"], episodes, pods)
         dp_removed = _first_or_last(dp_t, dp_ep, dp["node"].astype(str).to_numpy(), after_of(dp_ep), "min")
         dp_backend = dict(
             zip(
@@ -154,7 +150,7 @@ def build_timelines(
         return series.reindex(idx).fillna(MISSING_NS).to_numpy(dtype="int64")
 
     dp_v, syn_v, lc_v, ref_v = col(dp_removed), col(last_syn), col(listen_close), col(first_ref)
-    ref_mid, ref_pm = _listener_bracket(base, ref_v, packets, episodes)
+    ref_mid, ref_pm = _listener_bracket(base, ref_v, packets, episodes, pods)
     rule = np.where(dp_v != MISSING_NS, dp_v, syn_v)
     backend = [
         dp_backend.get(k, "") for k in zip(base["episode"].tolist(), base["node"].tolist(), strict=True)
@@ -191,7 +187,7 @@ def build_timelines(
         propagation_delay_precise=precise.reindex(base["episode"]).to_numpy(dtype=bool) & has_rule,
         gap_s=gap,
     )
-    return out[TIMELINE_COLUMNS]
+    return out[list(TIMELINE_COLUMNS)]
 
 
 # a bracket wider than this says the traffic stopped, not when the change happened: keep the bound
@@ -207,7 +203,8 @@ def _midpoint(bound: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def _listener_bracket(
-    base: pd.DataFrame, first_refused: np.ndarray, packets: pd.DataFrame, episodes: pd.DataFrame
+    base: pd.DataFrame, first_refused: np.ndarray, packets: pd.DataFrame, episodes: pd.DataFrame,
+    pods: PodGetter,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The pod's listener was open for the last connection it accepted (its SYN-ACK) and closed for its
     first refusal: the listener close is estimated at the midpoint."""
@@ -215,11 +212,11 @@ def _listener_bracket(
     has = first_refused != MISSING_NS
     if packets.empty or not has.any():
         return _midpoint(first_refused, prev)
-    sa = KindView(packets["kind"]).eq("tcp_synack")
+    sa = KindView(packets["kind"]).eq(EventKind.TCP_SYNACK)
     if not sa.any():
         return _midpoint(first_refused, prev)
     t = packets["time"][sa].to_numpy(dtype="datetime64[ns]").astype("int64")
-    ep = attach_episodes(t, packets["src"][sa], episodes)
+    ep = attach_episodes(t, packets["src"][sa], episodes, pods)
     hit = ep >= 0
     if not hit.any():
         return _midpoint(first_refused, prev)

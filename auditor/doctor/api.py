@@ -12,18 +12,10 @@ NO_API_FIX = "the agent needs the API: run it with the DaemonSet's service accou
 
 
 def fetch_version(kubeconfig: Path | None, timeout: float) -> str:
-    """GET /version with one attempt and a short timeout; the client is imported only here."""
-    from kubernetes import client, config  # lazy: slow to import, never at CLI import
+    """GET /version with one attempt and a short timeout (through :mod:`auditor.kubeapi`)."""
+    from auditor.kubeapi.config import server_version  # lazy: the client is slow to import
 
-    configuration = client.Configuration()
-    if kubeconfig is None:
-        config.load_incluster_config(client_configuration=configuration)
-    else:
-        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-    configuration.retries = 0
-    with client.ApiClient(configuration) as api:
-        info = client.VersionApi(api).get_code(_request_timeout=timeout)
-    return f"{info.git_version} at {configuration.host}"
+    return server_version(None if kubeconfig is None else str(kubeconfig), timeout)
 
 
 def _readable(path: Path) -> bool:

@@ -10,13 +10,17 @@ Each pod IP is assigned to a pod for ``[start, end]`` (both inclusive, ns UTC):
 
 Where assignments of one IP overlap, the *newest live* one wins (latest start among those covering the
 time). Host-network pods are never indexed (their IP is the node's). The assignments of each IP are
-flattened once into disjoint segments, so a lookup is one binary search, and
-:func:`resolve_pods` resolves a million rows with one ``numpy.searchsorted`` per distinct IP.
+flattened once into disjoint segments, so a lookup is one binary search, and :meth:`PodIndex.resolve_refs`
+resolves a million rows with one as-of join (``pandas.merge_asof`` by IP code) against every segment.
+
+The tombstone's length is a policy of whoever builds the index: ``end_ns`` (a function of the pod)
+replaces the rule above; the correlation engine keeps a deleted pod's IP for its whole termination
+episode (:func:`auditor.correlate.episodes.episode_end_ns`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
 
 DEFAULT_GRACE_NS = 1_000_000_000
 _OPEN = np.iinfo(np.int64).max
+_REUSED = -2  # an IP with several assignments (resolved through its segments)
 RESOLVED_COLUMNS: tuple[str, ...] = ("pod_uid", "pod", "namespace", "node", "replicaset", "deployment")
 
 
@@ -42,27 +47,51 @@ class PodIndex:
             if end >= start:
                 by_ip.setdefault(ip, []).append((start, end, idx))
         self.assignments = {ip: sorted(v) for ip, v in by_ip.items()}
-        self._segments = {ip: _segments(v) for ip, v in self.assignments.items()}
+        self._segment_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._ips = pd_index(list(self.assignments))
+        self._flat: pd.DataFrame | None = None
+        self._single_arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._uids: pd.Index | None = None
+        self._uid_codes: np.ndarray | None = None
 
     @classmethod
     def from_kube(cls, kube: KubeInput, grace_ns: int = DEFAULT_GRACE_NS) -> PodIndex:
         return cls.from_pods(kube.pods.values(), grace_ns)
 
     @classmethod
-    def from_pods(cls, pods: Iterable[PodInfo], grace_ns: int = DEFAULT_GRACE_NS) -> PodIndex:
+    def from_pods(
+        cls,
+        pods: Iterable[PodInfo],
+        grace_ns: int = DEFAULT_GRACE_NS,
+        end_ns: Callable[[PodInfo], int | None] | None = None,
+    ) -> PodIndex:
+        """``end_ns``: when a pod stops holding its IPs (None: open); default: gone + ``grace_ns``."""
         refs: list[PodRef] = []
         assignments: list[tuple[str, int, int, int]] = []
         for pod in pods:
             if pod.host_network or not pod.ips:
                 continue
             refs.append(pod.ref())
-            end = _end_ns(pod, grace_ns)
+            if end_ns is None:
+                end = _end_ns(pod, grace_ns)
+            else:
+                custom = end_ns(pod)
+                end = int(_OPEN) if custom is None else custom
             for ip, start in zip(pod.ips, pod.ips_first_seen_ns, strict=True):
                 assignments.append((ip, start, end, len(refs) - 1))
         return cls(refs, assignments)
 
+    def _segments(self, ip: str) -> tuple[np.ndarray, np.ndarray] | None:
+        seg = self._segment_cache.get(ip)
+        if seg is None:
+            intervals = self.assignments.get(ip)
+            if intervals is None:
+                return None
+            seg = self._segment_cache[ip] = _segments(intervals)
+        return seg
+
     def pod_by_ip(self, ip: str, time_ns: int) -> PodRef | None:
-        seg = self._segments.get(ip)
+        seg = self._segments(ip)
         if seg is None:
             return None
         bounds, winners = seg
@@ -73,6 +102,86 @@ class PodIndex:
 
     def resolve_pods(self, ips: Any, times_ns: Any) -> pd.DataFrame:
         return resolve_pods(self, ips, times_ns)
+
+    def is_pod_ip(self, ips: pd.Series) -> np.ndarray:
+        """Per row: was the address ever held by an indexed pod (at any time)?"""
+        return np.asarray(_codes(ips, self._ips) >= 0, dtype=bool)
+
+    def resolve_refs(self, ips: pd.Series, times_ns: Any) -> np.ndarray:
+        """Vectorized :meth:`pod_by_ip`: per row the index into ``refs`` of the pod that held the address
+        at that time, or -1.
+
+        An address held by one pod only (the common case) is one interval check per row; addresses
+        reused by several pods go through one as-of join against their segments."""
+        import pandas as pd
+
+        times = _times_ns(times_ns)
+        if len(times) != len(ips):
+            raise ValueError(f"resolve: {len(ips)} addresses but {len(times)} times")
+        out = np.full(len(times), -1, dtype=np.int64)
+        codes = _codes(ips, self._ips)
+        known = codes >= 0
+        if not known.any():
+            return out
+        start, end, ref = self._single()
+        c = np.where(known, codes, 0)
+        single = known & (ref[c] != _REUSED)
+        inside = single & (times >= start[c]) & (times <= end[c])
+        out[inside] = ref[c[inside]]
+        multi = known & ~single
+        if multi.any():
+            rows = np.flatnonzero(multi)
+            left = pd.DataFrame({"t": times[rows], "ipc": codes[rows], "row": rows}).sort_values("t", kind="stable")
+            m = pd.merge_asof(left, self._flat_segments(), on="t", by="ipc", direction="backward")
+            w = m["winner"].to_numpy(dtype="float64")
+            ok = ~np.isnan(w)
+            out[m["row"].to_numpy()[ok]] = w[ok].astype(np.int64)
+        return out
+
+    def _single(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per IP code: (start, end, ref) of its only assignment; ref :data:`_REUSED` when it has several."""
+        if self._single_arrays is None:
+            n = len(self.assignments)
+            start = np.zeros(n, dtype=np.int64)
+            end = np.full(n, -1, dtype=np.int64)
+            ref = np.full(n, _REUSED, dtype=np.int64)
+            for code, v in enumerate(self.assignments.values()):
+                if len(v) == 1:
+                    start[code], end[code], ref[code] = v[0]
+            self._single_arrays = (start, end, ref)
+        return self._single_arrays
+
+    def resolve_uids(self, ips: pd.Series, times_ns: Any) -> pd.Categorical:
+        """Vectorized :meth:`pod_by_ip`, uids only: a Categorical of pod uids (NaN where no pod)."""
+        import pandas as pd
+
+        refs = self.resolve_refs(ips, times_ns)
+        if self._uids is None or self._uid_codes is None:
+            codes, uniques = pd.factorize(pd.Series([r.uid for r in self.refs], dtype=object))
+            self._uids = pd.Index(uniques, dtype=object)
+            self._uid_codes = np.append(np.asarray(codes, dtype=np.int64), -1)  # ref -1 -> NaN
+        return pd.Categorical.from_codes(self._uid_codes[refs], categories=self._uids)
+
+    def _flat_segments(self) -> pd.DataFrame:
+        """The segments of every reused IP in one table sorted by start: (t, ipc, winner); NaN: nobody."""
+        if self._flat is None:
+            import pandas as pd
+
+            parts_t: list[np.ndarray] = [np.array([], dtype=np.int64)]
+            parts_ip: list[np.ndarray] = [np.array([], dtype=np.int64)]
+            parts_w: list[np.ndarray] = [np.array([], dtype=np.float64)]
+            for code, (ip, v) in enumerate(self.assignments.items()):
+                if len(v) > 1:
+                    seg = self._segments(ip)
+                    assert seg is not None
+                    bounds, winners = seg
+                    parts_t.append(bounds)  # the last bound ends the last segment: nobody after it
+                    parts_ip.append(np.full(len(bounds), code, dtype=np.int64))
+                    parts_w.append(np.append(np.where(winners >= 0, winners, np.nan), np.nan))
+            self._flat = pd.DataFrame(
+                {"t": np.concatenate(parts_t), "ipc": np.concatenate(parts_ip), "winner": np.concatenate(parts_w)}
+            ).sort_values("t", kind="stable")
+        return self._flat
 
 
 def _end_ns(pod: PodInfo, grace_ns: int) -> int:
@@ -108,6 +217,26 @@ def _times_ns(times: Any) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
+def pd_index(values: list[str]) -> pd.Index:
+    import pandas as pd
+
+    return pd.Index(values, dtype=object)
+
+
+def _codes(ips: pd.Series, index: pd.Index) -> np.ndarray:
+    """Position of each address in ``index`` (-1: absent), converting categories, not rows."""
+    import pandas as pd
+
+    if isinstance(ips.dtype, pd.CategoricalDtype):
+        cat_pos = np.asarray(index.get_indexer(pd.Index(ips.cat.categories.astype(str), dtype=object)))
+        codes = np.asarray(ips.cat.codes.to_numpy(), dtype=np.int64)
+        out = np.full(len(codes), -1, dtype=np.int64)
+        ok = codes >= 0
+        out[ok] = cat_pos[codes[ok]]
+        return out
+    return np.asarray(index.get_indexer(pd.Index(ips.astype(str).to_numpy(dtype=object))), dtype=np.int64)
+
+
 def resolve_pods(index: PodIndex, ips: pd.Series, times_ns: Any) -> pd.DataFrame:
     """Vectorized :meth:`PodIndex.pod_by_ip`: one output row per input row, columns RESOLVED_COLUMNS.
 
@@ -116,30 +245,7 @@ def resolve_pods(index: PodIndex, ips: pd.Series, times_ns: Any) -> pd.DataFrame
     """
     import pandas as pd
 
-    times = _times_ns(times_ns)
-    if len(times) != len(ips):
-        raise ValueError(f"resolve_pods: {len(ips)} addresses but {len(times)} times")
-    if isinstance(ips.dtype, pd.CategoricalDtype):
-        codes = np.asarray(ips.cat.codes, dtype=np.int64)
-        uniques = list(ips.cat.categories)
-    else:
-        codes_, uniques_ = pd.factorize(ips, use_na_sentinel=True)
-        codes, uniques = np.asarray(codes_, dtype=np.int64), list(uniques_)
-    winner = np.full(len(times), -1, dtype=np.int64)
-    order = np.argsort(codes, kind="stable")
-    sorted_codes = codes[order]
-    targets = np.arange(len(uniques))
-    lo = np.searchsorted(sorted_codes, targets, side="left")
-    hi = np.searchsorted(sorted_codes, targets, side="right")
-    for k, ip in enumerate(uniques):
-        seg = index._segments.get(str(ip))
-        if seg is None or lo[k] == hi[k]:
-            continue
-        bounds, winners = seg
-        rows = order[lo[k] : hi[k]]
-        i = np.searchsorted(bounds, times[rows], side="right") - 1
-        ok = (i >= 0) & (i < len(winners))
-        winner[rows[ok]] = winners[i[ok]]
+    winner = index.resolve_refs(ips, times_ns)
     out: dict[str, Any] = {}
     attrs = ("uid", "name", "namespace", "node", "replicaset", "deployment")
     for column, attr in zip(RESOLVED_COLUMNS, attrs, strict=True):

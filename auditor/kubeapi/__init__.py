@@ -1,14 +1,16 @@
-"""The Kubernetes API side of the agent: the only package that imports the ``kubernetes`` client.
+"""The Kubernetes API side of auditor: the only package that imports the ``kubernetes`` client.
 
-* :func:`load_api_client` — kubeconfig / ``KUBECONFIG`` / in-cluster configuration.
+* :func:`load_api_client` — kubeconfig / ``KUBECONFIG`` / in-cluster configuration;
+  :func:`~auditor.kubeapi.config.server_version` — one ``GET /version`` (``auditor doctor``).
 * :class:`KubeWatcher` — list-then-watch of pods, EndpointSlices and Events with bookmarks,
   reconnect with backoff and relist on 410 Gone; calls back with :class:`WatchEvent`.
 * :class:`StreamRecorder` — writes events in the ``kubectl get --watch --output-watch-events -o json``
   format, each with ``observedAt``, which ``auditor.sources.kube_stream`` reads.
+* :mod:`auditor.kubeapi.proxy` — pods by label and GETs through the pod proxy (``auditor collect``).
 """
 
 from auditor.kubeapi.config import load_api_client
-from auditor.kubeapi.recorder import StreamRecorder, format_observed_at
+from auditor.kubeapi.recorder import StreamRecorder
 from auditor.kubeapi.watcher import KINDS, Backoff, KubeWatcher, WatchEvent, WatchStats
 
 __all__ = [
@@ -18,6 +20,5 @@ __all__ = [
     "StreamRecorder",
     "WatchEvent",
     "WatchStats",
-    "format_observed_at",
     "load_api_client",
 ]

@@ -50,3 +50,21 @@ def _from_kubeconfig(path: str, context: str | None) -> Any:
     except (ConfigException, yaml.YAMLError, OSError, ValueError, KeyError, TypeError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise AuditorError(f"cannot load kubeconfig: {msg}", where=path, hint=_HINT) from None
+
+
+def server_version(kubeconfig: str | None, timeout: float) -> str:
+    """``GET /version`` with one attempt and a short timeout: ``"v1.30.2 at https://host"``.
+
+    ``kubeconfig`` None: the in-cluster configuration. Any failure of the client is raised as is.
+    """
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    if kubeconfig is None:
+        config.load_incluster_config(client_configuration=configuration)
+    else:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    configuration.retries = 0
+    with client.ApiClient(configuration) as api:
+        info = client.VersionApi(api).get_code(_request_timeout=timeout)
+    return f"{info.git_version} at {configuration.host}"

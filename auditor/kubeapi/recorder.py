@@ -10,18 +10,12 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 from typing import IO, Any
 
 from auditor.errors import AuditorError
 from auditor.kubeapi.watcher import WatchEvent
-
-
-def format_observed_at(ns: int) -> str:
-    """UTC nanoseconds since the epoch -> ``2026-11-26T08:00:01.123456789Z``."""
-    secs, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
+from auditor.model.kube import format_time_ns
 
 
 class StreamRecorder:
@@ -51,7 +45,7 @@ class StreamRecorder:
         doc: dict[str, Any] = {
             "type": event_type,
             "object": obj,
-            "observedAt": format_observed_at(observed_ns),
+            "observedAt": format_time_ns(observed_ns),
         }
         if relisted:
             doc["relisted"] = True

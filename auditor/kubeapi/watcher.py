@@ -90,7 +90,7 @@ class Backoff:
         self._rng = rng or random.Random()
 
     def next_delay(self) -> float:
-        delay = min(self.cap, self.base * (2**self.attempt))
+        delay = min(self.cap, self.base * (1 << self.attempt))
         self.attempt = min(self.attempt + 1, 32)
         return delay / 2 + self._rng.uniform(0, delay / 2)
 

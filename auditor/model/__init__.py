@@ -2,6 +2,7 @@
 
 from auditor.model.packet import (
     PACKET_COLUMNS,
+    TEXT_COLUMNS,
     EventKind,
     PacketEvent,
     packet_arrow_schema,
@@ -10,6 +11,7 @@ from auditor.model.packet import (
 
 __all__ = [
     "PACKET_COLUMNS",
+    "TEXT_COLUMNS",
     "EventKind",
     "PacketEvent",
     "packet_arrow_schema",

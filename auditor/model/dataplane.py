@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from auditor.model.kube import InputProblem, format_time_ns, parse_time_ns
@@ -17,7 +18,12 @@ if TYPE_CHECKING:
     import pandas as pd
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
-OPS = ("added", "removed")
+class RuleOp(StrEnum):
+    ADDED = "added"  # the node started routing new connections to the endpoint
+    REMOVED = "removed"  # the node stopped routing new connections to it
+
+
+OPS = tuple(op.value for op in RuleOp)
 BACKENDS = ("iptables-nft", "iptables-legacy", "nftables", "ipvs")
 
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 import calendar
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -79,6 +80,43 @@ class PodRef:
     deployment: str | None
 
 
+class PrestopKind(StrEnum):
+    """How a pod's preStop hook delays SIGTERM (see :func:`auditor.sources.kube_pod.prestop_of`)."""
+
+    NONE = "none"
+    SLEEP = "sleep"  # the native sleep action, or an exec hook that only sleeps
+    EXEC = "exec"  # another command: prestop_sleep_s is the sleeps found in it (a lower bound) or None
+    HTTP = "http"
+    TCP = "tcp"
+    UNKNOWN = "unknown"
+
+
+class WatchType(StrEnum):
+    ADDED = "ADDED"
+    MODIFIED = "MODIFIED"
+    DELETED = "DELETED"
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One object change as a watcher (or a kubectl watch stream, or a list) delivers it.
+
+    ``obj`` is the object as the API server sent it (a plain dict); ``observed_ns`` when the watcher
+    received it (precise), None when unknown (a list item, kubectl output without observedAt);
+    ``bound_ns`` for a change learnt by a relist: it happened before this, but when is unknown.
+    """
+
+    type: str  # a WatchType value
+    obj: dict[str, Any]
+    observed_ns: int | None = None
+    bound_ns: int | None = None
+    object_kind: str = ""  # "Pod", "EndpointSlice", "Event"...; "" : the object's own "kind"
+
+    @property
+    def kind(self) -> str:
+        return self.object_kind or str(self.obj.get("kind") or "")
+
+
 @dataclass(frozen=True, slots=True)
 class PodInfo:
     """Everything the streams said about one pod (uid), kept after its deletion (a tombstone)."""
@@ -113,6 +151,31 @@ class PodInfo:
     phase: str | None  # last status.phase seen
     restarts: int  # max restartCount over containers (lastState.terminated = an earlier run)
     deleted_bound_ns: int | None = None  # DELETED learnt by a relist: it happened before this (coarse)
+
+    def __post_init__(self) -> None:
+        """Only values the stream reader can produce: a record that breaks these is a bug where it is
+        built, not something the engine should guess around."""
+        problems = []
+        if not self.uid:
+            problems.append("empty uid")
+        if len(self.ips) != len(self.ips_first_seen_ns):
+            problems.append(f"{len(self.ips)} IPs but {len(self.ips_first_seen_ns)} first-seen times")
+        if len(set(self.ips)) != len(self.ips):
+            problems.append("an IP listed twice")
+        if self.deleted_observed_ns is not None and not self.deleted:
+            problems.append("deleted_observed_ns without deleted")
+        if self.deleted_bound_ns is not None and not self.deleted:
+            problems.append("deleted_bound_ns without deleted")
+        if self.deletion_observed_ns is not None and self.deletion_ns is None:
+            problems.append("deletion_observed_ns without deletion_ns (deletionTimestamp)")
+        if self.prestop_kind not in {k.value for k in PrestopKind}:
+            problems.append(f"unknown prestop_kind {self.prestop_kind!r}")
+        if self.first_seen_precise and self.first_seen_ns is None:
+            problems.append("first_seen_precise without first_seen_ns")
+        if self.restarts < 0:
+            problems.append("negative restarts")
+        if problems:
+            raise ValueError(f"PodInfo {self.namespace}/{self.name}: " + "; ".join(problems))
 
     def ref(self) -> PodRef:
         return PodRef(self.uid, self.name, self.namespace, self.node, self.replicaset, self.deployment)
@@ -166,3 +229,4 @@ class KubeInput:
     problems: list[InputProblem] = field(default_factory=list)
     events_read: int = 0  # watch events / list items used
     events_skipped: int = 0  # BOOKMARK, ERROR, unknown kinds, unreadable chunks
+    skipped_kinds: dict[str, int] = field(default_factory=dict)  # object kind -> events not used

@@ -92,7 +92,8 @@ _INT_COLUMNS: dict[str, Any] = {
     "netns": "uint64",
     "frame": "uint64",
 }
-_CATEGORY_COLUMNS = ("kind", "src", "dst", "reporter", "encap", "source", "file", "interface", "node")
+# The text columns (categoricals in pandas, dictionary-encoded in Arrow): every ``str`` field of the record.
+TEXT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(PacketEvent) if f.type in ("str", str))
 
 
 def packet_arrow_schema() -> pa.Schema:
@@ -140,6 +141,6 @@ def normalize_packet_frame(df: pd.DataFrame) -> pd.DataFrame:
     out["time"] = pd.to_datetime(out["time"], utc=True)
     for name, dtype in _INT_COLUMNS.items():
         out[name] = pd.to_numeric(out[name], errors="coerce").fillna(0).astype(dtype)
-    for name in _CATEGORY_COLUMNS:
+    for name in TEXT_COLUMNS:
         out[name] = out[name].fillna("").astype(str).astype("category")
     return out[list(PACKET_COLUMNS)]

@@ -18,15 +18,16 @@ import pandas as pd
 from auditor.correlate.audit import AuditResult
 from auditor.correlate.causes import CAUSES
 from auditor.correlate.episodes import MISSING_NS
+from auditor.model.kube import format_time_ns
 
 SCHEMA_VERSION = 1
 
 
 def iso(ns: Any) -> str | None:
+    """RFC 3339 UTC with nanoseconds; None for a missing time."""
     if ns is None or int(ns) == MISSING_NS:
         return None
-    ts = pd.Timestamp(int(ns), unit="ns", tz="UTC")
-    return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ns) % 1_000_000_000:09d}Z"
+    return format_time_ns(int(ns))
 
 
 def _num(v: Any) -> float | None:

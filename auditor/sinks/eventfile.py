@@ -1,66 +1,120 @@
-"""The packet event table on disk: Parquet (the packet Arrow schema), JSON lines or CSV.
+"""The packet event table written to disk: Parquet (the packet Arrow schema), JSON lines or CSV.
 
-Writing streams record batches (bounded memory); ``read_events`` reads any of the three back into
-the canonical pandas dtypes (``normalize_packet_frame``).
+Writing streams record batches (bounded memory). :func:`frame_json_lines` / :func:`batch_json_lines` are the
+one JSONL writer of packet events (``auditor pcap events``, the agent's event log); the files are read
+back by :func:`auditor.sources.eventfile.read_events`.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any
 
-from auditor.errors import AuditorError, InputError
+from auditor.errors import AuditorError
+from auditor.model.packet import PACKET_COLUMNS
+from auditor.sources.eventfile import format_for
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
     import pyarrow as pa
 
-FORMATS = ("parquet", "jsonl", "csv")
-_SUFFIXES = {
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".jsonl": "jsonl",
-    ".json": "jsonl",
-    ".ndjson": "jsonl",
-    ".csv": "csv",
-}
 
-
-def format_for(path: str | os.PathLike[str] | None, fmt: str | None = None) -> str:
-    """The output format: explicit, else from the file suffix, else jsonl (stdout)."""
-    if fmt:
-        if fmt not in FORMATS:
-            raise AuditorError(f"unknown event file format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
-        return fmt
-    if path is None or os.fspath(path) == "-":
-        return "jsonl"
-    suffix = os.path.splitext(os.fspath(path))[1].lower()
-    if suffix not in _SUFFIXES:
-        raise AuditorError(
-            f"cannot tell the format from the suffix {suffix or '(none)'!r}",
-            os.fspath(path),
-            "use .parquet, .jsonl or .csv, or give --format",
-        )
-    return _SUFFIXES[suffix]
-
-
-def _rows(batch: pa.RecordBatch) -> tuple[list[str], list[list[Any]]]:
-    """Columns of a batch as Python lists, times as ISO 8601 UTC strings with nanoseconds."""
+def time_texts(times: np.ndarray) -> list[str]:
+    """``datetime64[ns]`` (or int64 nanoseconds) -> ``2026-01-01T12:00:00.123456789`` per value, without the
+    ``Z``: the vectorized :func:`auditor.model.kube.format_time_ns` (a test holds them equal)."""
     import numpy as np
 
-    names = batch.schema.names
-    cols: list[list[Any]] = []
-    for name, col in zip(names, batch.columns, strict=True):
+    return list(np.datetime_as_string(times.astype("datetime64[ns]"), unit="ns").tolist())
+
+
+_KEYS = {name: json.dumps(name) + ":" for name in PACKET_COLUMNS}
+
+
+def _json_lines(n: int, columns: dict[str, Any]) -> str:
+    """The JSONL rows, keys in the packet table's column order. ``columns``: name -> ``datetime64[ns]``
+    array (``time``), ``(categories, codes)`` (text; code -1 is missing, written ``""``) or an int array.
+
+    Columns constant in the batch are formatted once; the others go through one ``%`` template per row.
+    """
+    import numpy as np
+
+    if n == 0:
+        return ""
+    pieces: list[str] = []
+    args: list[list[Any]] = []
+    for name in PACKET_COLUMNS:
+        key, col = _KEYS[name], columns[name]
         if name == "time":
-            ns = col.cast("int64").to_numpy(zero_copy_only=False)
-            text = np.datetime_as_string(ns.astype("datetime64[ns]"), unit="ns")
-            cols.append([t + "Z" for t in text.tolist()])
+            pieces.append(key + '"%sZ"')
+            args.append(time_texts(col))
+        elif isinstance(col, tuple):
+            categories, codes = col
+            encoded = np.asarray([*(json.dumps(str(c)) for c in categories), '""'], dtype=object)
+            if (codes == codes[0]).all():
+                pieces.append(key + str(encoded[codes[0]]).replace("%", "%%"))
+            else:
+                pieces.append(key + "%s")
+                args.append(encoded[codes].tolist())
+        elif (col == col[0]).all():
+            pieces.append(key + str(int(col[0])))
+        else:
+            pieces.append(key + "%d")
+            args.append(col.tolist())
+    template = "{" + ",".join(pieces) + "}\n"
+    if not args:
+        return template * n
+    return "".join([template % row for row in zip(*args, strict=True)])
+
+
+def frame_json_lines(frame: pd.DataFrame) -> str:
+    """The JSONL rows of a packet table (``time`` as RFC 3339 UTC with nanoseconds)."""
+    import pandas as pd
+
+    columns: dict[str, Any] = {}
+    for name in PACKET_COLUMNS:
+        col = frame[name]
+        if name == "time":
+            columns[name] = col.to_numpy(dtype="datetime64[ns]")
+        elif isinstance(col.dtype, pd.CategoricalDtype):
+            columns[name] = (list(col.cat.categories), col.cat.codes.to_numpy())
+        else:
+            columns[name] = col.to_numpy()
+    return _json_lines(len(frame), columns)
+
+
+def batch_json_lines(batch: pa.RecordBatch) -> str:
+    """The JSONL rows of an Arrow record batch with the packet schema: the same text as
+    :func:`frame_json_lines` of ``batch.to_pandas()``, without pandas."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    columns: dict[str, Any] = {}
+    for name in PACKET_COLUMNS:
+        col = batch.column(name)
+        if name == "time":
+            columns[name] = col.cast(pa.int64()).to_numpy(zero_copy_only=False)
+        elif pa.types.is_dictionary(col.type) or pa.types.is_string(col.type):
+            if not pa.types.is_dictionary(col.type):
+                col = col.dictionary_encode()
+            codes = pc.fill_null(col.indices, -1).to_numpy(zero_copy_only=False)
+            columns[name] = (col.dictionary.to_pylist(), codes)
+        else:
+            columns[name] = col.to_numpy(zero_copy_only=False)
+    return _json_lines(batch.num_rows, columns)
+
+
+def _csv_rows(batch: pa.RecordBatch) -> list[list[Any]]:
+    """The rows of a batch as Python lists, times as RFC 3339 UTC strings with nanoseconds."""
+    cols: list[list[Any]] = []
+    for name, col in zip(batch.schema.names, batch.columns, strict=True):
+        if name == "time":
+            cols.append([t + "Z" for t in time_texts(col.cast("int64").to_numpy(zero_copy_only=False))])
         else:
             cols.append(col.to_pylist())
-    return names, [list(r) for r in zip(*cols, strict=True)]
+    return [list(r) for r in zip(*cols, strict=True)]
 
 
 def write_events(
@@ -107,58 +161,18 @@ def _write_parquet(batches: Iterable[pa.RecordBatch], target: str | None) -> int
 def _write_text(batches: Iterable[pa.RecordBatch], stream: IO[str], fmt: str) -> int:
     import csv
 
-    from auditor.model.packet import PACKET_COLUMNS
-
     rows = 0
     writer = csv.writer(stream, lineterminator="\n") if fmt == "csv" else None
     if writer is not None:
         writer.writerow(PACKET_COLUMNS)
     for batch in batches:
-        names, values = _rows(batch)
         if writer is not None:
-            writer.writerows(values)
+            writer.writerows(_csv_rows(batch))
         else:
-            buf = io.StringIO()
-            for row in values:
-                buf.write(json.dumps(dict(zip(names, row, strict=True)), separators=(",", ":")))
-                buf.write("\n")
-            stream.write(buf.getvalue())
-        rows += len(values)
+            stream.write(batch_json_lines(batch))
+        rows += batch.num_rows
     stream.flush()
     return rows
 
 
-def read_events(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read a Parquet, JSONL or CSV event file into the canonical packet table."""
-    import pandas as pd
-
-    from auditor.model.packet import PACKET_COLUMNS, normalize_packet_frame, packet_frame
-
-    name = os.fspath(path)
-    fmt = format_for(name)
-    text_cols = {"kind", "src", "dst", "reporter", "encap", "source", "file", "interface", "node"}
-    try:
-        if fmt == "parquet":
-            df = pd.read_parquet(name)
-        elif fmt == "csv":
-            df = pd.read_csv(name, dtype={c: str for c in text_cols}, keep_default_na=False)
-        else:
-            with open(name, encoding="utf-8") as f:
-                records = [json.loads(line) for line in f if line.strip()]
-            if not records:
-                return packet_frame()
-            df = pd.DataFrame.from_records(records)
-    except (OSError, ValueError) as exc:
-        raise InputError(
-            f"cannot read event file: {exc}".splitlines()[0],
-            name,
-            "give a file written by 'auditor pcap events'",
-        ) from None
-    if df.empty and "time" not in df.columns:
-        return packet_frame()
-    try:
-        return normalize_packet_frame(df)[list(PACKET_COLUMNS)]
-    except (ValueError, TypeError) as exc:
-        raise InputError(
-            f"not an event table: {exc}".splitlines()[0], name, "give a file written by 'auditor pcap events'"
-        ) from None
+__all__ = ["batch_json_lines", "frame_json_lines", "time_texts", "write_events"]

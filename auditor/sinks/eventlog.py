@@ -1,10 +1,8 @@
 """The agent's rotating event log: segments of the packet event table in one directory.
 
-Layout (``auditor analyze --dir DIR`` reads it; see :func:`list_segments`)::
-
-    events-<node>-<YYYYmmddTHHMMSS>Z-<seq>.jsonl     live segment (and finished ones in jsonl mode)
-    events-<node>-<YYYYmmddTHHMMSS>Z-<seq>.parquet   finished segment (parquet mode)
-    events-<node>-<...>.parquet.part                  Parquet being written: never read
+A segment is ``events-<node>-<stamp>-<seq>`` plus ``.jsonl`` (the live one, and finished ones in jsonl
+mode), ``.parquet`` (finished, parquet mode) or ``.parquet.part`` (Parquet being written: never read);
+the names, and the listing ``auditor analyze --dir`` reads, are in :mod:`auditor.model.logfiles`.
 
 Why two files per segment in Parquet mode: a Parquet file is unreadable until its footer is written,
 so a live Parquet file would be lost entirely if the process died. Every event therefore goes first to
@@ -18,80 +16,29 @@ a ``.part`` is deleted (its JSONL twin holds every row), a JSONL next to its fin
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from auditor.errors import AuditorError
-from auditor.model.kube import format_time_ns
-from auditor.model.packet import PACKET_COLUMNS, PacketEvent
+from auditor.model.logfiles import (
+    JSONL,
+    PARQUET,
+    PART,
+    list_parts,
+    list_segments,
+    segment_base,
+    segment_stamp,
+)
+from auditor.model.packet import PacketEvent
+from auditor.sinks.eventfile import frame_json_lines
 
 if TYPE_CHECKING:
     import pandas as pd
 
 LOG_FORMATS = ("parquet", "jsonl")
-_FIELDS = tuple(f.name for f in fields(PacketEvent) if f.name != "time_ns")
-
-
-def segment_stamp(now_s: float) -> str:
-    """``20260101T120000Z``: UTC, sortable, safe in file names."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now_s))
-
-
-def event_json_line(event: PacketEvent) -> str:
-    """One JSONL row in the packet table's column order (``time`` as RFC 3339 with nanoseconds)."""
-    row: dict[str, Any] = {"time": format_time_ns(event.time_ns)}
-    for name in _FIELDS:
-        row[name] = getattr(event, name)
-    return json.dumps(row, separators=(",", ":"))
-
-
-_KEYS = {name: json.dumps(name) + ":" for name in PACKET_COLUMNS}
-
-
-def frame_json_lines(frame: pd.DataFrame) -> str:
-    """The JSONL rows of a packet table, the same text as :func:`event_json_line` per row.
-
-    Columns constant in the batch are formatted once; the others go through one ``%`` template per row.
-    """
-    import numpy as np
-    import pandas as pd
-
-    n = len(frame)
-    if n == 0:
-        return ""
-    pieces: list[str] = []
-    args: list[list[Any]] = []
-    for name in PACKET_COLUMNS:
-        key, col = _KEYS[name], frame[name]
-        if name == "time":
-            text = np.datetime_as_string(col.to_numpy(dtype="datetime64[ns]"), unit="ns")
-            pieces.append(key + '"%sZ"')
-            args.append(text.tolist())
-        elif isinstance(col.dtype, pd.CategoricalDtype):
-            cats = [json.dumps(str(c)) for c in col.cat.categories]
-            encoded = np.asarray([*cats, '""'], dtype=object)  # code -1 (missing) -> ""
-            codes = col.cat.codes.to_numpy()
-            if (codes == codes[0]).all():
-                pieces.append(key + str(encoded[codes[0]]).replace("%", "%%"))
-            else:
-                pieces.append(key + "%s")
-                args.append(encoded[codes].tolist())
-        else:
-            values = col.to_numpy()
-            if (values == values[0]).all():
-                pieces.append(key + str(int(values[0])))
-            else:
-                pieces.append(key + "%d")
-                args.append(values.tolist())
-    template = "{" + ",".join(pieces) + "}\n"
-    if not args:
-        return template * n
-    return "".join([template % row for row in zip(*args, strict=True)])
 
 
 def _record_batch(frame: pd.DataFrame) -> Any:
@@ -189,15 +136,15 @@ class EventLog:
             os.fsync(self._jsonl.fileno())
         self._jsonl.close()
         self._jsonl = None
-        jsonl = self._base.with_name(self._base.name + ".jsonl")
+        jsonl = self._base.with_name(self._base.name + JSONL)
         done = jsonl
         if self.fmt == "parquet":
             self._write_row_group()
             if self._parquet is not None:
                 self._parquet.close()
                 self._parquet = None
-            part = self._base.with_name(self._base.name + ".parquet.part")
-            done = self._base.with_name(self._base.name + ".parquet")
+            part = self._base.with_name(self._base.name + PART)
+            done = self._base.with_name(self._base.name + PARQUET)
             os.replace(part, done)
             jsonl.unlink()
         self.finished.append(done)
@@ -211,15 +158,15 @@ class EventLog:
     @property
     def current(self) -> Path | None:
         """The live JSONL segment, if one is open."""
-        return None if self._base is None else self._base.with_name(self._base.name + ".jsonl")
+        return None if self._base is None else self._base.with_name(self._base.name + JSONL)
 
     # -- internals ---------------------------------------------------------------------------------
     def _open(self) -> None:
         now = self.clock()
         self._seq += 1
-        base = self.directory / f"events-{self.node}-{segment_stamp(now)}-{self._seq:04d}"
+        base = self.directory / segment_base(self.node, segment_stamp(now), self._seq)
         try:
-            self._jsonl = open(base.with_name(base.name + ".jsonl"), "w", encoding="utf-8")  # noqa: SIM115
+            self._jsonl = open(base.with_name(base.name + JSONL), "w", encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
             raise AuditorError(
                 f"cannot write the event log ({exc.strerror})", str(base), "check --log-dir"
@@ -234,7 +181,7 @@ class EventLog:
         from auditor.model.packet import packet_arrow_schema
 
         if self._parquet is None:
-            part = self._base.with_name(self._base.name + ".parquet.part")
+            part = self._base.with_name(self._base.name + PART)
             self._parquet = pq.ParquetWriter(part, packet_arrow_schema(), compression="snappy")
         import pyarrow as pa
 
@@ -245,32 +192,16 @@ class EventLog:
 
 def recover_segments(directory: str | Path) -> int:
     """Settle what a crashed writer left; returns how many files it removed (never removes data)."""
-    d = Path(directory)
     removed = 0
-    for part in d.glob("events-*.parquet.part"):
+    for part in list_parts(directory):
         part.unlink()  # unfinished Parquet: its JSONL twin holds every row
         removed += 1
-    for done in d.glob("events-*.parquet"):
-        twin = done.with_suffix(".jsonl")
-        if twin.exists():  # died between rename and unlink: the Parquet file is complete
+    for done in list_segments(directory):
+        twin = done.with_suffix(JSONL)
+        if done.suffix == PARQUET and twin.exists():  # died between rename and unlink: Parquet is complete
             twin.unlink()
             removed += 1
     return removed
 
 
-def list_segments(directory: str | Path) -> list[Path]:
-    """Finished and live event segments of a log directory, oldest first (``.part`` files excluded)."""
-    d = Path(directory)
-    files = [*d.glob("events-*.parquet"), *d.glob("events-*.jsonl")]
-    return sorted(files, key=lambda p: p.name)
-
-
-__all__ = [
-    "LOG_FORMATS",
-    "EventLog",
-    "event_json_line",
-    "frame_json_lines",
-    "list_segments",
-    "recover_segments",
-    "segment_stamp",
-]
+__all__ = ["LOG_FORMATS", "EventLog", "recover_segments"]

@@ -15,7 +15,7 @@ Series (all prefixed ``auditor_``):
 
 Given a ``log_dir``, the server also hands out the agent's log directory read-only for
 ``auditor collect``: ``GET /logs`` (JSON listing) and ``GET /logs/<name>`` (one listed file, streamed);
-see :mod:`auditor.collect.serve` for what is listed and why nothing else can be read.
+see :mod:`auditor.sinks.logserve` for what is listed and why nothing else can be read.
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ def _handler(
             import json
             from urllib.parse import unquote
 
-            from auditor.collect.serve import find_log_file, list_log_files, read_log_file
+            from auditor.sinks.logserve import find_log_file, list_log_files, read_log_file
 
             if path in ("/logs", "/logs/"):
                 files = [f.as_dict() for f in list_log_files(directory)]

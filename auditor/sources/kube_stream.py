@@ -1,4 +1,5 @@
-"""Read Kubernetes watch streams and lists into a :class:`~auditor.model.kube.KubeInput` timeline.
+"""Read Kubernetes watch streams and lists into a :class:`~auditor.model.kube.KubeInput` timeline
+(files merged in receipt order, then folded by :class:`~auditor.sources.kube_timeline.KubeTimeline`).
 
 Accepted (auto-detected per JSON document, several kinds may share one file):
 
@@ -31,15 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from auditor.errors import AuditorError
-from auditor.model.kube import (
-    InputProblem,
-    KubeInput,
-    PodInfo,
-    endpoint_frame,
-    event_frame,
-    parse_time_ns,
-)
-from auditor.sources.kube_pod import PodState, coarse_ns, update_pod
+from auditor.model.kube import InputProblem, KubeInput, WatchEvent, parse_time_ns
+from auditor.sources.kube_timeline import KubeTimeline
 
 _WS = re.compile(r"\s*")
 _OBJECT_TYPES = ("ADDED", "MODIFIED", "DELETED")
@@ -175,124 +169,6 @@ def _split_documents(text: str, file: str, problems: list[InputProblem]) -> Iter
         pos = end
 
 
-@dataclass(slots=True)
-class _Timeline:
-    pods: dict[str, PodState] = field(default_factory=dict)
-    slices: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)
-    endpoint_rows: list[dict[str, object]] = field(default_factory=list)
-    event_rows: list[dict[str, object]] = field(default_factory=list)
-    event_keys: set[tuple[str, str]] = field(default_factory=set)
-    used: int = 0
-    skipped: int = 0
-
-    def add(self, item: _Item) -> None:
-        kind = item.obj.get("kind")
-        if kind == "Pod":
-            update_pod(self.pods, item.type, item.obj, item.observed_ns, item.bound_ns)
-        elif kind == "EndpointSlice":
-            self._slice(item)
-        elif kind == "Event":
-            self._event(item)
-        else:
-            self.skipped += 1
-            return
-        self.used += 1
-
-    def _slice(self, item: _Item) -> None:
-        obj, obs = item.obj, item.observed_ns
-        meta = obj.get("metadata") or {}
-        namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
-        labels = meta.get("labels") or {}
-        annotations = meta.get("annotations") or {}
-        service = labels.get("kubernetes.io/service-name")
-        trigger = coarse_ns(annotations.get("endpoints.kubernetes.io/last-change-trigger-time"))
-        ports = ",".join(
-            f"{p.get('name') or ''}:{p.get('port')}/{p.get('protocol') or 'TCP'}"
-            for p in (obj.get("ports") or [])
-            if isinstance(p, dict)
-        )
-        time: int | None = obs
-        precise = obs is not None
-        if time is None:
-            time = trigger
-            if time is None and item.type == "ADDED":
-                time = coarse_ns(meta.get("creationTimestamp"))
-        new: dict[str, tuple[Any, ...]] = {}
-        if item.type != "DELETED":
-            for ep in obj.get("endpoints") or []:
-                if not isinstance(ep, dict):
-                    continue
-                cond = ep.get("conditions") or {}
-                ref = ep.get("targetRef") or {}
-                state = (
-                    _opt_bool(cond.get("ready")), _opt_bool(cond.get("serving")),
-                    _opt_bool(cond.get("terminating")), ref.get("name"), ref.get("uid"),
-                    ep.get("nodeName"), ports,
-                )  # fmt: skip
-                for address in ep.get("addresses") or []:
-                    new[str(address)] = state
-        key = f"{namespace}/{name}"
-        old = self.slices.get(key, {})
-        for address, state in new.items():
-            if old.get(address) != state:
-                self._endpoint_row(time, precise, namespace, service, name, address, state, True, trigger)
-        for address, state in old.items():
-            if address not in new:
-                self._endpoint_row(time, precise, namespace, service, name, address, state, False, trigger)
-        self.slices[key] = new
-
-    def _endpoint_row(
-        self, time: int | None, precise: bool, namespace: str, service: Any, slice_name: str,
-        address: str, state: tuple[Any, ...], present: bool, trigger: int | None,
-    ) -> None:  # fmt: skip
-        ready, serving, terminating, pod, pod_uid, node, ports = state
-        self.endpoint_rows.append({
-            "time": time, "precise": precise, "namespace": namespace, "service": service,
-            "slice": slice_name, "address": address, "pod": pod, "pod_uid": pod_uid, "node": node,
-            "ready": ready, "serving": serving, "terminating": terminating, "present": present,
-            "ports": ports, "trigger_time": trigger,
-        })  # fmt: skip
-
-    def _event(self, item: _Item) -> None:
-        obj = item.obj
-        meta = obj.get("metadata") or {}
-        key = (str(meta.get("uid") or id(obj)), str(meta.get("resourceVersion") or id(obj)))
-        if key in self.event_keys:
-            return
-        self.event_keys.add(key)
-        regarding = obj.get("involvedObject") or obj.get("regarding") or {}
-        time: int | None = None
-        precise = False
-        event_time = obj.get("eventTime")
-        if isinstance(event_time, str) and event_time:
-            try:
-                time, precise = parse_time_ns(event_time)
-            except ValueError:
-                time = None
-        if not precise and item.observed_ns is not None:
-            time, precise = item.observed_ns, True
-        if time is None:
-            series = obj.get("series") or {}
-            for raw in (series.get("lastObservedTime"), obj.get("lastTimestamp"),
-                        obj.get("deprecatedLastTimestamp"), obj.get("firstTimestamp"),
-                        meta.get("creationTimestamp")):  # fmt: skip
-                time = coarse_ns(raw)
-                if time is not None:
-                    break
-        count = obj.get("count") or obj.get("deprecatedCount") or (obj.get("series") or {}).get("count") or 1
-        self.event_rows.append({
-            "time": time, "precise": precise,
-            "namespace": regarding.get("namespace") or meta.get("namespace"),
-            "kind": regarding.get("kind"), "name": regarding.get("name"), "uid": regarding.get("uid"),
-            "reason": obj.get("reason"), "message": obj.get("message") or obj.get("note"),
-            "count": int(count) if isinstance(count, int | float) else 1,
-        })  # fmt: skip
-
-
-def _opt_bool(value: Any) -> bool | None:
-    return value if isinstance(value, bool) else None
-
-
 def read_kube_streams(paths: Sequence[str | Path]) -> KubeInput:
     """Read watch streams / lists (see module doc) into one timeline; problems are returned, not raised."""
     if not paths:
@@ -301,19 +177,7 @@ def read_kube_streams(paths: Sequence[str | Path]) -> KubeInput:
     for path in paths:
         reader.read_file(Path(path))
     items = sorted(reader.items, key=lambda it: it.order_ns)  # stable: keeps file order among equals
-    timeline = _Timeline()
+    timeline = KubeTimeline()
     for item in items:
-        timeline.add(item)
-    pods: dict[str, PodInfo] = {uid: state.freeze() for uid, state in timeline.pods.items()}
-    endpoints = endpoint_frame(timeline.endpoint_rows)
-    events = event_frame(timeline.event_rows)
-    endpoints = endpoints.sort_values("time", kind="stable", na_position="last").reset_index(drop=True)
-    events = events.sort_values("time", kind="stable", na_position="last").reset_index(drop=True)
-    return KubeInput(
-        pods=pods,
-        endpoints=endpoints,
-        events=events,
-        problems=reader.problems,
-        events_read=timeline.used,
-        events_skipped=reader.skipped + timeline.skipped,
-    )
+        timeline.apply(WatchEvent(item.type, item.obj, item.observed_ns, item.bound_ns))
+    return timeline.kube_input(reader.problems, skipped=reader.skipped)

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from auditor.errors import InputError
+from auditor.model.packet import TEXT_COLUMNS
+from auditor.sources.eventfile import SUFFIXES
 
 if TYPE_CHECKING:
     import pandas as pd
 
-EVENT_SUFFIXES = {".parquet", ".jsonl", ".json", ".ndjson", ".csv"}
-TEXT_COLUMNS = ("kind", "src", "dst", "reporter", "encap", "source", "file", "interface", "node")
+EVENT_SUFFIXES = frozenset(SUFFIXES)  # an event file (read_events); any other file is a capture
 
 
 def input_spec(value: str | os.PathLike[str], default_node: str | None) -> tuple[str, Path]:
@@ -38,8 +39,8 @@ def read_packet_inputs(
     import pandas as pd
 
     from auditor.model.packet import packet_frame
-    from auditor.sinks.eventfile import read_events
     from auditor.sources.capture import read_capture
+    from auditor.sources.eventfile import read_events
 
     frames: list[pd.DataFrame] = []
     info: dict[str, Any] = {"capture_frames": 0, "capture_skipped": 0, "captures": [], "problems": []}
@@ -64,3 +65,6 @@ def read_packet_inputs(
     for col in TEXT_COLUMNS:
         packets[col] = packets[col].astype(str).astype("category")
     return packets, info
+
+
+__all__ = ["EVENT_SUFFIXES", "input_spec", "read_packet_inputs"]

@@ -45,7 +45,7 @@ def _log_dir(run: LabRun) -> Path:
 
 def _analyze(run: LabRun) -> dict[str, Any]:
     """``auditor analyze`` over the agent's log directory, as an SRE would run it afterwards."""
-    from auditor.sinks.eventlog import list_segments
+    from auditor.model.logfiles import list_segments
 
     d = _log_dir(run)
     cmd = [sys.executable, "-m", "auditor", "analyze", "--node", NODE, "--json"]
@@ -210,8 +210,8 @@ def test_agent_survives_dropped_watches_and_410(tmp_path_factory: pytest.TempPat
 
 
 def test_sigterm_mid_rollout_keeps_every_received_event(tmp_path_factory: pytest.TempPathFactory) -> None:
-    from auditor.sinks.eventfile import read_events
-    from auditor.sinks.eventlog import list_segments
+    from auditor.model.logfiles import list_segments
+    from auditor.sources.eventfile import read_events
 
     cfg = LabConfig(agent=True, replicas=2, prestop=0, delay=1.0, agent_stop_episode=1)
     run = _run(tmp_path_factory, "agent-sigterm", cfg)

@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from auditor.sinks.eventfile import read_events
-from auditor.sinks.eventlog import list_segments
+from auditor.model.logfiles import list_segments
+from auditor.sources.eventfile import read_events
 from tests.conftest import REPO, require_root, require_tool
 
 pytestmark = pytest.mark.privileged

@@ -3,8 +3,10 @@ the memory limit that sheds it, and wildcard listeners named in a table."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,12 @@ from auditor.agent.batchqueue import BatchQueue
 from auditor.agent.frames import concat_packet_frames, frame_events, kind_counts
 from auditor.agent.listeners import NetnsAddressBook
 from auditor.agent.window import Window
-from auditor.model.packet import PacketEvent, packet_frame
-from auditor.sinks.eventfile import read_events
-from auditor.sinks.eventlog import EventLog, event_json_line, frame_json_lines, list_segments
+from auditor.model.kube import format_time_ns
+from auditor.model.logfiles import list_segments
+from auditor.model.packet import PacketEvent, packet_arrow_schema, packet_frame
+from auditor.sinks.eventfile import batch_json_lines, frame_json_lines, time_texts
+from auditor.sinks.eventlog import EventLog
+from auditor.sources.eventfile import read_events
 
 T0 = 1_790_000_000_000_000_000
 
@@ -32,13 +37,33 @@ def _events(n: int, start: int = 0, src: str = "10.0.0.1", node: str = "n1") -> 
     ]  # fmt: skip
 
 
-def test_frame_json_lines_is_event_json_line_per_row() -> None:
+def _json_line(event: PacketEvent) -> str:
+    """One event as the JSONL writer must write it: the table's column order, ``time`` RFC 3339 with ns."""
+    row: dict[str, Any] = {"time": format_time_ns(event.time_ns)}
+    for f in fields(PacketEvent):
+        if f.name != "time_ns":
+            row[f.name] = getattr(event, f.name)
+    return json.dumps(row, separators=(",", ":"))
+
+
+def test_frame_and_batch_json_lines_are_one_json_line_per_event() -> None:
+    import pyarrow as pa
+
     events = _events(50)
     odd = PacketEvent(T0, "drop", 4, 'we"ird', 1, "5%d", 2, interface="eth0\u00e9", node="n1")
-    for batch in (events, [odd], [odd, *events[:3]], events[:1]):
-        expected = "".join(event_json_line(e) + "\n" for e in batch)
-        assert frame_json_lines(packet_frame(batch)) == expected
-    assert frame_json_lines(packet_frame([])) == ""
+    for batch in (events, [odd], [odd, *events[:3]], events[:1], []):
+        expected = "".join(_json_line(e) + "\n" for e in batch)
+        frame = packet_frame(batch)
+        assert frame_json_lines(frame) == expected
+        record_batch = pa.RecordBatch.from_pandas(frame, schema=packet_arrow_schema(), preserve_index=False)
+        assert batch_json_lines(record_batch) == expected
+
+
+def test_time_texts_is_format_time_ns_per_value() -> None:
+    import numpy as np
+
+    times = [0, 5, T0, T0 + 999_999_999, 4_102_444_800_000_000_000]  # the epoch, 1970, 2026, 2100
+    assert [t + "Z" for t in time_texts(np.asarray(times, dtype="int64"))] == [format_time_ns(t) for t in times]
 
 
 def test_eventlog_takes_frames_with_different_categories(tmp_path: Path) -> None:

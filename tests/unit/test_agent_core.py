@@ -20,9 +20,9 @@ from click.testing import CliRunner
 
 from auditor.agent import Agent, AgentConfig, run_agent
 from auditor.cli import cli
+from auditor.model.logfiles import list_segments
 from auditor.model.packet import PacketEvent
-from auditor.sinks.eventfile import read_events
-from auditor.sinks.eventlog import list_segments
+from auditor.sources.eventfile import read_events
 from tests.conftest import REPO
 
 

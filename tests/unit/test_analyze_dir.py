@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from auditor.cli import main
-from auditor.collect.layout import classify_log_file, find_log_dirs
+from auditor.collect.layout import find_log_dirs
+from auditor.model.logfiles import classify_log_file
 from auditor.model.packet import PacketEvent
 from auditor.sinks.eventlog import EventLog
 from tests.conftest import REPO

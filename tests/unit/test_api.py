@@ -69,7 +69,7 @@ def synthetic(inflight_reset: bool = True) -> tuple[pd.DataFrame, KubeInput, dic
     )
     new = pod("u-new", "default", "web-6d5f-bbbbb", (NEW_IP,), first_seen_ns=T0 - 5 * NS)
     kube = KubeInput(
-        pods={"u-old": old, "u-new": new},  # type: ignore[dict-item]
+        pods={"u-old": old, "u-new": new},
         endpoints=endpoint_frame([]),
         events=event_frame([]),
     )

@@ -13,8 +13,8 @@ from scapy.layers.l2 import Ether
 
 from auditor.cli import main
 from auditor.model.packet import PACKET_COLUMNS
-from auditor.sinks.eventfile import read_events
 from auditor.sources.capture import read_capture
+from auditor.sources.eventfile import read_events
 from tests.unit.test_capture_formats import T0, write_pcap
 
 MAC = "02:00:00:00:00:02"

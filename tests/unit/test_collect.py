@@ -198,7 +198,7 @@ def test_logs_route_serves_only_listed_log_files(tmp_path: Path) -> None:
 
 
 def test_live_line_file_listed_up_to_its_last_newline(tmp_path: Path) -> None:
-    from auditor.collect.serve import list_log_files
+    from auditor.sinks.logserve import list_log_files
 
     name = f"dataplane-n1-{STAMP}.jsonl"
     (tmp_path / name).write_bytes(b'{"a":1}\n{"b":2}\n{"c":')
@@ -212,7 +212,7 @@ def test_rotated_live_segment_is_replaced_by_its_parquet_twin(
     cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
 
-    from auditor.sinks.eventfile import read_events
+    from auditor.sources.eventfile import read_events
 
     out = tmp_path / "collected"
     args = ["collect", "--out", str(out), "--kubeconfig", str(cluster.kubeconfig), "--json"]

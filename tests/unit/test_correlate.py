@@ -8,7 +8,7 @@ import pytest
 from auditor.correlate.audit import audit
 from auditor.model.kube import PodInfo
 from auditor.model.packet import ACK, RST, SYN, PacketEvent, packet_frame
-from tests.fakes import pod
+from tests.fakes import inputs, pod
 
 NS = 1_000_000_000
 T0 = 1_790_000_000 * NS  # deletion time of the old pod
@@ -93,7 +93,7 @@ def scenario(
 
 def test_propagation_gap_is_measured_and_attributed() -> None:
     events, pods, refused = scenario(delay_s=1.0, prestop_s=0.0)
-    res = audit(packet_frame(events), pods)
+    res = audit(inputs(packet_frame(events), pods))
     assert refused > 0
     assert res.causes["propagation_gap"] == refused  # the ClusterIP copies are not counted twice
     assert res.causes["inflight_reset"] == 1
@@ -116,7 +116,7 @@ def test_propagation_gap_is_measured_and_attributed() -> None:
 @pytest.mark.parametrize(("delay", "expected"), [(1.0, 2), (2.0, 3), (2.7, 4)])
 def test_recommendation_grows_with_delay(delay: float, expected: int) -> None:
     events, pods, _ = scenario(delay_s=delay, prestop_s=0.0, keepalive_resets=0)
-    res = audit(packet_frame(events), pods)
+    res = audit(inputs(packet_frame(events), pods))
     assert res.recommendation is not None
     assert res.recommendation.prestop_seconds == expected
     assert res.recommendation.termination_grace_period_seconds is not None
@@ -126,7 +126,7 @@ def test_recommendation_grows_with_delay(delay: float, expected: int) -> None:
 def test_prestop_longer_than_delay_is_safe() -> None:
     events, pods, refused = scenario(delay_s=1.0, prestop_s=3.0, keepalive_resets=0)
     assert refused == 0
-    res = audit(packet_frame(events), pods)
+    res = audit(inputs(packet_frame(events), pods))
     assert res.causes["propagation_gap"] == 0
     assert res.verdict == "SAFE", res.verdict_line
     assert res.verdict_line.startswith("SAFE default/web")
@@ -145,7 +145,7 @@ def test_dataplane_record_beats_inference_and_marks_after_removal() -> None:
             "backend": ["iptables-nft"],
         }
     )
-    res = audit(packet_frame(events), pods, dataplane=dp)
+    res = audit(inputs(packet_frame(events), pods, dataplane=dp))
     tl = res.timelines.merge(res.episodes[["episode", "pod"]], on="episode")
     old = tl.loc[tl["pod"] == "web-6d5f-aaaaa"].iloc[0]
     assert old["rule_removed_source"] == "dataplane:iptables-nft"
@@ -162,14 +162,14 @@ def test_ip_reuse_attributes_to_the_pod_that_owned_the_ip() -> None:
     events.append(
         PacketEvent(later + NS, "tcp_rst", 4, POD_IP, 5432, CLIENT, 31000, RST, 5, 0, node="node-a")
     )
-    res = audit(packet_frame(events), pods)
+    res = audit(inputs(packet_frame(events), pods))
     assert res.causes["propagation_gap"] == refused
     late = res.failures.loc[res.failures["time"] == pd.Timestamp(later + NS, unit="ns", tz="UTC")]
     assert list(late["cause"]) == ["unrelated"]
 
 
 def test_no_termination_gives_unknown() -> None:
-    res = audit(packet_frame([]), [])
+    res = audit(inputs(packet_frame([]), []))
     assert res.verdict == "UNKNOWN"
     assert res.inputs["packet_events"] == 0
 
@@ -180,7 +180,7 @@ def test_without_watch_receipt_times_the_deletion_is_the_coarse_request_time() -
 
     events, pods, refused = scenario(delay_s=1.0, prestop_s=0.0, keepalive_resets=0)
     pods[0] = dataclasses.replace(pods[0], deletion_observed_ns=None, deleted_observed_ns=None)
-    res = audit(packet_frame(events), pods)
+    res = audit(inputs(packet_frame(events), pods))
     ep = res.episodes.set_index("pod").loc["web-6d5f-aaaaa"]
     assert not ep["deleted_precise"]
     assert ep["deleted_ns"] == T0 // NS * NS  # deletionTimestamp - 30 s, truncated to the second
@@ -190,7 +190,7 @@ def test_without_watch_receipt_times_the_deletion_is_the_coarse_request_time() -
 
 def test_listener_close_is_bracketed_by_the_last_synack_and_the_first_refusal() -> None:
     events, pods, refused = scenario(delay_s=1.0, prestop_s=0.0, keepalive_resets=0, synacks=True)
-    res = audit(packet_frame(events), pods)
+    res = audit(inputs(packet_frame(events), pods))
     tl = res.timelines.merge(res.episodes[["episode", "pod"]], on="episode")
     old = tl.loc[tl["pod"] == "web-6d5f-aaaaa"].iloc[0]
     assert old["listener_closed_source"] == "inferred:synack_refusal_midpoint"

@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 
 from auditor.errors import AuditorError
+from auditor.model.logfiles import list_segments
 from auditor.model.packet import PacketEvent
-from auditor.sinks.eventfile import read_events
-from auditor.sinks.eventlog import EventLog, list_segments, recover_segments
+from auditor.sinks.eventlog import EventLog, recover_segments
+from auditor.sources.eventfile import read_events
 from tests.conftest import REPO
 
 T0 = 1_790_000_000_000_000_000

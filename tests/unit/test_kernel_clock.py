@@ -3,6 +3,9 @@ monitor's generation line with the kernel's record of the commit that made it.""
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable
+
 import pytest
 
 from auditor.sources.dataplane.iptables_rules import parse_monitor_line
@@ -14,6 +17,7 @@ from auditor.sources.dataplane.kernel_clock import (
     decode_replace,
 )
 from auditor.sources.dataplane.nft_rules import parse_nft_monitor_line
+from auditor.sources.live.clock import WallClockOffset
 
 # struct commit_event {u64 enter_ns; u64 exit_ns; s64 ret; u32 pid; u32 tid;} little-endian
 COMMIT_BYTES = (
@@ -97,32 +101,75 @@ def test_matcher_without_a_thread_id_takes_the_latest_of_any() -> None:
     assert len(m) == 0
 
 
-class _FakeClock(NftCommitClock):
-    """The matcher and the waiting of NftCommitClock, fed by a list instead of the probe."""
+def _encode(c: Commit) -> bytes:
+    """The bytes of ``struct commit_event`` (what the probe hands on)."""
+    return struct.pack("<QQqII", c.enter_ns_raw, c.exit_ns_raw, c.ret, c.pid, c.tid)
+
+
+class _FakeProbe:
+    """A ``ProbeOpener`` and the ``RecordStream`` it opens: records arrive at set (fake) monotonic times."""
 
     def __init__(self, arrivals: list[tuple[int, Commit]]) -> None:
-        self.matcher = CommitMatcher()
-        self.records = self.lost = self.bad = 0
-        self._bpf = None
-        self._offset_ns = 1_700_000_000_000_000_000
         self.now = 0
         self.arrivals = arrivals  # (monotonic ns at which the record reaches Python, record)
+        self.opened: list[tuple[str, int]] = []
+        self.closed = False
+        self._on_record: Callable[[bytes], None] | None = None
+
+    def __call__(
+        self,
+        program: str,
+        netns_inum: int,
+        on_record: Callable[[bytes], None],
+        on_lost: Callable[[int], None],
+    ) -> _FakeProbe:
+        self.opened.append((program, netns_inum))
+        self._on_record = on_record
+        return self
 
     def poll(self, timeout_ms: int = 0) -> None:
         self.now += timeout_ms * 1_000_000
         while self.arrivals and self.arrivals[0][0] <= self.now:
-            self.matcher.add(self.arrivals.pop(0)[1])
+            self.deliver(_encode(self.arrivals.pop(0)[1]))
+
+    def deliver(self, raw: bytes) -> None:
+        assert self._on_record is not None, "not opened"
+        self._on_record(raw)
+
+    def close(self) -> None:
+        self.closed = True
 
     def tick(self) -> int:
         return self.now
 
 
+OFFSET = 1_700_000_000_000_000_000  # realtime - monotonic of the fake clocks below
+
+
+def _clock(probe: _FakeProbe) -> NftCommitClock:
+    """The real NftCommitClock on a fake probe, with wall clocks frozen at ``OFFSET`` apart."""
+    wall = WallClockOffset(monotonic=lambda: 0, realtime=lambda: OFFSET)
+    return NftCommitClock(4026531840, open_probe=probe, wall_clock=wall)
+
+
+def test_commit_clock_opens_the_nft_commit_probe_and_decodes_its_records() -> None:
+    probe = _FakeProbe([(0, _c(1_000, tid=5))])
+    clock = _clock(probe)
+    assert probe.opened == [("nft_commit", 4026531840)]
+    probe.deliver(b"short")  # an undecodable record
+    clock.poll(0)
+    assert clock.records == 1 and clock.bad == 1 and len(clock.matcher) == 1
+    clock.close()
+    assert probe.closed
+
+
 def test_commit_time_waits_for_the_record_then_falls_back() -> None:
     late = _c(1_000, tid=5)
-    clock = _FakeClock([(30_000_000, late)])  # the sendmsg exit reaches Python 30 ms after the line
-    t = clock.commit_time(5, receipt_ns=2_000, wait_ms=250, clock=clock.tick)
-    assert t == late.exit_ns_raw + 1_700_000_000_000_000_000
-    assert clock.now >= 30_000_000
-    never = _FakeClock([])
-    assert never.commit_time(5, receipt_ns=2_000, wait_ms=100, clock=never.tick) is None
+    probe = _FakeProbe([(30_000_000, late)])  # the sendmsg exit reaches Python 30 ms after the line
+    clock = _clock(probe)
+    t = clock.commit_time(5, receipt_ns=2_000, wait_ms=250, clock=probe.tick)
+    assert t == late.exit_ns_raw + OFFSET
+    assert probe.now >= 30_000_000
+    never = _FakeProbe([])
+    assert _clock(never).commit_time(5, receipt_ns=2_000, wait_ms=100, clock=never.tick) is None
     assert 100_000_000 <= never.now <= 120_000_000  # bounded wait

@@ -19,9 +19,9 @@ from auditor.kubeapi import (
     KubeWatcher,
     StreamRecorder,
     WatchEvent,
-    format_observed_at,
     load_api_client,
 )
+from auditor.model.kube import format_time_ns
 from tests.kubeserver.server import FakeApiServer
 
 
@@ -294,7 +294,7 @@ def test_recorder_round_trips_as_concatenated_json(tmp_path: Path) -> None:
     assert objs[0]["observedAt"] == "2026-11-26T08:00:01.123456789Z"
     assert objs[1]["observedAt"].endswith(".123456790Z")
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", o["observedAt"]) for o in objs)
-    assert format_observed_at(5) == "1970-01-01T00:00:00.000000005Z"
+    assert format_time_ns(5) == "1970-01-01T00:00:00.000000005Z"
 
 
 def test_watcher_into_recorder_end_to_end(server: FakeApiServer, api: Any, tmp_path: Path) -> None:

@@ -1,4 +1,8 @@
-"""ruff and mypy are part of the checks: the suite fails when either finds a problem."""
+"""ruff, mypy and import-linter are part of the checks: the suite fails when any finds a problem.
+
+The import contracts (which package may import which, who may import the Kubernetes client and bcc)
+are in pyproject.toml, ``[tool.importlinter]``.
+"""
 
 from __future__ import annotations
 
@@ -31,4 +35,11 @@ def test_ruff_check_is_clean() -> None:
 
 def test_mypy_is_clean() -> None:
     proc = subprocess.run([_tool("mypy")], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_import_contracts_are_kept() -> None:
+    proc = subprocess.run(
+        [_tool("lint-imports"), "--no-cache", "--no-logo"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -58,7 +58,7 @@ def test_pod_gone_during_an_outage_still_has_an_episode() -> None:
     from auditor.correlate.episodes import build_episodes
     from tests.fakes import pod
 
-    gone = pod("u1", "default", "web-1", ("10.244.0.5",), deleted=True, deleted_bound_ns=5_000_000_000)
+    gone = pod("u1", "default", "web-1", ("10.244.0.5",), deleted_bound_ns=5_000_000_000)
     ep = build_episodes([gone])
     assert list(ep["pod"]) == ["web-1"]
     assert int(ep["deleted_ns"].iloc[0]) == 5_000_000_000 and not bool(ep["deleted_precise"].iloc[0])

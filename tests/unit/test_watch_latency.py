@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from auditor.correlate.audit import audit
 from auditor.model.packet import ACK, RST, SYN, PacketEvent, packet_frame
-from tests.fakes import pod
+from tests.fakes import inputs, pod
 
 NS = 1_000_000_000
 MS = 1_000_000
@@ -42,7 +42,7 @@ def test_listener_closed_and_refusals_before_the_watch_receipt_belong_to_the_epi
             deleted_observed_ns=T_DELETE + 2 * NS),
         pod("u-new", "default", "web-6d5f-bbbbb", (NEW_IP,), first_seen_ns=T_DELETE - 5 * NS),
     ]  # fmt: skip
-    res = audit(packet_frame(events), pods)
+    res = audit(inputs(packet_frame(events), pods))
     early = sum(t < T_DELETE + WATCH_LATENCY for t in times)
     assert early > 0  # the case under test: refusals before the watch receipt
     assert res.causes["propagation_gap"] == len(times), res.causes

@@ -11,15 +11,13 @@ follow each other faster than a read are attributed to the first one's time.
 
 from __future__ import annotations
 
-import ctypes
 import subprocess
-from typing import Any
 
-from auditor.errors import AuditorError
 from auditor.sources.dataplane.endpoints import Endpoint
 from auditor.sources.dataplane.iptables_rules import IptablesNat
-from auditor.sources.dataplane.kernel_clock import decode_replace, load_program
+from auditor.sources.dataplane.kernel_clock import ProbeOpener, RecordStream, bcc_probe_opener, decode_replace
 from auditor.sources.dataplane.watcher import DataplaneWatcher, netns_argv, netns_inode
+from auditor.sources.live.clock import WallClockOffset
 
 SOL_IP, SOL_IPV6, SO_SET_REPLACE = 0, 41, 64
 SAVE = {SOL_IP: ("ipv4", "iptables-legacy-save"), SOL_IPV6: ("ipv6", "ip6tables-legacy-save")}
@@ -30,27 +28,31 @@ class LegacyReplaceWatcher(DataplaneWatcher):
     source = "setsockopt-replace+iptables-save-diff"
     poll_ms = 100
 
-    def __init__(self, node: str, netns: str | None = None) -> None:
+    def __init__(
+        self,
+        node: str,
+        netns: str | None = None,
+        open_probe: ProbeOpener | None = None,
+        wall_clock: WallClockOffset | None = None,
+    ) -> None:
+        """``open_probe`` loads the ``iptables_replace`` probe (default: bcc); ``wall_clock`` turns its
+        kernel times into UTC (default: the real clocks)."""
         super().__init__(node, netns)
         self.model = IptablesNat()
         self.failed_replaces = 0  # replaces the kernel refused (no change)
-        self._bpf: Any = None
-        self._offset_ns = 0
+        self._open_probe = open_probe
+        self._probe: RecordStream | None = None
+        self.wall_clock = wall_clock if wall_clock is not None else WallClockOffset()
 
     def _prepare(self) -> None:
-        from auditor.sources.live.clock import measure_clock_offset
-
-        self._bpf = load_program("iptables_replace.c", netns_inode(self.netns))
-        try:
-            self._bpf["replaces"].open_perf_buffer(self._on_replace, page_cnt=16, lost_cb=self._on_lost)
-        except Exception as exc:  # bcc raises plain Exception
-            self._bpf.cleanup()
-            self._bpf = None
-            raise AuditorError(f"cannot open the legacy iptables probe's buffer: {exc}") from exc
-        self._offset_ns = measure_clock_offset()
+        opener = self._open_probe if self._open_probe is not None else bcc_probe_opener()
+        self._probe = opener("iptables_replace", netns_inode(self.netns), self._on_replace, self._on_lost)
         self._read(SOL_IP)
         self._read(SOL_IPV6, quiet=True)  # a node without IPv6 nat is no failure
         self.current = self.model.endpoints()
+
+    def resync_clock(self) -> int | None:
+        return self.wall_clock.resync()
 
     def _read(self, level: int, quiet: bool = False) -> None:
         family, save = SAVE[level]
@@ -63,9 +65,9 @@ class LegacyReplaceWatcher(DataplaneWatcher):
         except (OSError, ValueError, subprocess.TimeoutExpired):
             self.counters.parse_failures += 0 if quiet else 1
 
-    def _on_replace(self, _cpu: int, data: Any, size: int) -> None:
+    def _on_replace(self, raw: bytes) -> None:
         try:
-            event = decode_replace(ctypes.string_at(data, size))
+            event = decode_replace(raw)
         except ValueError:
             self.counters.parse_failures += 1
             return
@@ -74,7 +76,7 @@ class LegacyReplaceWatcher(DataplaneWatcher):
             self.failed_replaces += 1
             return
         self._read(event.level)
-        self._commit(self._endpoints(), event.exit_ns_raw + self._offset_ns)
+        self._commit(self._endpoints(), self.wall_clock.to_wall(event.exit_ns_raw))
 
     def _on_lost(self, lost: int) -> None:
         self.counters.lost += lost
@@ -83,12 +85,12 @@ class LegacyReplaceWatcher(DataplaneWatcher):
         return self.model.endpoints()
 
     def _run(self) -> None:
-        while not self._stopping.is_set() and self._bpf is not None:
-            self._bpf.perf_buffer_poll(self.poll_ms)
+        while not self._stopping.is_set() and (probe := self._probe) is not None:
+            probe.poll(self.poll_ms)
 
     def _shutdown(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(2.0)
-        if self._bpf is not None and (self._thread is None or not self._thread.is_alive()):
-            self._bpf.cleanup()
-            self._bpf = None
+        if self._probe is not None and (self._thread is None or not self._thread.is_alive()):
+            self._probe.close()
+            self._probe = None

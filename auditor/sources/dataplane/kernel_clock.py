@@ -1,4 +1,4 @@
-"""Kernel-side times of rule commits, from bcc probes on the syscalls that write the rules.
+"""Kernel-side times of rule commits, from eBPF probes on the syscalls that write the rules.
 
 Two probes (C in ``probes/``, sharing ``probes/dataplane.h``), both filtered in the kernel to the
 watched network namespace and stamped with ``bpf_ktime_get_ns()`` when the syscall returns:
@@ -13,6 +13,12 @@ watcher a few ms after the commit, sometimes tens of ms on a loaded node. Each t
 with a generation line naming the thread that committed it, so :class:`CommitMatcher` (pure) pairs
 that line with the probe's record of the same thread, and :class:`NftCommitClock` gives the
 watcher the kernel time of the commit.
+
+This module loads nothing itself: a :class:`ProbeOpener` (by default
+:func:`auditor.sources.live.commit_probes.open_commit_probe`, the only place that touches bcc) loads
+a probe and returns a :class:`RecordStream` that feeds raw records to a callback. Kernel times become
+UTC with a :class:`~auditor.sources.live.clock.WallClockOffset`, re-measured by ``resync`` on long
+runs (the agent calls it periodically).
 """
 
 from __future__ import annotations
@@ -22,11 +28,9 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Protocol
 
-from auditor.errors import AuditorError
-from auditor.sources.live.probes_dir import PROBES_DIR
+from auditor.sources.live.clock import WallClockOffset
 
 log = logging.getLogger(__name__)
 
@@ -119,59 +123,63 @@ class CommitMatcher:
         return len(self._commits)
 
 
-def load_program(c_file: str, netns_inum: int, probes_dir: Path = PROBES_DIR) -> Any:
-    """Compile ``probes/dataplane.h`` + ``probes/<c_file>`` for one namespace with bcc."""
-    from auditor.sources.live.btf import load_vmlinux_btf
-    from auditor.sources.live.environment import prepare_bcc_environment
+class RecordStream(Protocol):
+    """A loaded commit probe: :meth:`poll` hands its raw records to the callback it was opened with."""
 
-    env = prepare_bcc_environment()
-    if not env.ready:
-        raise AuditorError(f"cannot load the {c_file} probe: " + "; ".join(env.notes))
-    btf = load_vmlinux_btf()
-    try:
-        cflags = [
-            f"-DOFF_TASK_NSPROXY={btf.member_offset('task_struct', 'nsproxy')}",
-            f"-DOFF_NSPROXY_NET_NS={btf.member_offset('nsproxy', 'net_ns')}",
-            f"-DOFF_NET_NS_INUM={btf.member_offset('net', 'ns.inum')}",
-            f"-DNETNS_INUM={netns_inum}u",
-        ]
-    except KeyError as exc:
-        raise AuditorError(f"kernel BTF lacks a member the {c_file} probe reads: {exc}") from exc
-    text = (probes_dir / "dataplane.h").read_text() + "\n" + (probes_dir / c_file).read_text()
-    try:
-        from bcc import BPF  # lazily: only the probe loaders import bcc
+    def poll(self, timeout_ms: int = 0) -> None:
+        """Deliver what the probe recorded, waiting up to ``timeout_ms`` for the first record."""
+        ...
 
-        return BPF(text=text, cflags=[*env.extra_cflags, *cflags])
-    except Exception as exc:  # bcc raises plain Exception on compile/load errors
-        raise AuditorError(f"cannot load the {c_file} probe: {str(exc).splitlines()[0]}") from exc
+    def close(self) -> None:
+        """Detach the probe (idempotent)."""
+        ...
+
+
+class ProbeOpener(Protocol):
+    """Loads commit probe ``program`` (``nft_commit`` or ``iptables_replace``) for the namespace
+    ``netns_inum``; raw records go to ``on_record``, perf-buffer losses to ``on_lost``. Raises
+    AuditorError if it cannot. Tests pass fakes; the agent the bcc one (:func:`bcc_probe_opener`)."""
+
+    def __call__(
+        self,
+        program: str,
+        netns_inum: int,
+        on_record: Callable[[bytes], None],
+        on_lost: Callable[[int], None],
+    ) -> RecordStream: ...
+
+
+def bcc_probe_opener() -> ProbeOpener:
+    """The real opener: bcc, in :mod:`auditor.sources.live.commit_probes` (imported on first use)."""
+    from auditor.sources.live.commit_probes import open_commit_probe
+
+    return open_commit_probe
 
 
 class NftCommitClock:
     """The kernel time of each nf_tables commit made from one namespace (root, bcc).
 
     Used from one thread (the watcher's): :meth:`commit_time` polls the probe's perf buffer.
+    :meth:`resync` (any thread) re-measures the kernel -> wall clock offset.
     """
 
-    def __init__(self, netns_inum: int, probes_dir: Path = PROBES_DIR) -> None:
-        from auditor.sources.live.clock import measure_clock_offset
-
+    def __init__(
+        self,
+        netns_inum: int,
+        open_probe: ProbeOpener | None = None,
+        wall_clock: WallClockOffset | None = None,
+    ) -> None:
         self.matcher = CommitMatcher()
         self.records = 0  # commit records received
         self.lost = 0  # records the perf buffer dropped
         self.bad = 0  # undecodable records
-        self._bpf = load_program("nft_commit.c", netns_inum, probes_dir)
-        try:
-            self._bpf["commits"].open_perf_buffer(self._on_commit, page_cnt=16, lost_cb=self._on_lost)
-        except Exception as exc:
-            self.close()
-            raise AuditorError(f"cannot open the nft_commit probe's buffer: {exc}") from exc
-        self._offset_ns = measure_clock_offset()
+        opener = open_probe if open_probe is not None else bcc_probe_opener()
+        self._probe: RecordStream | None = opener("nft_commit", netns_inum, self._on_commit, self._on_lost)
+        self.wall_clock = wall_clock if wall_clock is not None else WallClockOffset()
 
-    def _on_commit(self, _cpu: int, data: Any, size: int) -> None:
-        import ctypes
-
+    def _on_commit(self, raw: bytes) -> None:
         try:
-            commit = decode_commit(ctypes.string_at(data, size))
+            commit = decode_commit(raw)
         except ValueError:
             self.bad += 1
             return
@@ -182,8 +190,8 @@ class NftCommitClock:
         self.lost += lost
 
     def poll(self, timeout_ms: int = 0) -> None:
-        if self._bpf is not None:
-            self._bpf.perf_buffer_poll(timeout_ms)
+        if self._probe is not None:
+            self._probe.poll(timeout_ms)
 
     def commit_time(
         self,
@@ -203,19 +211,18 @@ class NftCommitClock:
             found = self.matcher.match(tid, receipt_ns)
             if found is not None:
                 self.matcher.prune(receipt_ns)
-                return found.exit_ns_raw + self._offset_ns
+                return self.wall_clock.to_wall(found.exit_ns_raw)
             remaining_ms = (deadline - clock()) // 1_000_000
             if remaining_ms <= 0:
                 self.matcher.prune(receipt_ns)
                 return None
             self.poll(int(min(remaining_ms, 20)))
 
-    def resync(self) -> None:
-        from auditor.sources.live.clock import measure_clock_offset
-
-        self._offset_ns = measure_clock_offset()
+    def resync(self) -> int:
+        """Re-measure the kernel -> wall clock offset; returns the correction in ns (new - old)."""
+        return self.wall_clock.resync()
 
     def close(self) -> None:
-        if self._bpf is not None:
-            self._bpf.cleanup()
-            self._bpf = None
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None

@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from auditor.errors import AuditorError
 from auditor.sources.dataplane.endpoints import Endpoint
-from auditor.sources.dataplane.kernel_clock import NftCommitClock
+from auditor.sources.dataplane.kernel_clock import NftCommitClock, ProbeOpener
 from auditor.sources.dataplane.watcher import DataplaneWatcher, netns_argv, netns_inode
 
 NETLINK_NETFILTER = 12
@@ -74,8 +74,16 @@ class MonitorWatcher(DataplaneWatcher):
     model: Any  # the rule model the lines update: .apply(event), .endpoints()
     subscribe_timeout = 3.0
 
-    def __init__(self, node: str, netns: str | None = None, kernel_clock: bool = True) -> None:
+    def __init__(
+        self,
+        node: str,
+        netns: str | None = None,
+        kernel_clock: bool = True,
+        open_probe: ProbeOpener | None = None,
+    ) -> None:
+        """``open_probe`` loads the ``nft_commit`` probe (default: bcc), unless ``kernel_clock`` is False."""
         super().__init__(node, netns)
+        self._open_probe = open_probe
         self._proc: subprocess.Popen[str] | None = None
         self._drops = 0
         self._stderr: IO[bytes] | None = None
@@ -113,7 +121,7 @@ class MonitorWatcher(DataplaneWatcher):
             raise AuditorError(f"{tool} is not installed", hint=f"install the package that provides {tool}")
         if self._want_clock:
             try:
-                self.clock = NftCommitClock(netns_inode(self.netns))
+                self.clock = NftCommitClock(netns_inode(self.netns), self._open_probe)
             except AuditorError as exc:
                 self.clock_error = str(exc)
                 log.warning("%s: rule changes timed on receipt, not by the kernel: %s", self.source, exc)
@@ -174,6 +182,10 @@ class MonitorWatcher(DataplaneWatcher):
         if code is not None:
             self.error = f"{self.monitor[0]} exited with status {code}: {self._stderr_tail()}"
             log.warning("dataplane watcher stopped: %s", self.error)
+
+    def resync_clock(self) -> int | None:
+        clock = self.clock
+        return clock.resync() if clock is not None else None
 
     def _stderr_tail(self) -> str:
         try:

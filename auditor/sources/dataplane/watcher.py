@@ -100,6 +100,11 @@ class DataplaneWatcher(ABC):
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def resync_clock(self) -> int | None:
+        """Re-measure the kernel -> wall clock offset this watcher stamps with (NTP moves the wall
+        clock on long runs); returns the correction in ns, None if it stamps nothing by the kernel."""
+        return None
+
     def __enter__(self) -> DataplaneWatcher:
         return self
 

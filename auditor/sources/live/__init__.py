@@ -1,6 +1,8 @@
 """Live source: bcc eBPF probes (probes/*.c), their pure decoders and the loader.
 
-Only this package imports bcc, and only inside :meth:`ProbeSet.start`.
+Only this package imports bcc, and only when loading: :meth:`ProbeSet.start` (the packet probes) and
+:mod:`auditor.sources.live.commit_probes` (the dataplane's rule-commit probes, handed to
+:mod:`auditor.sources.dataplane` as a ``ProbeOpener``).
 """
 
 from auditor.sources.live.decode import decode_event

@@ -22,6 +22,10 @@ from auditor.sources.live.tracefs import find_tracefs
 
 _ARCH = {"x86_64": "x86", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "powerpc", "s390x": "s390"}
 
+# For ``python -c``: imports bcc in a child interpreter and prints its version and location (what
+# ``auditor doctor`` runs, so a broken libbcc cannot hurt the caller; only this package names bcc).
+BCC_IMPORT_CHECK = "import bcc, bcc.version; print(bcc.version.__version__, bcc.__file__)"
+
 
 @dataclass(slots=True)
 class BccEnvironment:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from auditor.errors import AuditorError
 from auditor.model.packet import PacketEvent
 from auditor.sources.live.btf import load_vmlinux_btf
-from auditor.sources.live.clock import measure_clock_offset
+from auditor.sources.live.clock import WallClockOffset
 from auditor.sources.live.decode import decode_event
 from auditor.sources.live.environment import BccEnvironment, prepare_bcc_environment
 from auditor.sources.live.events import KIND_CODES, N_KINDS, DecodeError
@@ -62,8 +62,11 @@ class ProbeSet:
         self,
         config: ProbeConfig | None = None,
         formats: Callable[[str, str], TracepointFormat | None] | None = None,
+        wall_clock: WallClockOffset | None = None,
     ) -> None:
-        """``formats(system, event)`` overrides the tracefs format files (tests of other layouts)."""
+        """``formats(system, event)`` overrides the tracefs format files (tests of other layouts);
+        ``wall_clock`` turns the probes' kernel times into UTC (default: the real clocks; re-measured
+        by :meth:`start` and :meth:`resync_clock`)."""
         self.config = config or ProbeConfig()
         self._formats = formats
         self.disabled: dict[str, str] = {}  # "system:event" or family -> why
@@ -75,7 +78,7 @@ class ProbeSet:
         self._received = [0] * N_KINDS
         self._bpf: Any = None
         self._raw: list[bytes] = []
-        self._offset_ns = 0
+        self.wall_clock = wall_clock if wall_clock is not None else WallClockOffset()
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> ProbeSet:
@@ -138,7 +141,7 @@ class ProbeSet:
             table = self._bpf["pod_cidrs"]
             for i, packed in enumerate(cidrs):
                 table[ctypes.c_int(i)] = table.Leaf.from_buffer_copy(packed)
-        self._offset_ns = measure_clock_offset()
+        self.wall_clock.resync()  # just before the events start
         self._open_output()
         for hook in hooks:
             try:
@@ -220,16 +223,21 @@ class ProbeSet:
         events = []
         for raw in self.poll_raw(timeout_ms):
             try:
-                events.append(decode_event(raw, self._offset_ns, self.config.node))
+                events.append(decode_event(raw, self.wall_clock.ns, self.config.node))
             except DecodeError:
                 self.decode_errors += 1
         return events
 
     def poll_frame(self, timeout_ms: int = 100) -> pd.DataFrame:
         """Like :meth:`poll`, as the packet event table, decoded in one batch (the fast path)."""
+        return self.decode_frame(self.poll_raw(timeout_ms))
+
+    def decode_frame(self, records: list[bytes]) -> pd.DataFrame:
+        """Records from :meth:`poll_raw` as the packet event table, stamped in UTC with the offset
+        measured last (:meth:`resync_clock`); undecodable ones are counted in ``decode_errors``."""
         from auditor.sources.live.decode_batch import decode_records
 
-        frame, bad = decode_records(self.poll_raw(timeout_ms), self._offset_ns, self.config.node)
+        frame, bad = decode_records(records, self.wall_clock.ns, self.config.node)
         self.decode_errors += bad
         return frame
 
@@ -241,11 +249,12 @@ class ProbeSet:
     @property
     def offset_ns(self) -> int:
         """CLOCK_REALTIME - CLOCK_MONOTONIC used to stamp events (for decoding poll_raw records)."""
-        return self._offset_ns
+        return self.wall_clock.ns
 
-    def resync_clock(self) -> None:
-        """Re-measure the monotonic -> UTC offset (NTP may slew the wall clock on long runs)."""
-        self._offset_ns = measure_clock_offset()
+    def resync_clock(self) -> int:
+        """Re-measure the monotonic -> UTC offset (NTP slews or steps the wall clock on long runs);
+        returns the correction in ns. Safe from another thread than the one polling."""
+        return self.wall_clock.resync()
 
     def counters(self) -> dict[str, dict[str, int]]:
         """Per kind: ``seen`` and ``lost`` counted in the kernel, ``received`` by Python."""

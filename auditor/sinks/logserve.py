@@ -1,8 +1,9 @@
 """The agent side of ``auditor collect``: its log directory, read-only, as an HTTP listing and files.
 
-Served by the agent's metrics server (``auditor/sinks/metrics.py``) on its port (9808)::
+Served by the agent's metrics server (:mod:`auditor.sinks.metrics`) on its port (9808); the client side
+is :mod:`auditor.collect.fetch`::
 
-    GET /logs          {"files": [{"name", "size", "mtime"}...]}: log files only (see layout)
+    GET /logs          {"files": [{"name", "size", "mtime"}...]}: log files only (auditor.model.logfiles)
     GET /logs/<name>   the first ``size`` bytes of a listed file, streamed; anything else is 404
 
 Files appended line by line (event JSONL segments, kube streams, dataplane records, episodes) are
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from auditor.collect.layout import classify_log_file, is_appended
+from auditor.model.logfiles import classify_log_file, is_appended
 
 CHUNK = 1 << 16
 
