@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from auditor.model.logfiles import MANIFEST, classify_log_file, list_segments, superseded
+from auditor.model.logfiles import classify_log_file, list_segments, superseded
 
 
 @dataclass
@@ -65,7 +65,6 @@ def find_log_dirs(path: str | Path) -> list[LogDir]:
 
 
 __all__ = [
-    "MANIFEST",  # re-exported for auditor.commands.analyze, which imports it from here
     "LogDir",
     "find_log_dirs",
     "scan_log_dir",

@@ -21,7 +21,8 @@ def expand_dirs(
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], list[dict[str, Any]], list[str]]:
     """Add the files of each ``--dir`` (a log directory, or a collection of them, one per node) to the
     explicit inputs; returns them, one summary per log directory found, and the problems seen."""
-    from auditor.collect.layout import MANIFEST, find_log_dirs
+    from auditor.collect.layout import find_log_dirs
+    from auditor.model.logfiles import MANIFEST
 
     events, kubes, planes = list(event_files), list(kube), list(dataplane)
     info: list[dict[str, Any]] = []

@@ -53,9 +53,17 @@ class FailureKind(StrEnum):
 
 
 class Verdict(StrEnum):
+    """GAP: failures attributed to terminations (or a preStop shorter than a measured delay); SAFE: every
+    termination covered by evidence and none failed; INCONCLUSIVE: the inputs cannot tell (with reasons)."""
+
     GAP = "GAP"
     SAFE = "SAFE"
-    UNKNOWN = "UNKNOWN"
+    INCONCLUSIVE = "INCONCLUSIVE"
+    UNKNOWN = "UNKNOWN"  # no termination in the inputs
+
+
+# ``auditor analyze --fail-on-gap`` exit codes (2 is a usage error, as click uses it)
+EXIT_CODES: dict[str, int] = {Verdict.SAFE: 0, Verdict.GAP: 1, Verdict.INCONCLUSIVE: 3}
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,17 +137,55 @@ class Failure:
     rollout: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """A time span during which a node's traffic was recorded: a capture file (first to last packet seen),
+    or a node agent's run (start to its last update). ``lost``: events the recorder lost in the span
+    (kernel ring buffer, queue); ``truncated``: the file ends mid-record (it may have been cut)."""
+
+    node: str
+    source: str  # "capture" | "agent" | "events"
+    start_ns: int
+    end_ns: int
+    file: str = ""
+    lost: int = 0
+    truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEvidence:
+    """What one node's inputs can say about one episode. Field order is the column order."""
+
+    episode: int
+    node: str
+    needed_start_ns: int  # the deletion minus 1 s
+    needed_end_ns: int  # the node's rule removal, else the pod's exit, else the deletion + grace
+    covered_start_ns: int  # the recorded span overlapping the episode (MISSING_NS: none)
+    covered_end_ns: int
+    covered: bool  # the recorded span holds [needed_start, needed_end]
+    connections: int  # new connections to the pod's IP seen in the episode window (SYNs, refusals)
+    rule_records: int  # dataplane records for the pod's IP on this node in the window
+    lost: int  # events lost by the recorders overlapping the window
+    truncated: bool  # a capture overlapping the window ends mid-record
+    delay_measured: bool  # this node's propagation delay is known
+
+    @property
+    def traffic_seen(self) -> bool:
+        return self.connections > 0 or self.rule_records > 0
+
+
 def _columns(cls: type) -> tuple[str, ...]:
     return tuple("time" if f.name == "time_ns" else f.name for f in fields(cls))
 
 
 EPISODE_COLUMNS: tuple[str, ...] = _columns(Episode)
+EVIDENCE_COLUMNS: tuple[str, ...] = _columns(NodeEvidence)
 TIMELINE_COLUMNS: tuple[str, ...] = _columns(NodeTimeline)
 FAILURE_COLUMNS: tuple[str, ...] = _columns(Failure)
 # the packet-derived part of a failure row (find_failures); the engine adds the rest
 FAILURE_PACKET_COLUMNS: tuple[str, ...] = FAILURE_COLUMNS[: FAILURE_COLUMNS.index("server_is_pod")]
 
-R = TypeVar("R", Episode, NodeTimeline, Failure)
+R = TypeVar("R", Episode, NodeTimeline, Failure, NodeEvidence)
 
 
 def records(table: pd.DataFrame, cls: type[R]) -> Iterator[R]:
@@ -167,7 +213,8 @@ class AuditInputs:
     :class:`~auditor.model.kube.PodInfo` (tombstones kept), EndpointSlice changes and Events;
     ``dataplane``: rule changes (:mod:`auditor.model.dataplane`) or None; ``client``: the load
     generator's result or None. ``problems``: every unreadable or suspicious piece of input, kept and
-    shown in every report; ``info``: what was read (counts per input, for the report's ``inputs``).
+    shown in every report; ``info``: what was read (counts per input, for the report's ``inputs``);
+    ``coverage``: when each node's traffic was recorded (the evidence a SAFE verdict needs).
     """
 
     packets: pd.DataFrame
@@ -176,6 +223,7 @@ class AuditInputs:
     client: ClientResult | None = None
     problems: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    coverage: list[Coverage] = field(default_factory=list)  # when each node's traffic was recorded
 
     def report_inputs(self) -> dict[str, Any]:
         """The ``inputs`` section of the report: what was read, then the problems and their count."""

@@ -25,6 +25,7 @@ from auditor.model.kube import (
     KubeInput,
     PodInfo,
     WatchEvent,
+    WatchType,
     endpoint_frame,
     event_frame,
     parse_time_ns,
@@ -34,6 +35,7 @@ from auditor.sources.kube_pod import PodState, coarse_ns, update_pod
 if TYPE_CHECKING:
     import pandas as pd
 
+_OBJECT_TYPES = frozenset(t.value for t in WatchType)
 # an endpoint's state in one slice: ready, serving, terminating, pod name, pod uid, node, ports
 _EndpointState = tuple[bool | None, bool | None, bool | None, Any, Any, Any, str]
 
@@ -49,14 +51,19 @@ class KubeTimeline:
     event_keys: set[tuple[str, str]] = field(default_factory=set)
     used: int = 0
     skipped_kinds: Counter[str] = field(default_factory=Counter)  # kind -> events not used
+    skipped_types: Counter[str] = field(default_factory=Counter)  # BOOKMARK, ERROR, ... -> count
 
     @property
     def skipped(self) -> int:
-        return sum(self.skipped_kinds.values())
+        return sum(self.skipped_kinds.values()) + sum(self.skipped_types.values())
 
     # -- input -------------------------------------------------------------------------------------
     def apply(self, event: WatchEvent) -> bool:
-        """Fold one object change in; False (and counted by kind) for kinds the audit does not use."""
+        """Fold one object change in; False (and counted) for kinds the audit does not use and for
+        events that are no object change (BOOKMARK, ERROR)."""
+        if event.type not in _OBJECT_TYPES:
+            self.skipped_types[event.type] += 1
+            return False
         kind = event.kind
         if kind == "Pod":
             update_pod(self.pods_state, event.type, event.obj, event.observed_ns, event.bound_ns)
