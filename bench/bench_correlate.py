@@ -4,6 +4,12 @@ Goal (issue 3): the correlation takes at most 0.5 s. Printed side by side with t
 names: a bare pandas ``merge_asof`` join of the same size (~0.16 s measured on a 2-core machine).
 
     .venv/bin/python bench/bench_correlate.py [--events 1000000] [--episodes 10000] [--repeat 3]
+    .venv/bin/python bench/bench_correlate.py --against /tmp/base   # before/after, in one run
+
+``--against DIR`` times the engine of another checkout of this repository (``git worktree add /tmp/base
+<commit>``) on the same inputs, alternating runs in separate processes, and prints both side by side
+(each process: the best of 3 runs after a warm-up; wall and CPU time: on a loaded machine the CPU time
+is the steadier figure).
 
 What is timed: ``auditor.correlate.audit.audit`` on in-memory inputs (a packet table and pod records), i.e.
 building the IP -> pod index, finding failures (refusals matched to their SYNs, resets, unreachables), attaching every event to the
@@ -97,12 +103,72 @@ def reference_merge_asof(n_events: int, n_episodes: int) -> float:
     return time.perf_counter() - start
 
 
+# Runs in a child process with the tree to time first on sys.path; the engine's entry point changed in
+# issue 9 (audit(packets, pods) -> audit(AuditInputs)), so both shapes are accepted.
+_CHILD = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from bench.bench_correlate import make_inputs
+from auditor.correlate.audit import audit
+packets, pods = make_inputs(int(sys.argv[2]), int(sys.argv[3]))
+try:
+    from tests.fakes import inputs
+    run = lambda: audit(inputs(packets, pods))
+except ImportError:
+    run = lambda: audit(packets, pods)
+run()  # warm-up: imports, first-call caches
+walls, cpus = [], []
+for _ in range(3):
+    w0, c0 = time.perf_counter(), time.process_time()
+    res = run()
+    walls.append(time.perf_counter() - w0)
+    cpus.append(time.process_time() - c0)
+print(json.dumps({"wall": min(walls), "cpu": min(cpus),
+                  "failures": len(res.failures), "attributed": int((res.failures["episode"] >= 0).sum())}))
+"""
+
+
+def _child(tree: Path, n_events: int, n_episodes: int) -> dict[str, float]:
+    import json
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(tree), str(n_events), str(n_episodes)],
+        cwd=tree, capture_output=True, text=True, check=True, timeout=600,
+    )  # fmt: skip
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def against(other: Path, n_events: int, n_episodes: int, repeat: int) -> int:
+    """This tree and ``other``, alternating, each run in a fresh process on the same inputs."""
+    here = Path(__file__).resolve().parent.parent
+    runs: dict[str, list[dict[str, float]]] = {"this": [], "other": []}
+    for _ in range(repeat):
+        runs["other"].append(_child(other, n_events, n_episodes))
+        runs["this"].append(_child(here, n_events, n_episodes))
+    med = {k: {m: statistics.median(r[m] for r in v) for m in ("wall", "cpu")} for k, v in runs.items()}
+    print(f"{'':34}{'this tree':>14}{'reference tree':>16}{'ratio':>8}")
+    for m in ("wall", "cpu"):
+        a, b = med["this"][m], med["other"][m]
+        print(f"{m + ' time (median of ' + str(repeat) + ' bests)':34}{a:>13.3f}s{b:>15.3f}s{a / b:>8.2f}")
+    same = runs["this"][0]["failures"] == runs["other"][0]["failures"] and (
+        runs["this"][0]["attributed"] == runs["other"][0]["attributed"]
+    )
+    print(f"reference: {other}; same failures and attributions: {same}; "
+          f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+    return 0 if same else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--episodes", type=int, default=10_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--against", type=Path, metavar="DIR", help="another checkout to compare with")
     args = ap.parse_args()
+    if args.against is not None:
+        return against(args.against, args.events, args.episodes, args.repeat)
     packets, pods = make_inputs(args.events, args.episodes)
     times, refs = [], []
     res = None

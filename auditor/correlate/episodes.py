@@ -101,7 +101,8 @@ def build_episodes(pods: Iterable[PodInfo], endpoints: pd.DataFrame | None = Non
     if not rows:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in EPISODE_COLUMNS})
     values = attrgetter(*(f.name for f in dataclasses.fields(Episode)))
-    ep = pd.DataFrame([values(r) for r in rows], columns=list(EPISODE_COLUMNS))
+    columns = zip(*map(values, rows), strict=True)  # column-wise: pandas infers a list per column fast
+    ep = pd.DataFrame(dict(zip(EPISODE_COLUMNS, map(list, columns), strict=True)))
     ep = ep.sort_values(["deleted_ns", "pod"], kind="stable").reset_index(drop=True)
     ep["episode"] = np.arange(len(ep), dtype="int64")
     _attach_endpoint_changes(ep, endpoints)

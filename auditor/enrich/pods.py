@@ -41,12 +41,18 @@ class PodIndex:
 
     def __init__(self, refs: list[PodRef], assignments: Iterable[tuple[str, int, int, int]]) -> None:
         """``assignments``: ``(ip, start_ns, end_ns inclusive, index into refs)``."""
-        self.refs = refs
         by_ip: dict[str, list[tuple[int, int, int]]] = {}
         for ip, start, end, idx in assignments:
             if end >= start:
                 by_ip.setdefault(ip, []).append((start, end, idx))
-        self.assignments = {ip: sorted(v) for ip, v in by_ip.items()}
+        self._init(refs, by_ip)
+
+    def _init(self, refs: list[PodRef], by_ip: dict[str, list[tuple[int, int, int]]]) -> None:
+        self.refs = refs
+        for v in by_ip.values():
+            if len(v) > 1:
+                v.sort()
+        self.assignments = by_ip
         self._segment_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._ips = pd_index(list(self.assignments))
         self._flat: pd.DataFrame | None = None
@@ -67,10 +73,11 @@ class PodIndex:
     ) -> PodIndex:
         """``end_ns``: when a pod stops holding its IPs (None: open); default: gone + ``grace_ns``."""
         refs: list[PodRef] = []
-        assignments: list[tuple[str, int, int, int]] = []
+        by_ip: dict[str, list[tuple[int, int, int]]] = {}
         for pod in pods:
             if pod.host_network or not pod.ips:
                 continue
+            idx = len(refs)
             refs.append(pod.ref())
             if end_ns is None:
                 end = _end_ns(pod, grace_ns)
@@ -78,8 +85,15 @@ class PodIndex:
                 custom = end_ns(pod)
                 end = int(_OPEN) if custom is None else custom
             for ip, start in zip(pod.ips, pod.ips_first_seen_ns, strict=True):
-                assignments.append((ip, start, end, len(refs) - 1))
-        return cls(refs, assignments)
+                if end >= start:
+                    held = by_ip.get(ip)
+                    if held is None:
+                        by_ip[ip] = [(start, end, idx)]
+                    else:
+                        held.append((start, end, idx))
+        index = cls.__new__(cls)
+        index._init(refs, by_ip)
+        return index
 
     def _segments(self, ip: str) -> tuple[np.ndarray, np.ndarray] | None:
         seg = self._segment_cache.get(ip)

@@ -199,3 +199,34 @@ def test_listener_close_is_bracketed_by_the_last_synack_and_the_first_refusal() 
     assert 0 < pm <= 0.011  # SYNs reach the old pod every 20 ms (+ the SYN-ACK and RST turnarounds)
     assert abs(int(old["listener_closed_ns"]) - closed) <= pm * 1e9
     assert res.causes["propagation_gap"] == refused
+
+
+def test_dual_stack_pod_has_one_episode_per_ip_and_each_keeps_its_refusals() -> None:
+    """A pod with an IPv4 and an IPv6 address: two episodes; a refusal is attached to the episode of the
+    address that refused it (the (pod, IP) key path of attach_episodes)."""
+    v6, v6_client = "fd00:10:244::5", "fd00:10:1::2"
+    events, pods, refused = scenario(delay_s=1.0, prestop_s=0.0, keepalive_resets=0)
+    old = pods[0]
+    dual = pod(
+        old.uid, old.namespace, old.name, (POD_IP, v6), first_seen_ns=old.first_seen_ns,
+        deletion_observed_ns=old.deletion_observed_ns, deleted_observed_ns=old.deleted_observed_ns,
+    )  # fmt: skip
+    v6_refused = 0
+    for k in range(7):  # SYNs to the v6 address refused after the deletion, each answered by RST/ACK
+        t = T0 + NS // 10 + k * 50_000_000
+        events.append(
+            PacketEvent(t, "tcp_syn", 6, v6_client, 50000 + k, v6, 8080, SYN, 7000 + k, 0, node="node-a")
+        )
+        events.append(
+            PacketEvent(
+                t + 1000, "tcp_rst", 6, v6, 8080, v6_client, 50000 + k, RST | ACK, 0, 7001 + k, node="node-a"
+            )
+        )
+        v6_refused += 1
+    res = audit(inputs(packet_frame(events), [dual, pods[1]]))
+    ep = res.episodes.set_index("ip")
+    assert set(ep.index) == {POD_IP, v6} and ep.loc[POD_IP, "pod_uid"] == ep.loc[v6, "pod_uid"]
+    fl = res.failures.loc[res.failures["cause"] == "propagation_gap"]
+    per_episode = fl.groupby("episode").size()
+    assert int(per_episode[int(ep.loc[v6, "episode"])]) == v6_refused
+    assert int(per_episode[int(ep.loc[POD_IP, "episode"])]) == refused
