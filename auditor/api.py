@@ -116,12 +116,27 @@ class Audit:
 
     @property
     def verdict(self) -> str:
-        """``GAP``, ``SAFE`` or ``UNKNOWN``."""
+        """``GAP``, ``SAFE`` or ``INCONCLUSIVE`` (see :attr:`verdict_reasons`)."""
         return self.result.verdict
 
     @property
     def verdict_line(self) -> str:
         return self.result.verdict_line
+
+    @property
+    def verdict_reasons(self) -> list[str]:
+        """What an INCONCLUSIVE verdict lacks (empty for GAP and SAFE)."""
+        return [reason for r in self.result.rollouts for reason in r.reasons]
+
+    @property
+    def evidence(self) -> pd.DataFrame:
+        """Per episode and node: what was recorded (from/to), what was needed, connections and rule
+        records seen, events lost, and whether the node's propagation delay was measured."""
+        ev = self.result.evidence
+        if ev.empty:
+            return ev
+        cols = ["needed_start_ns", "needed_end_ns", "covered_start_ns", "covered_end_ns"]
+        return _ns_times(ev, cols)
 
     @property
     def recommendation(self) -> Recommendation | None:
@@ -148,7 +163,10 @@ class Audit:
         for cause in CAUSES:
             counts = fl.loc[fl["cause"] == cause].groupby("episode").size()
             out[cause] = counts.reindex(out["episode"]).fillna(0).to_numpy(dtype="int64")
-        first = ["episode", "rollout", "namespace", "pod", "ip", "pod_node", "deleted", "exited"]
+        verdicts = self.result.episode_verdicts
+        out["verdict"] = [str(verdicts.get(int(e), ("", []))[0]) for e in out["episode"]]
+        out["reasons"] = ["; ".join(verdicts.get(int(e), ("", []))[1]) for e in out["episode"]]
+        first = ["episode", "rollout", "namespace", "pod", "ip", "pod_node", "verdict", "deleted", "exited"]
         return out[first + [c for c in out.columns if c not in first]]
 
     @property
@@ -238,12 +256,14 @@ def analyze(
     events: Paths | pd.DataFrame = None,
     margin_s: float = 0.5,
     node: str | None = None,
+    client_format: str | None = None,
 ) -> Audit:
     """Run the offline audit, like ``auditor analyze``.
 
     ``pcaps``/``events``: paths (``NODE=FILE`` allowed) or, for ``events``, a table from
     :func:`load_events`; ``kube``: watch-stream paths or a :class:`KubeInput` from :func:`load_kube`;
-    ``dataplane``: rule-change JSONL files; ``client``: fortio JSON or hey output.
+    ``dataplane``: rule-change JSONL files; ``client``: the load client's result (fortio JSON or access log,
+    vegeta, k6, hey; ``client_format`` forces one of ``auditor.sources.client_result.CLIENT_FORMATS``).
     """
     if not math.isfinite(margin_s) or margin_s < 0:
         raise AuditorError(f"margin_s must be a number >= 0, not {margin_s!r}", "analyze")
@@ -261,6 +281,7 @@ def analyze(
         client,
         node,
         events=events if isinstance(events, pd.DataFrame) else None,
+        client_format=client_format,
     )
     res = audit(inputs, AuditOptions(margin_s=margin_s))
     return Audit(res, inputs.packets, inputs.kube)

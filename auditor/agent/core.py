@@ -96,6 +96,8 @@ class Agent:
             config.node, settle_s=config.settle_s, window_s=config.window_s, max_packets=config.window_rows
         )
         self.started_ns = time.time_ns()
+        self.correlator.started_ns = self.started_ns
+        self.correlator.lost_total = lambda: sum(self.lost().values())
         stamp = segment_stamp(self.started_ns / 1e9)
         self.dir = Path(config.log_dir)
         self.eventlog = EventLog(

@@ -16,13 +16,14 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from auditor.agent.window import Window
 from auditor.correlate.audit import AuditOptions, audit, pod_index
 from auditor.enrich.pods import PodIndex
-from auditor.model.audit import AuditInputs
+from auditor.model.audit import AuditInputs, Coverage
 from auditor.model.dataplane import DataplaneRecord, dataplane_frame
 from auditor.model.kube import KubeInput, WatchEvent
 from auditor.model.packet import PacketEvent
@@ -44,7 +45,7 @@ class EpisodeReport:
     uid: str
     pod_node: str  # where the pod ran
     node: str  # the agent's node (where the traffic was seen)
-    verdict: str  # SAFE | GAP | UNKNOWN
+    verdict: str  # SAFE | GAP | INCONCLUSIVE (a Verdict)
     causes: dict[str, int]
     failures: Counter[tuple[str, str]] = field(default_factory=Counter)  # (failure, cause) -> n
     max_propagation_delay_s: float | None = None
@@ -53,6 +54,7 @@ class EpisodeReport:
     node_gaps: dict[str, float] = field(default_factory=dict)
     packets: int = 0
     line: str = ""
+    reasons: list[str] = field(default_factory=list)  # INCONCLUSIVE: what the evidence lacks
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -61,6 +63,7 @@ class EpisodeReport:
             "failures": [{"failure": f, "cause": c, "count": n} for (f, c), n in sorted(self.failures.items())],
             "max_propagation_delay_s": self.max_propagation_delay_s, "max_gap_s": self.max_gap_s,
             "node_delays": self.node_delays, "packets": self.packets, "line": self.line,
+            "reasons": self.reasons,
         }  # fmt: skip
 
 
@@ -72,6 +75,7 @@ def format_episode_line(r: EpisodeReport) -> str:
     return (
         f"episode {r.namespace}/{r.pod} node={r.node} pod-node={r.pod_node or '-'} verdict={r.verdict} "
         f"failed={failed} causes=({causes}) propagation-delay={delay} gap={r.max_gap_s:.3f}s packets={r.packets}"
+        + (f" why=({'; '.join(r.reasons)})" if r.reasons else "")
     )
 
 
@@ -92,7 +96,11 @@ class LiveCorrelator:
         self.margin_s = margin_s
         self.window = Window(window_s, max_packets, max_kube)
         self._lock = threading.Lock()
-        self._due: dict[str, tuple[int, int]] = {}  # uid -> (due_ns, deleted_observed_ns)
+        self._due: dict[str, tuple[int, int, int]] = {}  # uid -> (due_ns, deleted_observed_ns, lost then)
+        # the evidence of this node's recording: it ran since started_ns; lost_total() counts what its
+        # sources lost so far (the agent sets it), so an episode knows what was lost while it lasted
+        self.started_ns = time.time_ns()
+        self.lost_total: Callable[[], int] = lambda: 0
         self.finished = 0
         self.skipped = 0
         self.errors = 0
@@ -118,10 +126,11 @@ class LiveCorrelator:
             type_, obj, None if relisted else observed_ns, observed_ns if relisted else None, kind
         )
         uid = str((obj.get("metadata") or {}).get("uid") or "") if kind == "Pod" else ""
+        lost = self._lost_now() if type_ == "DELETED" and uid else 0  # outside the lock: it asks the agent
         with self._lock:
             self.window.add_kube(event)
             if type_ == "DELETED" and uid:
-                self._due[uid] = (observed_ns + self.settle_ns, observed_ns)
+                self._due[uid] = (observed_ns + self.settle_ns, observed_ns, lost)
 
     def add_dataplane(self, record: DataplaneRecord) -> None:
         with self._lock:
@@ -137,13 +146,13 @@ class LiveCorrelator:
         """Audit every episode whose settle time has passed (all of them with ``force``)."""
         now_ns = time.time_ns() if now_ns is None else now_ns
         with self._lock:
-            ready = [(uid, d) for uid, (due, d) in self._due.items() if force or due <= now_ns]
-            for uid, _ in ready:
+            ready = [(uid, d, lost) for uid, (due, d, lost) in self._due.items() if force or due <= now_ns]
+            for uid, _, _ in ready:
                 del self._due[uid]
         reports = []
-        for uid, deleted_ns in sorted(ready, key=lambda x: x[1]):
+        for uid, deleted_ns, lost_before in sorted(ready, key=lambda x: x[1]):
             try:
-                report = self._audit(uid, deleted_ns)
+                report = self._audit(uid, deleted_ns, now_ns, lost_before)
             except Exception as exc:  # a bad episode must not stop the agent; count and say why
                 self.errors += 1
                 log.warning("episode %s: correlation failed: %s: %s", uid, type(exc).__name__, exc)
@@ -160,7 +169,13 @@ class LiveCorrelator:
             self.window.trim(now_ns)
         return reports
 
-    def _audit(self, uid: str, deleted_ns: int) -> EpisodeReport | None:
+    def _lost_now(self) -> int:
+        try:
+            return int(self.lost_total())
+        except Exception:  # a counter that cannot be read is no reason to lose the episode
+            return 0
+
+    def _audit(self, uid: str, deleted_ns: int, now_ns: int, lost_before: int) -> EpisodeReport | None:
         with self._lock:
             pod = self.window.kube.pod(uid)
             if pod is None:
@@ -175,7 +190,12 @@ class LiveCorrelator:
         if not ips or (pod_node != self.node and packets.empty and not records):
             return None
         kube = KubeInput(pods={p.uid: p for p in holders}, endpoints=endpoints, events=_no_events())
-        inputs = AuditInputs(packets=packets, kube=kube, dataplane=dataplane_frame(records) if records else None)
+        recording = Coverage(self.node, "agent", min(self.started_ns, now_ns), now_ns,
+                             lost=max(0, self._lost_now() - lost_before))  # fmt: skip
+        inputs = AuditInputs(
+            packets=packets, kube=kube, dataplane=dataplane_frame(records) if records else None,
+            coverage=[recording],
+        )  # fmt: skip
         index: PodIndex = pod_index(holders)
         res = audit(inputs, AuditOptions(margin_s=self.margin_s), terminations=[pod], pods=index)
         report = EpisodeReport(
@@ -196,6 +216,7 @@ class LiveCorrelator:
                 if row.get("max_propagation_delay_s") is not None:
                     report.node_delays[node] = float(row["max_propagation_delay_s"])
                 report.node_gaps[node] = float(row.get("max_gap_s") or 0.0)
+        report.reasons = [r for _, why in res.episode_verdicts.values() for r in why]
         report.line = format_episode_line(report)
         return report
 

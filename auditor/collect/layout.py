@@ -20,6 +20,7 @@ class LogDir:
     events: dict[str, list[Path]] = field(default_factory=dict)
     kube: list[Path] = field(default_factory=list)
     dataplane: list[Path] = field(default_factory=list)
+    agents: list[Path] = field(default_factory=list)  # agent-<node>.json: when the agent ran, what it lost
     empty: int = 0  # empty files skipped (a segment opened but never written)
 
     @property
@@ -41,10 +42,12 @@ def scan_log_dir(path: str | Path) -> LogDir:
         out.events.setdefault(hit[1], []).append(seg)
     for p in sorted(d.iterdir()):
         hit = classify_log_file(p.name)
-        if hit is None or hit[0] not in ("kube", "dataplane") or not p.is_file():
+        if hit is None or hit[0] not in ("kube", "dataplane", "agent") or not p.is_file():
             continue
         if p.stat().st_size == 0:
             out.empty += 1
+        elif hit[0] == "agent":
+            out.agents.append(p)
         elif hit[0] == "kube":
             out.kube.append(p)
         else:

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from auditor.errors import InputError
+from auditor.sources.client_result import CLIENT_FORMATS
 
 
 def expand_dirs(
@@ -18,13 +19,14 @@ def expand_dirs(
     event_files: tuple[str, ...],
     kube: tuple[str, ...],
     dataplane: tuple[str, ...],
-) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], list[dict[str, Any]], list[str]]:
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...], list[dict[str, Any]], list[str]]:
     """Add the files of each ``--dir`` (a log directory, or a collection of them, one per node) to the
-    explicit inputs; returns them, one summary per log directory found, and the problems seen."""
+    explicit inputs; returns them (events, kube streams, dataplane records, agent summaries), one summary
+    per log directory found, and the problems seen."""
     from auditor.collect.layout import find_log_dirs
     from auditor.model.logfiles import MANIFEST
 
-    events, kubes, planes = list(event_files), list(kube), list(dataplane)
+    events, kubes, planes, agents = list(event_files), list(kube), list(dataplane), []
     info: list[dict[str, Any]] = []
     problems: list[str] = []
     for raw in dirs:
@@ -45,13 +47,14 @@ def expand_dirs(
                 events += [f"{name}={p}" for p in segs]
             kubes += [str(p) for p in d.kube]
             planes += [str(p) for p in d.dataplane]
+            agents += [str(p) for p in d.agents]
             if not d.kube:
                 problems.append(f"{d.path}: no Kubernetes stream (kube-<node>-*.json) in this directory")
             info.append({
                 "dir": str(d.path), "nodes": d.nodes, "event_segments": sum(map(len, d.events.values())),
                 "kube_files": len(d.kube), "dataplane_files": len(d.dataplane), "empty_files": d.empty,
             })  # fmt: skip
-    return tuple(events), tuple(kubes), tuple(planes), info, problems
+    return tuple(events), tuple(kubes), tuple(planes), tuple(agents), info, problems
 
 
 def _collect_problems(manifest: Path) -> list[str]:
@@ -78,7 +81,10 @@ def _collect_problems(manifest: Path) -> list[str]:
               help="an agent's log directory or an 'auditor collect' directory: its event segments, "
                    "kube streams and dataplane records, node names from the file names (repeatable).")  # fmt: skip
 @click.option("--dataplane", multiple=True, metavar="FILE", help="dataplane rule-change JSONL (repeatable).")
-@click.option("--client", metavar="FILE", help="the load generator's result: fortio -json or hey's output.")
+@click.option("--client", metavar="FILE",
+              help="the load generator's result: fortio -json or access log, vegeta encode (json/csv), "
+                   "k6 --out json, hey's output or hey -o csv (detected).")
+@click.option("--client-format", type=click.Choice(CLIENT_FORMATS), help="the --client file's format.")
 @click.option("--node", help="node name for captures given without NODE= (default: the file name).")
 @click.option(
     "--margin", type=float, default=0.5, show_default=True, help="seconds added to the worst delay."
@@ -87,7 +93,8 @@ def _collect_problems(manifest: Path) -> list[str]:
 @click.option(
     "--html", "html_out", metavar="OUT", help="also write an HTML (or .md Markdown) report with plots."
 )
-@click.option("--fail-on-gap", is_flag=True, help="exit 1 when the verdict is GAP (for CI pipelines).")
+@click.option("--fail-on-gap", is_flag=True,
+              help="exit 1 when the verdict is GAP and 3 when it is INCONCLUSIVE (0: SAFE; for CI pipelines).")  # fmt: skip
 def analyze(
     pcaps: tuple[str, ...],
     event_files: tuple[str, ...],
@@ -95,6 +102,7 @@ def analyze(
     dirs: tuple[str, ...],
     dataplane: tuple[str, ...],
     client: str | None,
+    client_format: str | None,
     node: str | None,
     margin: float,
     as_json: bool,
@@ -109,8 +117,11 @@ def analyze(
 
     dir_info: list[dict[str, Any]] = []
     dir_problems: list[str] = []
+    agents: tuple[str, ...] = ()
     if dirs:
-        event_files, kube, dataplane, dir_info, dir_problems = expand_dirs(dirs, event_files, kube, dataplane)
+        event_files, kube, dataplane, agents, dir_info, dir_problems = expand_dirs(
+            dirs, event_files, kube, dataplane
+        )
     if not pcaps and not event_files:
         raise InputError(
             "nothing to analyze", "analyze", "give at least one --pcap, --events or --dir with event segments"
@@ -119,7 +130,9 @@ def analyze(
         raise InputError(
             "no Kubernetes input", "analyze", "give --kube FILE, or a --dir holding kube-<node>-*.json"
         )
-    inputs = load_inputs([*pcaps, *event_files], kube, dataplane, client, node)
+    inputs = load_inputs(
+        [*pcaps, *event_files], kube, dataplane, client, node, agents=agents, client_format=client_format
+    )
     if dirs:
         inputs.info["log_dirs"] = dir_info
         inputs.problems += dir_problems
@@ -139,5 +152,5 @@ def analyze(
         render_terminal(doc)
         if html_out:
             click.echo(f"report written to {html_out}")
-    if fail_on_gap and doc["verdict"] == "GAP":
-        sys.exit(1)
+    if fail_on_gap and doc["exit_code"]:
+        sys.exit(int(doc["exit_code"]))

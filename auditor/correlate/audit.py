@@ -11,6 +11,7 @@ import pandas as pd
 from auditor.correlate.attach import attach_episodes
 from auditor.correlate.causes import classify
 from auditor.correlate.episodes import build_episodes, episode_end_ns
+from auditor.correlate.evidence import build_evidence, episode_reasons, evidence_frame
 from auditor.correlate.failures import drop_nat_copies, find_failures
 from auditor.correlate.recommend import Recommendation, RolloutSummary, summarize_rollouts
 from auditor.correlate.timeline import build_timelines
@@ -19,11 +20,13 @@ from auditor.enrich.protocols import PodGetter
 from auditor.model.audit import (
     CAUSES,
     FAILURE_COLUMNS,
+    ROLLOUT_FAILURE_CAUSES,
     AuditInputs,
     Cause,
     Episode,
     Failure,
     FailureKind,
+    NodeEvidence,
     NodeTimeline,
     Verdict,
     records,
@@ -54,6 +57,11 @@ class AuditResult:
     inputs: dict[str, Any] = field(default_factory=dict)
     client: ClientResult | None = None
     reconciliation: dict[str, Any] | None = None
+    evidence: pd.DataFrame = field(default_factory=pd.DataFrame)  # EVIDENCE_COLUMNS, per (episode, node)
+    episode_verdicts: dict[int, tuple[str, list[str]]] = field(default_factory=dict)  # id -> verdict, reasons
+
+    def evidence_records(self) -> Iterator[NodeEvidence]:
+        return records(self.evidence, NodeEvidence)
 
     def episode_records(self) -> Iterator[Episode]:
         return records(self.episodes, Episode)
@@ -110,7 +118,11 @@ def audit(
         failures["rollout"] = ""
     failures = failures[list(FAILURE_COLUMNS)]
 
-    rollouts = summarize_rollouts(episodes, timelines, failures, options.margin_s)
+    evidence = build_evidence(
+        episodes, timelines, nodes, packets, failures, dataplane, inputs.coverage, getter
+    )
+    verdicts = episode_verdicts(episodes, failures, evidence)
+    rollouts = summarize_rollouts(episodes, timelines, failures, options.margin_s, verdicts)
     counts = failures["cause"].value_counts()
     causes = {c: int(counts.get(c, 0)) for c in CAUSES}
     verdict, line, rec = _overall(rollouts, causes)
@@ -123,8 +135,27 @@ def audit(
     client = inputs.client
     recon = reconcile(client, failures) if client is not None else None
     return AuditResult(
-        episodes, timelines, failures, rollouts, causes, verdict, line, rec, info, client, recon
-    )
+        episodes, timelines, failures, rollouts, causes, verdict, line, rec, info, client, recon,
+        evidence_frame(evidence), verdicts,
+    )  # fmt: skip
+
+
+def episode_verdicts(
+    episodes: pd.DataFrame, failures: pd.DataFrame, evidence: dict[int, list[NodeEvidence]]
+) -> dict[int, tuple[str, list[str]]]:
+    """Per episode: GAP when connections failed in it, else SAFE when the evidence holds, else
+    INCONCLUSIVE with the reasons."""
+    failing = failures.loc[failures["cause"].isin(ROLLOUT_FAILURE_CAUSES) & (failures["episode"] >= 0)]
+    failed = failing.groupby("episode").size().to_dict()
+    out: dict[int, tuple[str, list[str]]] = {}
+    columns = ("episode", "pod", "ip", "deleted_ns")
+    for ep_id, pod, ip, deleted in zip(*(episodes[c].tolist() for c in columns), strict=True):
+        if failed.get(ep_id):
+            out[int(ep_id)] = (Verdict.GAP, [])
+            continue
+        reasons = episode_reasons(str(pod), str(ip), int(deleted), evidence.get(int(ep_id), []))
+        out[int(ep_id)] = (Verdict.INCONCLUSIVE if reasons else Verdict.SAFE, reasons)
+    return out
 
 
 def _overall(
@@ -132,20 +163,25 @@ def _overall(
 ) -> tuple[str, str, Recommendation | None]:
     if not rollouts:
         extra = f"; {causes['no_endpoints']} rejected for no endpoints" if causes["no_endpoints"] else ""
-        return Verdict.UNKNOWN, f"UNKNOWN: no pod termination found in the Kubernetes input{extra}", None
-    gap = [r for r in rollouts if r.verdict == Verdict.GAP]
+        return (
+            Verdict.INCONCLUSIVE,
+            f"INCONCLUSIVE: no pod termination found in the Kubernetes input{extra}.",
+            None,
+        )
     worst = max(
         rollouts,
         key=lambda r: (r.recommendation.prestop_seconds or 0) if r.recommendation else 0,
     )
-    if gap:
-        line = (
-            gap[0].verdict_line
-            if len(gap) == 1
-            else f"GAP in {len(gap)} of {len(rollouts)} rollouts; " + "; ".join(r.verdict_line for r in gap)
-        )
-        return Verdict.GAP, line, worst.recommendation
-    line = rollouts[0].verdict_line if len(rollouts) == 1 else f"SAFE: all {len(rollouts)} rollouts"
+    for verdict in (Verdict.GAP, Verdict.INCONCLUSIVE):
+        hit = [r for r in rollouts if r.verdict == verdict]
+        if hit:
+            line = (
+                hit[0].verdict_line
+                if len(hit) == 1
+                else f"{verdict} in {len(hit)} of {len(rollouts)} rollouts. " + " ".join(r.verdict_line for r in hit)
+            )
+            return verdict, line, worst.recommendation
+    line = rollouts[0].verdict_line if len(rollouts) == 1 else f"SAFE: all {len(rollouts)} rollouts were safe."
     return Verdict.SAFE, line, worst.recommendation
 
 

@@ -10,7 +10,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from auditor.model.audit import CAUSES, MISSING_NS, ROLLOUT_FAILURE_CAUSES
+from auditor.model.audit import CAUSES, MISSING_NS, ROLLOUT_FAILURE_CAUSES, Verdict
 
 
 @dataclass
@@ -35,8 +35,10 @@ class RolloutSummary:
     max_gap_s: float
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     recommendation: Recommendation | None = None
-    verdict: str = "SAFE"
+    verdict: str = Verdict.SAFE
     verdict_line: str = ""
+    reasons: list[str] = field(default_factory=list)  # INCONCLUSIVE: what the evidence lacks
+    verdicts: dict[str, int] = field(default_factory=dict)  # episodes (pod IPs) by verdict
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,9 +49,16 @@ def _opt(v: Any) -> float | None:
 
 
 def summarize_rollouts(
-    episodes: pd.DataFrame, timelines: pd.DataFrame, failures: pd.DataFrame, margin_s: float
+    episodes: pd.DataFrame,
+    timelines: pd.DataFrame,
+    failures: pd.DataFrame,
+    margin_s: float,
+    episode_verdicts: dict[int, tuple[str, list[str]]] | None = None,
 ) -> list[RolloutSummary]:
-    """Aggregate per rollout with grouped (vectorized) operations, then one small record per rollout."""
+    """Aggregate per rollout with grouped (vectorized) operations, then one small record per rollout.
+
+    ``episode_verdicts``: per episode id its verdict and, when INCONCLUSIVE, the reasons (without it
+    every episode counts as covered by evidence)."""
     if episodes.empty:
         return []
     roll_of = episodes.set_index("episode")["rollout"]
@@ -93,6 +102,13 @@ def summarize_rollouts(
             "failed": int(failed_by_node.get((rollout, node), 0)),
         }
     roll_delay, roll_gap = by_roll["max_delay"].to_dict(), by_roll["max_gap"].to_dict()
+    reasons_by: dict[str, list[str]] = {}
+    verdicts_by: dict[str, dict[str, int]] = {}
+    for ep_id, rollout in zip(episodes["episode"].tolist(), episodes["rollout"].tolist(), strict=True):
+        v, why = (episode_verdicts or {}).get(int(ep_id), (Verdict.SAFE, []))
+        counts = verdicts_by.setdefault(str(rollout), {})
+        counts[str(v)] = counts.get(str(v), 0) + 1
+        reasons_by.setdefault(str(rollout), []).extend(r for r in why if r not in reasons_by[str(rollout)])
     out: list[RolloutSummary] = []
     for rkey, row in by_ep.iterrows():
         rollout = str(rkey)
@@ -113,6 +129,8 @@ def summarize_rollouts(
             max_gap_s=0.0 if pd.isna(max_gap) else max_gap,
             nodes=node_rows.get(str(rollout), {}),
             recommendation=recommend(max_delay, _opt(row["drain"]), margin_s),
+            reasons=reasons_by.get(rollout, []),
+            verdicts=verdicts_by.get(rollout, {}),
         )
         s.verdict, s.verdict_line = verdict(s)
         out.append(s)
@@ -141,38 +159,53 @@ def recommend(max_delay: float | None, drain: float | None, margin_s: float) -> 
     return Recommendation(prestop, grace, margin_s, max_delay, drain, basis)
 
 
+MAX_REASONS = 3  # in the verdict line; the JSON document has them all
+
+
 def verdict(s: RolloutSummary) -> tuple[str, str]:
+    """The rollout's verdict and one sentence that says it: GAP (connections failed, or a preStop
+    shorter than a measured delay), INCONCLUSIVE (no failure seen, but the evidence lacks something: the
+    sentence says what), SAFE (every termination covered by evidence, none failed)."""
     rec = s.recommendation
     delay = s.max_propagation_delay_s
-    delay_txt = (
-        f"max propagation delay {delay:.3f} s" if delay is not None else "propagation delay not measured"
-    )
     worst = max(s.nodes.items(), key=lambda kv: kv[1]["max_propagation_delay_s"] or -1.0, default=None)
-    if worst is not None and delay is not None:
-        delay_txt += f" (node {worst[0] or '-'})"
-    exposed = delay is not None and (s.configured_prestop_s or 0.0) < delay
-    if s.failed == 0 and not exposed:
-        covered = (
-            f"covered by preStop {s.configured_prestop_s:g} s"
-            if s.configured_prestop_s is not None
-            else "covered"
-        )
-        rec_txt = f" (recommended >= {rec.prestop_seconds} s)" if rec and rec.prestop_seconds else ""
-        return "SAFE", (
-            f"SAFE {s.rollout}: no failed connection over {s.episodes} termination(s); {delay_txt} {covered}{rec_txt}"
-        )
-    parts = ", ".join(f"{c} {s.causes[c]}" for c in ROLLOUT_FAILURE_CAUSES if s.causes[c])
-    what = (
-        f"{s.failed} connection(s) failed ({parts})"
-        if s.failed
-        else "no failure seen but preStop is too short"
-    )
+    where = f" (node {worst[0] or '-'})" if worst is not None and delay is not None else ""
+    terms = f"{s.episodes} termination{'s' if s.episodes != 1 else ''}"
     fix = (
         f"set preStop sleep >= {rec.prestop_seconds} s and terminationGracePeriodSeconds >= "
         f"{rec.termination_grace_period_seconds} s"
         if rec and rec.prestop_seconds
         else "measure the propagation delay (capture SYNs to the pod IPs or record the dataplane)"
     )
-    return "GAP", (
-        f"GAP {s.rollout}: {what} over {s.episodes} termination(s); gap up to {s.max_gap_s:.3f} s, {delay_txt}; {fix}"
+    prestop = s.configured_prestop_s or 0.0
+    if s.failed:
+        parts = ", ".join(f"{c} {s.causes[c]}" for c in ROLLOUT_FAILURE_CAUSES if s.causes[c])
+        measured = (
+            f"new connections were routed to terminating pods up to {delay:.3f} s after their deletion{where}, "
+            f"{s.max_gap_s:.3f} s after they stopped listening"
+            if delay is not None
+            else "the propagation delay was not measured"
+        )
+        return Verdict.GAP, (
+            f"GAP {s.rollout}: {s.failed} connection(s) failed during {terms} ({parts}); {measured}; {fix}."
+        )
+    if delay is not None and prestop < delay:
+        return Verdict.GAP, (
+            f"GAP {s.rollout}: no connection failed during {terms}, but preStop {prestop:g} s is shorter than "
+            f"the measured propagation delay {delay:.3f} s{where}; {fix}."
+        )
+    if s.reasons:
+        shown = "; ".join(s.reasons[:MAX_REASONS])
+        more = f" (and {len(s.reasons) - MAX_REASONS} more)" if len(s.reasons) > MAX_REASONS else ""
+        return Verdict.INCONCLUSIVE, (
+            f"INCONCLUSIVE {s.rollout}: no connection failed, but the inputs cannot show that {terms} "
+            f"were safe: {shown}{more}."
+        )
+    covered = f"within preStop {prestop:g} s" if s.configured_prestop_s is not None else "covered"
+    rec_txt = f" (recommended >= {rec.prestop_seconds} s)" if rec and rec.prestop_seconds else ""
+    return Verdict.SAFE, (
+        f"SAFE {s.rollout}: no connection failed during {terms}, and every node stopped routing to the "
+        f"old pods {delay:.3f} s after their deletion at most{where}, {covered}{rec_txt}."
+        if delay is not None
+        else f"SAFE {s.rollout}: no connection failed during {terms}."
     )

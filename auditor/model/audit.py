@@ -59,7 +59,6 @@ class Verdict(StrEnum):
     GAP = "GAP"
     SAFE = "SAFE"
     INCONCLUSIVE = "INCONCLUSIVE"
-    UNKNOWN = "UNKNOWN"  # no termination in the inputs
 
 
 # ``auditor analyze --fail-on-gap`` exit codes (2 is a usage error, as click uses it)

@@ -1,8 +1,11 @@
 """The audit as one JSON document with stable keys (``auditor analyze --json``).
 
-Top-level keys: ``verdict``, ``verdict_line``, ``recommendation``, ``causes``, ``nodes`` (per-node gaps),
-``rollouts``, ``episodes`` (each with its per-node timeline), ``client``, ``reconciliation``, ``inputs``
-(what was read, and counts of anything unparsed or unmatched) and ``precision`` (which times are precise).
+Top-level keys: ``verdict`` (GAP, SAFE or INCONCLUSIVE), ``verdict_line``, ``verdict_reasons`` (what an
+INCONCLUSIVE verdict lacks), ``exit_code`` (of ``--fail-on-gap``), ``recommendation``, ``causes``,
+``nodes`` (per-node gaps), ``rollouts``, ``episodes`` (each with its verdict and reasons, its per-node
+timeline and ``evidence``: per node what was recorded and seen), ``client``, ``reconciliation``,
+``inputs`` (what was read, and counts of anything unparsed or unmatched) and ``precision`` (which times
+are precise).
 Times are RFC 3339 UTC strings with nanoseconds; durations are seconds (float).
 """
 
@@ -18,6 +21,7 @@ import pandas as pd
 from auditor.correlate.audit import AuditResult
 from auditor.correlate.causes import CAUSES
 from auditor.correlate.episodes import MISSING_NS
+from auditor.model.audit import EXIT_CODES
 from auditor.model.kube import format_time_ns
 
 SCHEMA_VERSION = 1
@@ -38,6 +42,8 @@ def _num(v: Any) -> float | None:
 
 
 def _plain(v: Any) -> Any:
+    if isinstance(v, pd.DataFrame):  # a table inside a record (the client's requests): not inlined
+        return {"rows": len(v)}
     if is_dataclass(v) and not isinstance(v, type):
         return _plain(asdict(v))
     if isinstance(v, dict):
@@ -55,8 +61,23 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def _evidence(res: AuditResult) -> dict[int, list[dict[str, Any]]]:
+    """Per episode, what each node's inputs can say about it (see auditor.correlate.evidence)."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    for r in res.evidence_records():
+        out.setdefault(r.episode, []).append({
+            "node": r.node, "covered": r.covered,
+            "recorded_from": iso(r.covered_start_ns), "recorded_to": iso(r.covered_end_ns),
+            "needed_from": iso(r.needed_start_ns), "needed_to": iso(r.needed_end_ns),
+            "connections": r.connections, "rule_records": r.rule_records, "lost_events": r.lost,
+            "truncated": r.truncated, "delay_measured": r.delay_measured,
+        })  # fmt: skip
+    return out
+
+
 def build_document(res: AuditResult) -> dict[str, Any]:
     episodes = []
+    evidence = _evidence(res)
     tl = res.timelines
     fl = res.failures
     for ep in res.episodes.itertuples(index=False):
@@ -99,7 +120,10 @@ def build_document(res: AuditResult) -> dict[str, Any]:
                 "prestop_kind": ep.prestop_kind or None,
                 "termination_grace_s": _num(ep.grace_s),
                 "causes": {c: int(causes.get(c, 0)) for c in CAUSES},
+                "verdict": res.episode_verdicts.get(int(str(ep.episode)), ("", []))[0] or None,
+                "reasons": res.episode_verdicts.get(int(str(ep.episode)), ("", []))[1],
                 "nodes": nodes,
+                "evidence": evidence.get(int(str(ep.episode)), []),
             }
         )
     nodes_summary = []
@@ -121,6 +145,8 @@ def build_document(res: AuditResult) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION,
         "verdict": res.verdict,
         "verdict_line": res.verdict_line,
+        "verdict_reasons": [reason for r in res.rollouts for reason in r.reasons],
+        "exit_code": EXIT_CODES.get(res.verdict, 3),
         "recommendation": _plain(res.recommendation),
         "causes": dict(res.causes),
         "nodes": nodes_summary,

@@ -59,6 +59,10 @@ def write_report(res: AuditResult, doc: dict[str, Any], path: str | Path) -> lis
     if out.suffix.lower() in (".md", ".markdown"):
         written = []
         lines = [f"# auditor report\n\n**{doc['verdict_line']}**\n"]
+        if doc.get("verdict_reasons"):
+            lines.append(
+                "What the inputs lack:\n\n" + "\n".join(f"- {r}" for r in doc["verdict_reasons"]) + "\n"
+            )
         if rec.get("prestop_seconds"):
             lines.append(
                 f"Recommendation: preStop sleep >= {rec['prestop_seconds']} s, terminationGracePeriodSeconds >= "
@@ -80,10 +84,17 @@ def write_report(res: AuditResult, doc: dict[str, Any], path: str | Path) -> lis
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>auditor report</title>",
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:2px 6px;font-size:90%}.GAP{color:#b00}.SAFE{color:#070}</style>",
+        "td,th{border:1px solid #ccc;padding:2px 6px;font-size:90%}.GAP{color:#b00}.SAFE{color:#070}"
+        ".INCONCLUSIVE{color:#a60}</style>",
         "</head><body><h1>auditor report</h1>",
         f"<p class='{esc(doc['verdict'])}'><b>{esc(doc['verdict_line'])}</b></p>",
     ]
+    if doc.get("verdict_reasons"):
+        parts.append(
+            "<p>What the inputs lack:</p><ul>"
+            + "".join(f"<li>{esc(r)}</li>" for r in doc["verdict_reasons"])
+            + "</ul>"
+        )
     if rec.get("prestop_seconds"):
         parts.append(
             f"<p>Recommendation: preStop sleep &ge; {rec['prestop_seconds']} s, terminationGracePeriodSeconds "

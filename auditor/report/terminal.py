@@ -6,6 +6,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from auditor.correlate.causes import CAUSES
@@ -88,7 +89,14 @@ def render_terminal(doc: dict[str, Any], console: Console | None = None) -> None
             con.print(f"  note: {note}")
     con.print("times: HH:MM:SS.mmm UTC are precise; ~HH:MM:SS are Kubernetes object times (1 s resolution)")
     style = {"GAP": "bold red", "SAFE": "bold green"}.get(doc["verdict"], "bold yellow")
-    con.print(f"[{style}]{doc['verdict_line']}[/{style}]", soft_wrap=True)
+    reasons = list(doc.get("verdict_reasons") or [])
+    if doc["verdict"] == "INCONCLUSIVE" and len(reasons) > 1:
+        con.print("what the inputs lack:")
+        for r in reasons[:10]:
+            con.print(f"  - {r}", soft_wrap=True, markup=False)
+        if len(reasons) > 10:
+            con.print(f"  ... and {len(reasons) - 10} more (see --json)")
+    con.print(f"[{style}]{escape(doc['verdict_line'])}[/{style}]", soft_wrap=True)
 
 
 def _src(source: str | None) -> str:

@@ -11,7 +11,7 @@ Series (all prefixed ``auditor_``):
   distinct pods are named; the rest share ``pod="_other"`` (bounded cardinality);
 * ``propagation_delay_seconds``: histogram of measured per-node propagation delays (ms buckets);
 * ``gap_seconds``: histogram of the per-node gap (time new connections still went to the pod);
-* ``episodes_total{verdict}``: finished termination episodes by verdict (SAFE / GAP / UNKNOWN).
+* ``episodes_total{verdict}``: finished termination episodes by verdict (SAFE / GAP / INCONCLUSIVE).
 
 Given a ``log_dir``, the server also hands out the agent's log directory read-only for
 ``auditor collect``: ``GET /logs`` (JSON listing) and ``GET /logs/<name>`` (one listed file, streamed);

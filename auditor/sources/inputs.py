@@ -8,12 +8,14 @@ skipped kinds) is kept as the inputs' ``problems`` and shown in every report.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from auditor.model.audit import AuditInputs
-from auditor.model.kube import KubeInput
+from auditor.model.audit import AuditInputs, Coverage
+from auditor.model.kube import KubeInput, parse_time_ns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,10 +30,14 @@ def load_inputs(
     client: PathLike | None = None,
     node: str | None = None,
     events: pd.DataFrame | None = None,
+    agents: Sequence[PathLike] = (),
+    client_format: str | None = None,
 ) -> AuditInputs:
     """Read captures and event files (``[NODE=]FILE``; pcap/pcapng, Parquet/JSONL/CSV by suffix), the
     Kubernetes watch streams (or an already read :class:`KubeInput`), dataplane records and the load
-    client's result. ``events``: a packet table already in memory, added to the files' events."""
+    client's result. ``events``: a packet table already in memory, added to the files' events;
+    ``agents``: node agents' summaries (``agent-<node>.json``): when each agent ran and what it lost;
+    ``client_format``: the client file's format (one of ``CLIENT_FORMATS``; default: detected)."""
     from auditor.sources.packet_inputs import read_packet_inputs
 
     if captures:
@@ -68,8 +74,58 @@ def load_inputs(
     if client is not None:
         from auditor.sources.client_result import read_client_result
 
-        result = read_client_result(os.fspath(client))
-    return AuditInputs(packets=packets, kube=k, dataplane=table, client=result, problems=problems, info=info)
+        result = read_client_result(os.fspath(client), client_format)
+        problems += [f"{result.file}: {w}" for w in result.warnings]
+    coverage = capture_coverage(packets, info.get("captures", []))
+    for path in agents:
+        span, problem = agent_coverage(Path(path))
+        if span is not None:
+            coverage.append(span)
+        if problem:
+            problems.append(problem)
+    return AuditInputs(
+        packets=packets, kube=k, dataplane=table, client=result, problems=problems, info=info, coverage=coverage
+    )
+
+
+def capture_coverage(packets: pd.DataFrame, captures: list[dict[str, Any]]) -> list[Coverage]:
+    """Per capture file, from its first to its last packet event (a file that ends mid-record says so)."""
+    if packets.empty or not captures:
+        return []
+    pcap = packets.loc[packets["source"].astype(str) == "pcap", ["time", "node", "file"]]
+    if pcap.empty:
+        return []
+    t = pcap["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
+    frame = pd_frame({"node": pcap["node"].astype(str).to_numpy(), "file": pcap["file"].astype(str).to_numpy(), "t": t})
+    truncated = {(str(c["node"]), Path(str(c["file"])).name) for c in captures if c.get("truncated")}
+    out = []
+    for (node, file), g in frame.groupby(["node", "file"], sort=True):
+        key = (str(node), str(file))
+        out.append(Coverage(key[0], "capture", int(g["t"].min()), int(g["t"].max()), key[1],
+                            truncated=key in truncated))  # fmt: skip
+    return out
+
+
+def agent_coverage(path: Path) -> tuple[Coverage | None, str | None]:
+    """When a node agent ran (``started_at`` .. ``updated_at`` of its summary) and the events it lost."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict) or not {"node", "started_at", "updated_at"} <= doc.keys():
+            return None, None  # an older or partial summary: no run times, so no coverage from it
+        node = str(doc["node"])
+        start = parse_time_ns(str(doc["started_at"]))[0]
+        end = parse_time_ns(str(doc["updated_at"]))[0]
+        lost = sum(int(v) for v in (doc.get("lost") or {}).values())
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        return None, f"{path}: unreadable agent summary ({type(exc).__name__}); its coverage is unknown"
+    return Coverage(node, "agent", start, end, path.name, lost=lost), None
+
+
+
+def pd_frame(columns: dict[str, Any]) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame(columns)
 
 
 def _concat_packets(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:

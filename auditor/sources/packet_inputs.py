@@ -59,7 +59,10 @@ def read_packet_inputs(
         s = cap.summary
         info["capture_frames"] += s.frames
         info["capture_skipped"] += s.skipped
-        info["captures"].append({"file": str(path), "node": name, "frames": s.frames, "skipped": s.skipped})
+        info["captures"].append({
+            "file": str(path), "node": name, "frames": s.frames, "skipped": s.skipped,
+            "truncated": any("truncated" in e for e in s.errors),  # the file ends mid-record
+        })  # fmt: skip
         info["problems"] += [f"{path.name}: {e}" for e in s.errors]
     packets = pd.concat(frames, ignore_index=True) if frames else packet_frame()
     for col in TEXT_COLUMNS:

@@ -168,9 +168,10 @@ def test_ip_reuse_attributes_to_the_pod_that_owned_the_ip() -> None:
     assert list(late["cause"]) == ["unrelated"]
 
 
-def test_no_termination_gives_unknown() -> None:
+def test_no_termination_is_inconclusive() -> None:
     res = audit(inputs(packet_frame([]), []))
-    assert res.verdict == "UNKNOWN"
+    assert res.verdict == "INCONCLUSIVE"
+    assert "no pod termination" in res.verdict_line
     assert res.inputs["packet_events"] == 0
 
 
