@@ -10,10 +10,12 @@ import pandas as pd
 
 from auditor.correlate.attach import attach_episodes
 from auditor.correlate.causes import classify
+from auditor.correlate.client import episode_spans, inputs_window, place_requests, reconcile
 from auditor.correlate.episodes import build_episodes, episode_end_ns
 from auditor.correlate.evidence import build_evidence, episode_reasons, evidence_frame
 from auditor.correlate.failures import drop_nat_copies, find_failures
 from auditor.correlate.recommend import Recommendation, RolloutSummary, summarize_rollouts
+from auditor.correlate.recommend import verdict as rollout_verdict
 from auditor.correlate.timeline import build_timelines
 from auditor.enrich.pods import PodIndex
 from auditor.enrich.protocols import PodGetter
@@ -22,10 +24,8 @@ from auditor.model.audit import (
     FAILURE_COLUMNS,
     ROLLOUT_FAILURE_CAUSES,
     AuditInputs,
-    Cause,
     Episode,
     Failure,
-    FailureKind,
     NodeEvidence,
     NodeTimeline,
     Verdict,
@@ -59,6 +59,7 @@ class AuditResult:
     reconciliation: dict[str, Any] | None = None
     evidence: pd.DataFrame = field(default_factory=pd.DataFrame)  # EVIDENCE_COLUMNS, per (episode, node)
     episode_verdicts: dict[int, tuple[str, list[str]]] = field(default_factory=dict)  # id -> verdict, reasons
+    client_failures: pd.DataFrame = field(default_factory=pd.DataFrame)  # placed (correlate.client)
 
     def evidence_records(self) -> Iterator[NodeEvidence]:
         return records(self.evidence, NodeEvidence)
@@ -133,10 +134,19 @@ def audit(
     info["episodes"] = len(episodes)
     info["nodes"] = nodes
     client = inputs.client
-    recon = reconcile(client, failures) if client is not None else None
+    recon, placed = None, pd.DataFrame()
+    if client is not None:
+        placed = place_requests(client, failures, episode_spans(episodes, timelines))
+        recon = reconcile(client, failures, placed, inputs_window(packets, episodes))
+        if not recon["reconciled"]:  # the client's result says nothing about these terminations
+            for r in rollouts:
+                if r.verdict == Verdict.SAFE:
+                    r.reasons.append(recon["notes"][0])
+                    r.verdict, r.verdict_line = rollout_verdict(r)
+            verdict, line, rec = _overall(rollouts, causes)
     return AuditResult(
         episodes, timelines, failures, rollouts, causes, verdict, line, rec, info, client, recon,
-        evidence_frame(evidence), verdicts,
+        evidence_frame(evidence), verdicts, placed,
     )  # fmt: skip
 
 
@@ -183,41 +193,3 @@ def _overall(
             return verdict, line, worst.recommendation
     line = rollouts[0].verdict_line if len(rollouts) == 1 else f"SAFE: all {len(rollouts)} rollouts were safe."
     return Verdict.SAFE, line, worst.recommendation
-
-
-def reconcile(client: ClientResult, failures: pd.DataFrame) -> dict[str, Any]:
-    """Compare what the client saw with what the nodes saw and explained."""
-    by_error = client.by_error
-    client_refused = int(by_error.get("connection_refused", 0))
-    client_reset = int(by_error.get("connection_reset", 0)) + int(by_error.get("eof", 0))
-    client_failed = client.failed
-    related = failures["cause"] != Cause.UNRELATED
-    node_refused = int(((failures["failure"] == FailureKind.REFUSED) & related).sum())
-    node_reset = int(((failures["failure"] == FailureKind.RESET) & related).sum())
-    unrelated = int((~related).sum())
-    explained = int(
-        failures["cause"].isin([Cause.PROPAGATION_GAP, Cause.INFLIGHT_RESET, Cause.AFTER_REMOVAL]).sum()
-    )
-    notes = []
-    if client_refused != node_refused:
-        notes.append(
-            f"client saw {client_refused} refused, the captured nodes attributed {node_refused}: "
-            + (
-                "the rest happened on nodes without a capture, or before/after the captured window"
-                if client_refused > node_refused
-                else "the extra refusals came from other clients (or were retried by the client)"
-            )
-        )
-    return {
-        "client_tool": client.tool,
-        "client_requests": client.requests,
-        "client_failed": client_failed,
-        "client_refused": client_refused,
-        "client_reset": client_reset,
-        "node_refused": node_refused,
-        "node_reset": node_reset,
-        "node_unrelated": unrelated,
-        "node_explained": explained,
-        "explained_fraction": (min(explained, client_failed) / client_failed) if client_failed else None,
-        "notes": notes,
-    }

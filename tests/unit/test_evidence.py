@@ -180,3 +180,19 @@ def test_lost_events_make_a_quiet_episode_inconclusive() -> None:
     res = audit(inputs(packet_frame(events), _pods(), coverage=cov))  # type: ignore[arg-type]
     assert res.verdict == "INCONCLUSIVE", res.verdict_line
     assert "lost 1,204 event(s)" in res.verdict_line
+
+
+def test_a_safe_rollout_with_a_client_from_another_day_is_inconclusive() -> None:
+    from datetime import UTC, datetime
+
+    from auditor.model.client import ClientResult
+
+    events, _ = _safe_scenario()
+    client = ClientResult(
+        tool="fortio", requests=1000, ok=1000, failed=0, by_error={}, status_codes={200: 1000}, qps=100.0,
+        duration_s=10.0, start=datetime(2019, 7, 10, tzinfo=UTC), time_known=True,
+    )  # fmt: skip
+    res = audit(inputs(packet_frame(events), _pods(), client=client))  # type: ignore[arg-type]
+    assert res.verdict == "INCONCLUSIVE", res.verdict_line
+    assert "the client ran 2019-07-10T00:00:00Z" in res.verdict_line
+    assert res.reconciliation is not None and res.reconciliation["reconciled"] is False
