@@ -113,8 +113,10 @@ def _inputs_line(con: Console, inputs: dict[str, Any]) -> None:
     if "capture_frames" in inputs:
         parts.append(f"frames {inputs['capture_frames']} (skipped {inputs.get('capture_skipped', 0)})")
     if "kube_events_read" in inputs:
+        kinds = inputs.get("kube_skipped_kinds") or {}
+        which = ": " + ", ".join(f"{n} {k}" for k, n in kinds.items()) if kinds else ""
         parts.append(
-            f"kube events {inputs['kube_events_read']} (skipped {inputs.get('kube_events_skipped', 0)})"
+            f"kube events {inputs['kube_events_read']} (skipped {inputs.get('kube_events_skipped', 0)}{which})"
         )
     if "dataplane_records" in inputs:
         parts.append(f"dataplane records {inputs['dataplane_records']}")

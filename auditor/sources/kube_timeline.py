@@ -47,6 +47,11 @@ class KubeTimeline:
     pods_state: dict[str, PodState] = field(default_factory=dict)
     slices: dict[str, dict[str, _EndpointState]] = field(default_factory=dict)  # ns/name -> address -> state
     endpoint_rows: list[dict[str, object]] = field(default_factory=list)
+    # v1 Endpoints (clusters before EndpointSlices, or streams without them): used only when the input
+    # has no EndpointSlice at all (a cluster with both has the same endpoints twice)
+    endpoints_v1: dict[str, dict[str, _EndpointState]] = field(default_factory=dict)
+    endpoint_rows_v1: list[dict[str, object]] = field(default_factory=list)
+    slices_seen: int = 0
     event_rows: list[dict[str, object]] = field(default_factory=list)
     event_keys: set[tuple[str, str]] = field(default_factory=set)
     used: int = 0
@@ -68,7 +73,10 @@ class KubeTimeline:
         if kind == "Pod":
             update_pod(self.pods_state, event.type, event.obj, event.observed_ns, event.bound_ns)
         elif kind == "EndpointSlice":
+            self.slices_seen += 1
             self._slice(event)
+        elif kind == "Endpoints":
+            self._endpoints_v1(event)
         elif kind == "Event":
             self._event(event)
         else:
@@ -89,9 +97,14 @@ class KubeTimeline:
         """Every pod (tombstones included) that ever held one of ``ips``."""
         return [s.freeze() for s in self.pods_state.values() if ips.intersection(s.ips)]
 
+    @property
+    def uses_v1_endpoints(self) -> bool:
+        """No EndpointSlice seen, but v1 Endpoints: the endpoint changes come from them."""
+        return self.slices_seen == 0 and bool(self.endpoint_rows_v1)
+
     def endpoints(self, addresses: set[str] | None = None) -> pd.DataFrame:
         """The endpoint-change table (of ``addresses`` only, when given), sorted by time."""
-        rows = self.endpoint_rows
+        rows = self.endpoint_rows_v1 if self.uses_v1_endpoints else self.endpoint_rows
         if addresses is not None:
             rows = [r for r in rows if r["address"] in addresses]
         df = endpoint_frame(rows)
@@ -103,11 +116,19 @@ class KubeTimeline:
 
     def kube_input(self, problems: list[InputProblem] | None = None, skipped: int = 0) -> KubeInput:
         """Everything folded so far, as the engine's Kubernetes input."""
+        problems = list(problems or [])
+        if self.uses_v1_endpoints:
+            problems.append(InputProblem("kube", 0, "no EndpointSlice in the input: endpoint changes taken from "
+                                         "v1 Endpoints (no serving/terminating conditions: a terminating "
+                                         "endpoint shows as not ready, then removed)"))  # fmt: skip
+        elif self.endpoint_rows_v1:
+            problems.append(InputProblem("kube", 0, "v1 Endpoints ignored: the EndpointSlices of the input "
+                                         "carry the same endpoints with their conditions"))  # fmt: skip
         return KubeInput(
             pods=self.pods(),
             endpoints=self.endpoints(),
             events=self.events(),
-            problems=list(problems or []),
+            problems=problems,
             events_read=self.used,
             events_skipped=skipped + self.skipped,
             skipped_kinds=dict(self.skipped_kinds),
@@ -122,6 +143,7 @@ class KubeTimeline:
         """Forget endpoint changes and Events older than ``before_ns`` (the current slice states stay:
         a later change is still compared with them)."""
         self.endpoint_rows = [r for r in self.endpoint_rows if _recent(r, before_ns)]
+        self.endpoint_rows_v1 = [r for r in self.endpoint_rows_v1 if _recent(r, before_ns)]
         kept = [r for r in self.event_rows if _recent(r, before_ns)]
         if len(kept) != len(self.event_rows):
             self.event_rows = kept
@@ -174,12 +196,53 @@ class KubeTimeline:
         else:
             self.slices.pop(key, None)
 
+    def _endpoints_v1(self, event: WatchEvent) -> None:
+        """A v1 Endpoints object: ``subsets[].addresses`` are ready, ``notReadyAddresses`` not."""
+        obj, obs = event.obj, event.observed_ns
+        meta = obj.get("metadata") or {}
+        namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+        trigger = coarse_ns((meta.get("annotations") or {}).get("endpoints.kubernetes.io/last-change-trigger-time"))
+        time: int | None = obs
+        if time is None:
+            time = trigger if trigger is not None else coarse_ns(meta.get("creationTimestamp"))
+        new: dict[str, _EndpointState] = {}
+        if event.type != "DELETED":
+            for subset in obj.get("subsets") or []:
+                if not isinstance(subset, dict):
+                    continue
+                ports = ",".join(
+                    f"{p.get('name') or ''}:{p.get('port')}/{p.get('protocol') or 'TCP'}"
+                    for p in subset.get("ports") or [] if isinstance(p, dict)
+                )  # fmt: skip
+                for key, ready in (("addresses", True), ("notReadyAddresses", False)):
+                    for a in subset.get(key) or []:
+                        if isinstance(a, dict) and a.get("ip"):
+                            ref = a.get("targetRef") or {}
+                            new[str(a["ip"])] = (ready, None, None, ref.get("name"), ref.get("uid"),
+                                                 a.get("nodeName"), ports)  # fmt: skip
+        key = f"{namespace}/{name}"
+        old = self.endpoints_v1.get(key, {})
+        rows = self.endpoint_rows_v1
+        for address, state in new.items():
+            if old.get(address) != state:
+                self._endpoint_row(time, obs is not None, namespace, name, f"endpoints/{name}", address, state,
+                                   True, trigger, rows)  # fmt: skip
+        for address, state in old.items():
+            if address not in new:
+                self._endpoint_row(time, obs is not None, namespace, name, f"endpoints/{name}", address, state,
+                                   False, trigger, rows)  # fmt: skip
+        if new:
+            self.endpoints_v1[key] = new
+        else:
+            self.endpoints_v1.pop(key, None)
+
     def _endpoint_row(
         self, time: int | None, precise: bool, namespace: str, service: Any, slice_name: str,
         address: str, state: _EndpointState, present: bool, trigger: int | None,
+        rows: list[dict[str, object]] | None = None,
     ) -> None:  # fmt: skip
         ready, serving, terminating, pod, pod_uid, node, ports = state
-        self.endpoint_rows.append({
+        (self.endpoint_rows if rows is None else rows).append({
             "time": time, "precise": precise, "namespace": namespace, "service": service,
             "slice": slice_name, "address": address, "pod": pod, "pod_uid": pod_uid, "node": node,
             "ready": ready, "serving": serving, "terminating": terminating, "present": present,

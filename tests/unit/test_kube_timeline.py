@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 
@@ -50,7 +51,9 @@ def test_relisted_change_is_only_a_bound() -> None:
     pod = next(e for e in events if e.kind == "Pod")
     timeline.apply(pod)
     uid = pod.obj["metadata"]["uid"]
-    timeline.apply(WatchEvent("DELETED", pod.obj, None, bound_ns=(pod.observed_ns or 0) + 10**9, object_kind="Pod"))
+    timeline.apply(
+        WatchEvent("DELETED", pod.obj, None, bound_ns=(pod.observed_ns or 0) + 10**9, object_kind="Pod")
+    )
     info = timeline.pod(uid)
     assert info is not None and info.deleted
     assert info.deleted_observed_ns is None and info.deleted_bound_ns == (pod.observed_ns or 0) + 10**9
@@ -83,3 +86,60 @@ def test_forget_and_trim_bound_the_timeline_but_keep_slice_state() -> None:
     for uid in uids:
         timeline.forget_pod(uid)
     assert timeline.pods() == {}
+
+
+def _as_v1_endpoints(obj: dict[str, object]) -> dict[str, object]:
+    """The v1 Endpoints object the endpoints controller keeps beside an EndpointSlice."""
+    ready, not_ready = [], []
+    for ep in obj.get("endpoints") or []:  # type: ignore[attr-defined]
+        for ip in ep.get("addresses") or []:
+            a = {"ip": ip, "nodeName": ep.get("nodeName"), "targetRef": ep.get("targetRef")}
+            (ready if (ep.get("conditions") or {}).get("ready") else not_ready).append(a)
+    meta = dict(obj["metadata"])  # type: ignore[call-overload]
+    meta["name"] = (meta.get("labels") or {}).get("kubernetes.io/service-name", meta["name"])
+    return {
+        "kind": "Endpoints",
+        "apiVersion": "v1",
+        "metadata": meta,
+        "subsets": [{"addresses": ready, "notReadyAddresses": not_ready, "ports": obj.get("ports") or []}],
+    }
+
+
+def test_v1_endpoints_stand_in_for_missing_endpointslices() -> None:
+    from auditor.correlate.episodes import build_episodes
+
+    slices, v1 = KubeTimeline(), KubeTimeline()
+    for e in _events():
+        slices.apply(e)
+        if e.kind == "EndpointSlice":
+            v1.apply(WatchEvent(e.type, _as_v1_endpoints(e.obj), e.observed_ns))
+        else:
+            v1.apply(e)
+    assert v1.uses_v1_endpoints and not slices.uses_v1_endpoints
+    got, want = v1.kube_input(), slices.kube_input()
+    assert any("v1 Endpoints" in p.message for p in got.problems)
+    cols = ["endpoint_terminating_ns", "endpoint_removed_ns"]
+    a = build_episodes(got.pods.values(), got.endpoints)[cols]
+    b = build_episodes(want.pods.values(), want.endpoints)[cols]
+    assert len(a) >= 1 and (a["endpoint_removed_ns"] > 0).all() and (a["endpoint_terminating_ns"] > 0).all()
+    pd.testing.assert_frame_equal(a, b)
+    # with both kinds in the input, the slices win and the v1 copies are said to be ignored
+    both = KubeTimeline()
+    for e in _events():
+        both.apply(e)
+        if e.kind == "EndpointSlice":
+            both.apply(WatchEvent(e.type, _as_v1_endpoints(e.obj), e.observed_ns))
+    assert not both.uses_v1_endpoints
+    assert any("v1 Endpoints ignored" in p.message for p in both.kube_input().problems)
+
+
+def test_the_report_says_which_kinds_were_skipped(tmp_path: Path) -> None:
+    from auditor.sources.inputs import load_inputs
+
+    extra = tmp_path / "more.json"
+    lines = [{"type": "ADDED", "object": {"kind": k, "metadata": {"name": "x", "namespace": "default"}}}
+             for k in ("Service", "Service", "Namespace", "ConfigMap")]  # fmt: skip
+    extra.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    inputs = load_inputs([], [STREAM, extra])
+    assert inputs.info["kube_skipped_kinds"] == {"ConfigMap": 1, "Namespace": 1, "Service": 2}
+    assert inputs.info["kube_events_skipped"] == 4 + 1  # and the stream's BOOKMARK
