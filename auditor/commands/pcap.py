@@ -29,7 +29,7 @@ def summary(file: str, as_json: bool) -> None:
     table = Table(title=f"{s.file}", show_header=True)
     table.add_column("count")
     table.add_column("value", justify="right")
-    for key in ("frames", "tcp", "tcp_rst", "tcp_syn", "tcp_fin", "icmp_unreachable", "skipped"):
+    for key in ("frames", "tcp", "tcp_rst", "tcp_syn", "tcp_fin", "icmp_unreachable", "skipped", "malformed"):
         table.add_row(key, str(getattr(s, key)))
     for name, n in sorted(s.link_types.items()):
         table.add_row(f"link type {name}", str(n))

@@ -1,7 +1,9 @@
 /* The capture scanner's hot loop: walks pcap records / pcapng blocks in a buffer, decodes each
- * frame down to its first TCP header (through VLAN tags, Linux cooked headers, IPv4 options, IPv6
- * extension headers, VXLAN, Geneve, GRE, IP-in-IP) or ICMP destination-unreachable, appends one
- * fixed-size packed event per SYN/RST/FIN/unreachable and bumps counters.
+ * frame down to its first TCP header (through VLAN tags, 802.2 LLC/SNAP, MPLS label stacks, PPPoE
+ * sessions, Linux cooked headers, IPv4 options, IPv6 extension headers, VXLAN, Geneve, GRE,
+ * IP-in-IP) or ICMP destination-unreachable, appends one fixed-size packed event per
+ * SYN/RST/FIN/unreachable and bumps counters.  A malformed IP or TCP header (one that contradicts
+ * itself or the frame's length on the wire) is counted and never decoded further.
  *
  * Python (auditor/sources/capture/) owns file headers, chunking, interfaces and output; this file
  * owns only the per-packet loop.  Plain CPython C API.
@@ -11,7 +13,7 @@
 #include <stdint.h>
 #include <string.h>
 
-/* ---- event record (mirrored by auditor/sources/capture/_layout.py EVENT_DTYPE) ---- */
+/* ---- event record (mirrored by auditor/sources/capture/layout.py EVENT_DTYPE) ---- */
 typedef struct {
     int64_t time_ns;
     uint64_t frame;
@@ -22,18 +24,27 @@ typedef struct {
 } event_t;
 
 enum { K_NONE = 0, K_SYN = 1, K_SYNACK = 2, K_RST = 3, K_FIN = 4, K_UNREACH = 5 };
-enum { E_VLAN = 1, E_VXLAN = 2, E_GENEVE = 3, E_GRE = 4, E_IPIP = 5 };
-/* counters layout (uint64 each) */
-enum { C_FRAMES, C_TCP, C_RST, C_SYN, C_FIN, C_UNREACH, C_SKIPPED, C_UNSUPPORTED, C_N };
+/* encapsulation codes, one nibble each (names in layout.py ENCAP_NAMES) */
+enum { E_VLAN = 1, E_VXLAN = 2, E_GENEVE = 3, E_GRE = 4, E_IPIP = 5, E_MPLS = 6, E_PPPOE = 7, E_SNAP = 8 };
+/* counters layout (uint64 each; layout.py C_*) */
+enum {
+    C_FRAMES, C_TCP, C_RST, C_SYN, C_FIN, C_UNREACH, C_SKIPPED, C_UNSUPPORTED,
+    C_MALFORMED, C_MALFORMED_FIRST, /* frames with a malformed IP/TCP header; the first one's number */
+    C_N
+};
 /* interface table: int64 per field, IF_N fields per interface */
 enum { IF_LINKTYPE, IF_RES_KIND, IF_RES_EXP, IF_OFFSET_S, IF_FRAMES, IF_N = 8 };
 
 #define MAX_DEPTH 12
+#define MAX_LABELS 32 /* MPLS label stack entries walked before giving up */
 
 typedef struct {
     event_t ev;
     int depth;
     int found; /* 1 = tcp header reached, 2 = icmp unreachable, -1 = stop */
+    int malformed; /* an IP or TCP header that contradicts itself or the frame's length */
+    const uint8_t *frame; /* the frame's first captured byte */
+    size_t wirelen; /* the frame's length on the wire (>= captured length) */
 } ctx_t;
 
 static inline uint16_t be16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
@@ -59,9 +70,25 @@ static void push_encap(ctx_t *c, uint32_t code)
     if ((c->ev.encap >> 28) == 0) c->ev.encap = (c->ev.encap << 4) | code;
 }
 
+/* bytes the frame had on the wire from p on (a header may be captured only in part: snaplen) */
+static inline size_t wire_left(const ctx_t *c, const uint8_t *p)
+{
+    size_t off = (size_t)(p - c->frame);
+    return c->wirelen > off ? c->wirelen - off : 0;
+}
+
+static inline void malformed(ctx_t *c)
+{
+    c->malformed = 1;
+    c->found = -1;
+}
+
 static void decode_ether(ctx_t *c, const uint8_t *p, size_t n);
-static void decode_ethertype(ctx_t *c, uint16_t type, const uint8_t *p, size_t n);
+static void decode_ethertype(ctx_t *c, uint16_t type, const uint8_t *p, size_t n, int l2);
+static void decode_llc(ctx_t *c, const uint8_t *p, size_t n);
 static void decode_ip(ctx_t *c, const uint8_t *p, size_t n);
+static void decode_ip4(ctx_t *c, const uint8_t *p, size_t n);
+static void decode_ip6(ctx_t *c, const uint8_t *p, size_t n);
 
 static void decode_tcp(ctx_t *c, const uint8_t *p, size_t n, size_t l4len)
 {
@@ -69,7 +96,7 @@ static void decode_tcp(ctx_t *c, const uint8_t *p, size_t n, size_t l4len)
     event_t *e = &c->ev;
     if (n < 14) { c->found = -1; return; }
     size_t doff = (size_t)(p[12] >> 4) * 4;
-    if (doff < 20) { c->found = -1; return; }
+    if (doff < 20) { malformed(c); return; } /* data offset < 5: no TCP header to trust */
     e->sport = be16(p);
     e->dport = be16(p + 2);
     e->seq = be32(p + 4);
@@ -160,7 +187,7 @@ static void decode_udp(ctx_t *c, const uint8_t *p, size_t n, size_t l4len)
         push_encap(c, E_GENEVE);
         uint16_t type = be16(p + 2);
         if (type == 0x6558) decode_ether(c, p + hl, n - hl);
-        else decode_ethertype(c, type, p + hl, n - hl);
+        else decode_ethertype(c, type, p + hl, n - hl, 0);
     }
 }
 
@@ -181,7 +208,7 @@ static void decode_gre(ctx_t *c, const uint8_t *p, size_t n)
         if (hl < n && (p[hl] >> 4) != 4) hl += 4;
         if (hl <= n) decode_ip(c, p + hl, n - hl);
     } else if (type == 0x6558) decode_ether(c, p + hl, n - hl);
-    else decode_ethertype(c, type, p + hl, n - hl);
+    else decode_ethertype(c, type, p + hl, n - hl, 0);
 }
 
 static void decode_l4(ctx_t *c, int proto, const uint8_t *p, size_t n, size_t l4len, int v6)
@@ -208,13 +235,20 @@ static void set_addrs(ctx_t *c, const uint8_t *s, const uint8_t *d, int alen, in
 
 static void decode_ip4(ctx_t *c, const uint8_t *p, size_t n)
 {
-    if (n < 20) return;
+    size_t wire = wire_left(c, p);
+    if (n < 20) { if (wire < 20) malformed(c); return; } /* else: cut by the snaplen */
     size_t ihl = (size_t)(p[0] & 0x0f) * 4;
-    if (ihl < 20 || ihl > n) return;
+    if (ihl < 20 || ihl > wire) { malformed(c); return; }
+    if (ihl > n) return;
     size_t tot = be16(p + 2);
-    if (tot == 0) tot = n;      /* TSO / BIG TCP: the length is the frame's */
-    if (tot < ihl) return;
-    int cut = tot > n;          /* datagram not fully captured */
+    if (tot == 0) {
+        /* Linux BIG TCP: a GSO packet over 64 KiB says 0 and its length is the frame's.  Below that,
+         * total length 0 is a broken header (tshark's ip.tso_support guesses TSO and decodes it). */
+        if (wire <= 0xffff) { malformed(c); return; }
+        tot = wire;
+    }
+    if (tot < ihl) { malformed(c); return; }
+    int cut = tot > n;          /* not fully captured (or longer than the frame: tshark decodes it) */
     if (tot < n) n = tot;
     uint16_t frag = be16(p + 6);
     if (frag & 0x1fff) return;  /* not the first fragment: no L4 header */
@@ -227,9 +261,16 @@ static void decode_ip4(ctx_t *c, const uint8_t *p, size_t n)
 
 static void decode_ip6(ctx_t *c, const uint8_t *p, size_t n)
 {
-    if (n < 40) return;
+    size_t wire = wire_left(c, p);
+    if (n < 40) { if (wire < 40) malformed(c); return; } /* else: cut by the snaplen */
     size_t plen = be16(p + 4);
-    if (plen == 0 && p[6] != 0) return;  /* no payload (a jumbogram needs a hop-by-hop header) */
+    if (plen == 0 && p[6] != 0) {
+        /* payload length 0 without a hop-by-hop header (where a jumbogram says its length): Linux
+         * BIG TCP over 64 KiB, not decoded (nor by tshark); below that a header that lies, unless
+         * it says nothing follows (59) */
+        if (p[6] != 59 && wire - 40 <= 0xffff) malformed(c);
+        return;
+    }
     int cut = plen && plen + 40 > n;
     if (plen && plen + 40 < n) n = plen + 40;
     set_addrs(c, p + 8, p + 24, 16, 6);
@@ -271,7 +312,51 @@ static void decode_ip(ctx_t *c, const uint8_t *p, size_t n)
     else if (v == 6) decode_ip6(c, p, n);
 }
 
-static void decode_ethertype(ctx_t *c, uint16_t type, const uint8_t *p, size_t n)
+/* MPLS (RFC 3032): label stack entries up to the bottom-of-stack bit, then IPv4 or IPv6 by the
+ * first nibble (RFC 4928; 0 is a pseudowire control word, 1 an associated channel: not IP) */
+static void decode_mpls(ctx_t *c, const uint8_t *p, size_t n)
+{
+    uint32_t label;
+    int i = 0;
+    do {
+        if (n < 4 || i++ == MAX_LABELS) return;
+        label = be32(p) >> 12;
+        p += 4; n -= 4;
+    } while (!(p[-2] & 0x01));
+    if (n < 1 || label == 13) return; /* label 13 (GAL): an associated channel follows */
+    push_encap(c, E_MPLS);
+    int v = p[0] >> 4;
+    if (v == 4) decode_ip4(c, p, n);
+    else if (v == 6) decode_ip6(c, p, n);
+}
+
+/* PPP protocol field (RFC 1661, 2 bytes or 1 if compressed): IPv4 0x0021, IPv6 0x0057 */
+static void decode_ppp(ctx_t *c, const uint8_t *p, size_t n)
+{
+    if (n < 2) return;
+    uint16_t proto = p[0];
+    size_t hl = 1;
+    if (!(proto & 1)) { proto = be16(p); hl = 2; }
+    p += hl; n -= hl;
+    if (!n) return;
+    if (proto == 0x0021) { if ((p[0] >> 4) == 4) decode_ip4(c, p, n); }
+    else if (proto == 0x0057) { if ((p[0] >> 4) == 6) decode_ip6(c, p, n); }
+}
+
+/* PPPoE session stage (RFC 2516): ver/type, code, session id, length of the PPP frame */
+static void decode_pppoe(ctx_t *c, const uint8_t *p, size_t n)
+{
+    if (n < 8) return;
+    size_t len = be16(p + 4);
+    p += 6; n -= 6;
+    if (len < n) n = len; /* Ethernet padding after the PPP frame */
+    push_encap(c, E_PPPOE);
+    decode_ppp(c, p, n);
+}
+
+/* type: an ethertype, or with l2 (it follows an Ethernet or VLAN header's type/length field) a
+ * value <= 1500 is an 802.3 length and an 802.2 LLC header follows */
+static void decode_ethertype(ctx_t *c, uint16_t type, const uint8_t *p, size_t n, int l2)
 {
     if (++c->depth > MAX_DEPTH) return;
     for (int i = 0; i < 16 && (type == 0x8100 || type == 0x88a8 || type == 0x9100); i++) {
@@ -279,15 +364,36 @@ static void decode_ethertype(ctx_t *c, uint16_t type, const uint8_t *p, size_t n
         push_encap(c, E_VLAN);
         type = be16(p + 2);
         p += 4; n -= 4;
+        l2 = 1;
     }
     if (type == 0x0800) { if (n && (p[0] >> 4) == 4) decode_ip4(c, p, n); }
     else if (type == 0x86dd) { if (n && (p[0] >> 4) == 6) decode_ip6(c, p, n); }
+    else if (type == 0x8847 || type == 0x8848) decode_mpls(c, p, n);
+    else if (type == 0x8864) decode_pppoe(c, p, n);
+    else if (type <= 1500 && l2) decode_llc(c, p, type < n ? type : n);
+}
+
+/* 802.2 LLC with a SNAP header (DSAP/SSAP 0xAA, UI 0x03) whose OUI says the protocol id is an
+ * ethertype: 00-00-00 (RFC 1042) or 00-00-F8 (802.1H bridge tunnel) */
+static void decode_llc(ctx_t *c, const uint8_t *p, size_t n)
+{
+    if (n < 8 || p[0] != 0xaa || p[1] != 0xaa || p[2] != 0x03) return;
+    if (p[3] != 0 || p[4] != 0 || (p[5] != 0 && p[5] != 0xf8)) return;
+    push_encap(c, E_SNAP);
+    decode_ethertype(c, be16(p + 6), p + 8, n - 8, 0);
 }
 
 static void decode_ether(ctx_t *c, const uint8_t *p, size_t n)
 {
     if (n < 14) return;
-    decode_ethertype(c, be16(p + 12), p + 14, n - 14);
+    decode_ethertype(c, be16(p + 12), p + 14, n - 14, 1);
+}
+
+/* Linux cooked header's protocol: an ethertype, or 0x0004 for an 802.2 LLC frame */
+static void decode_sll(ctx_t *c, uint16_t proto, const uint8_t *p, size_t n)
+{
+    if (proto == 0x0004) decode_llc(c, p, n);
+    else decode_ethertype(c, proto, p, n, 0);
 }
 
 /* returns 0 if the link type is not supported */
@@ -295,8 +401,8 @@ static int decode_link(ctx_t *c, int64_t lt, const uint8_t *p, size_t n)
 {
     switch (lt) {
     case 1: decode_ether(c, p, n); return 1;
-    case 113: if (n >= 16) decode_ethertype(c, be16(p + 14), p + 16, n - 16); return 1;
-    case 276: if (n >= 20) decode_ethertype(c, be16(p), p + 20, n - 20); return 1;
+    case 113: if (n >= 16) decode_sll(c, be16(p + 14), p + 16, n - 16); return 1;
+    case 276: if (n >= 20) decode_sll(c, be16(p), p + 20, n - 20); return 1;
     case 101: case 12: case 14: decode_ip(c, p, n); return 1;
     case 228: if (n && (p[0] >> 4) == 4) decode_ip4(c, p, n); return 1;
     case 229: if (n && (p[0] >> 4) == 6) decode_ip6(c, p, n); return 1;
@@ -335,13 +441,19 @@ static int evbuf_push(evbuf_t *b, const event_t *e)
 }
 
 /* decode one frame, count it, maybe append an event; returns -1 on memory error */
-static int handle_frame(const uint8_t *p, size_t caplen, int64_t lt, int64_t ts, uint64_t frame,
-                        uint32_t iface, uint64_t *cnt, evbuf_t *out)
+static int handle_frame(const uint8_t *p, size_t caplen, size_t wirelen, int64_t lt, int64_t ts,
+                        uint64_t frame, uint32_t iface, uint64_t *cnt, evbuf_t *out)
 {
     ctx_t c;
     memset(&c, 0, sizeof c);
+    c.frame = p;
+    c.wirelen = wirelen > caplen ? wirelen : caplen;
     cnt[C_FRAMES]++;
     if (!decode_link(&c, lt, p, caplen)) { cnt[C_UNSUPPORTED]++; return 0; }
+    if (c.malformed) {
+        if (!cnt[C_MALFORMED]++) cnt[C_MALFORMED_FIRST] = frame;
+        return 0;
+    }
     if (c.found == 1) {
         uint16_t f = c.ev.tcp_flags;
         cnt[C_TCP]++;
@@ -403,10 +515,13 @@ static PyObject *scan_pcap(PyObject *self, PyObject *args)
     while (pos >= 0 && len - pos >= 16) {
         const uint8_t *h = b + pos;
         uint32_t sec = rd32(h, swap), frac = rd32(h + 4, swap), incl = rd32(h + 8, swap);
+        uint32_t orig = rd32(h + 12, swap);
         if (incl > maxcap) { status = S_CORRUPT; break; }
         if ((Py_ssize_t)incl > len - pos - 16) break;
         int64_t ts = (int64_t)sec * 1000000000LL + (int64_t)frac * mul;
-        if (handle_frame(h + 16, incl, lt, ts, frame0 + frames + 1, 0, cnt, &out) < 0) { status = -1; break; }
+        if (handle_frame(h + 16, incl, orig, lt, ts, frame0 + frames + 1, 0, cnt, &out) < 0) {
+            status = -1; break;
+        }
         frames++;
         pos += 16 + (Py_ssize_t)incl;
     }
@@ -468,7 +583,7 @@ static PyObject *scan_pcapng(PyObject *self, PyObject *args)
         if (type != 6 && type != 3 && type != 2) { status = S_OTHER_BLOCK; break; }
         if (blen < 12 || (blen & 3) || blen > maxblock) { status = S_CORRUPT; break; }
         if ((Py_ssize_t)blen > len - pos) break;
-        uint32_t ifid = 0, caplen;
+        uint32_t ifid = 0, caplen, wirelen;
         uint64_t tsraw = 0;
         const uint8_t *data;
         size_t room;
@@ -477,6 +592,7 @@ static PyObject *scan_pcapng(PyObject *self, PyObject *args)
             uint32_t orig = rd32(h + 8, swap);
             room = blen - 16;
             caplen = orig < room ? orig : (uint32_t)room;
+            wirelen = orig;
             data = h + 12;
             has_ts = 0;
         } else {
@@ -484,6 +600,7 @@ static PyObject *scan_pcapng(PyObject *self, PyObject *args)
             ifid = type == 6 ? rd32(h + 8, swap) : rd16(h + 8, swap);
             tsraw = ((uint64_t)rd32(h + 12, swap) << 32) | rd32(h + 16, swap);
             caplen = rd32(h + 20, swap);
+            wirelen = rd32(h + 24, swap);
             room = blen - 32;
             data = h + 28;
             if (caplen > room) { status = S_CORRUPT; break; }
@@ -496,7 +613,8 @@ static PyObject *scan_pcapng(PyObject *self, PyObject *args)
             int64_t *itf = ifs + (Py_ssize_t)ifid * IF_N;
             itf[IF_FRAMES]++;
             int64_t ts = has_ts ? pcapng_time(itf, tsraw) : 0;
-            if (handle_frame(data, caplen, itf[IF_LINKTYPE], ts, frame0 + frames, ifid, cnt, &out) < 0) {
+            if (handle_frame(data, caplen, wirelen, itf[IF_LINKTYPE], ts, frame0 + frames, ifid, cnt,
+                             &out) < 0) {
                 status = -1; break;
             }
         }

@@ -1,10 +1,12 @@
 """Decoding down to the first TCP header / ICMP unreachable through every supported encapsulation.
 
-Frames are built with scapy, so the expected rows are known by construction.
+Frames are built with scapy, so the expected rows are known by construction; the MPLS, PPPoE and 802.2
+SNAP frames and the malformed headers are byte literals, each with tcpdump's line for it.
 """
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ from scapy.layers.l2 import GRE, CookedLinux, CookedLinuxV2, Dot1AD, Dot1Q, Ethe
 from scapy.layers.vxlan import VXLAN
 
 from auditor.sources.capture import read_capture
-from tests.unit.test_capture_formats import write_pcap
+from tests.unit.test_capture_formats import T0, write_pcap
 
 MAC = "02:00:00:00:00:02"
 SYN = TCP(sport=40000, dport=8080, flags="S", seq=1000)
@@ -219,3 +221,169 @@ def test_other_icmp_and_udp_are_not_events(tmp_path: Path) -> None:
     s = result.summary
     assert (s.frames, s.tcp, s.icmp_unreachable, s.skipped) == (5, 0, 0, 0)
     assert len(result.events) == 0
+
+
+# ---- byte-literal frames: MPLS, PPPoE and 802.2 SNAP down to TCP; malformed IP/TCP headers ----------
+# Written out header by header; the comment above each is tcpdump 4.99's line for it (tcpdump -nn -e).
+
+ETH = "02 00 00 00 00 02  02 00 00 00 00 01"  # dst, src
+SYN4 = (
+    "45 00 00 28 00 01 00 00 40 06 64 6b  0a f4 01 07  0a 60 00 0a"  # IPv4 10.244.1.7 > 10.96.0.10
+    "9c 40 1f 90  00 00 03 e8  00 00 00 00  50 02 fa f0  de d4 00 00"  # TCP 40000 > 8080 [S] seq 1000
+)
+SYN6 = (
+    "60 00 00 00  00 14 06 40"  # IPv6, payload length 20, next header TCP, hop limit 64
+    "fd 00 00 00 00 00 00 00 00 00 00 00 00 00 00 07  fd 00 00 00 00 00 00 00 00 00 00 00 00 00 00 10"
+    "9c 40 1f 90  00 00 03 e8  00 00 00 00  50 02 fa f0  fb 20 00 00"  # TCP 40000 > 8080 [S] seq 1000
+)
+RST4 = (
+    "45 00 00 28 00 02 00 00 40 06 64 6a  0a 60 00 0a  0a f4 01 07"  # IPv4 10.96.0.10 > 10.244.1.7
+    "1f 90 9c 40  00 00 00 00  00 00 03 e9  50 14 00 00  d9 b2 00 00"  # TCP 8080 > 40000 [R.] ack 1001
+)
+
+# 02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype MPLS unicast (0x8847), length 58: MPLS (label 16, tc 0,
+#   [S], ttl 64) 10.244.1.7.40000 > 10.96.0.10.8080: Flags [S], seq 1000, win 64240, length 0
+MPLS_SYN = bytes.fromhex(ETH + "88 47" + "00 01 01 40" + SYN4)
+# 02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype MPLS multicast (0x8848), length 82: MPLS (label 1000,
+#   tc 0, ttl 64) (label 17, tc 0, [S], ttl 64) fd00::7.40000 > fd00::10.8080: Flags [S], seq 1000, win
+#   64240, length 0
+MPLS2_SYN6 = bytes.fromhex(ETH + "88 48" + "00 3e 80 40" + "00 01 11 40" + SYN6)
+# 02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype 802.1Q (0x8100), length 66: vlan 7, p 0, ethertype MPLS
+#   unicast (0x8847), MPLS (label 1000, tc 0, ttl 64) (label 17, tc 0, [S], ttl 64) 10.244.1.7.40000 >
+#   10.96.0.10.8080: Flags [S], seq 1000, win 64240, length 0
+VLAN_MPLS2_SYN = bytes.fromhex(ETH + "81 00 00 07 88 47" + "00 3e 80 40" + "00 01 11 40" + SYN4)
+# 02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype PPPoE S (0x8864), length 62: PPPoE  [ses 0x11] IP
+#   (0x0021), length 42: 10.96.0.10.8080 > 10.244.1.7.40000: Flags [R.], seq 0, ack 1001, win 0, length 0
+PPPOE_RST = bytes.fromhex(ETH + "88 64" + "11 00 00 11 00 2a" + "00 21" + RST4)
+# 02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype 802.1Q (0x8100), length 90: vlan 209, p 0, ethertype
+#   802.1Q (0x8100), vlan 7, p 0, ethertype PPPoE S (0x8864), PPPoE  [ses 0x11] IP6 (0x0057), length 62:
+#   fd00::7.40000 > fd00::10.8080: Flags [S], seq 1000, win 64240, length 0
+QINQ_PPPOE_SYN6 = bytes.fromhex(ETH + "81 00 00 d1  81 00 00 07  88 64" + "11 00 00 11 00 3e 00 57" + SYN6)
+# 02:00:00:00:00:01 > 02:00:00:00:00:02, 802.3, length 48: LLC, dsap SNAP (0xaa) Individual, ssap SNAP
+#   (0xaa) Command, ctrl 0x03: oui Ethernet (0x000000), ethertype IPv4 (0x0800), length 40: 10.244.1.7.40000
+#   > 10.96.0.10.8080: Flags [S], seq 1000, win 64240, length 0
+SNAP_SYN = bytes.fromhex(ETH + "00 30" + "aa aa 03 00 00 00 08 00" + SYN4)
+# (Linux cooked, protocol 0x0004) Out 02:00:00:00:00:01 802.2, length 84: LLC, dsap SNAP (0xaa) Individual,
+#   ssap SNAP (0xaa) Command, ctrl 0x03: oui Ethernet (0x000000), ethertype IPv6 (0x86dd), length 60:
+#   fd00::7.40000 > fd00::10.8080: Flags [S], seq 1000, win 64240, length 0
+SLL_SNAP_SYN6 = bytes.fromhex(
+    "00 04 00 01 00 06 02 00 00 00 00 01 00 00 00 04" + "aa aa 03 00 00 00 86 dd" + SYN6
+)
+
+ENCAP_FRAMES = [  # name, frame, link type, encap column, kind, IP family
+    ("mpls", MPLS_SYN, 1, "mpls", "tcp_syn", 4),
+    ("mpls 2 labels multicast v6", MPLS2_SYN6, 1, "mpls", "tcp_syn", 6),
+    ("vlan mpls 2 labels", VLAN_MPLS2_SYN, 1, "vlan+mpls", "tcp_syn", 4),
+    ("pppoe rst", PPPOE_RST, 1, "pppoe", "tcp_rst", 4),
+    ("qinq pppoe v6", QINQ_PPPOE_SYN6, 1, "vlan+vlan+pppoe", "tcp_syn", 6),
+    ("snap", SNAP_SYN, 1, "snap", "tcp_syn", 4),
+    ("sll llc snap v6", SLL_SNAP_SYN6, 113, "snap", "tcp_syn", 6),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "frame", "linktype", "encap", "kind", "family"), ENCAP_FRAMES, ids=[f[0] for f in ENCAP_FRAMES]
+)
+def test_encapsulations_down_to_tcp(
+    tmp_path: Path, name: str, frame: bytes, linktype: int, encap: str, kind: str, family: int
+) -> None:
+    result = read_capture(write_pcap(tmp_path / "e.pcap", [frame], linktype=linktype))
+    s = result.summary
+    rst = kind == "tcp_rst"
+    assert (s.frames, s.tcp, s.tcp_syn, s.tcp_rst) == (1, 1, int(not rst), int(rst))
+    assert (s.skipped, s.malformed, s.errors) == (0, 0, [])
+    row = result.events.iloc[0]
+    assert (str(row["kind"]), str(row["encap"]), row["family"]) == (kind, encap, family)
+    client, pod = ("fd00::7", "fd00::10") if family == 6 else ("10.244.1.7", "10.96.0.10")
+    if rst:
+        assert (row["src"], row["sport"], row["dst"], row["dport"]) == (pod, 8080, client, 40000)
+        assert (row["ack"], row["tcp_flags"]) == (1001, 0x14)
+    else:
+        assert (row["src"], row["sport"], row["dst"], row["dport"]) == (client, 40000, pod, 8080)
+        assert (row["seq"], row["tcp_flags"]) == (1000, 0x02)
+
+
+def test_encapsulations_that_are_not_ip_are_not_tcp(tmp_path: Path) -> None:
+    frames = [
+        bytes.fromhex(ETH + "88 47" + "00 00 d1 40" + "00 00 00 00" + SYN4),  # GAL (13) + control word
+        bytes.fromhex(ETH + "88 47" + "00 01 00 40" + "00 01 00 40"),  # no bottom of stack before the end
+        bytes.fromhex(ETH + "88 64" + "11 00 00 11 00 2a" + "c0 21" + RST4),  # PPP LCP, not IP
+        bytes.fromhex(ETH + "00 30" + "aa aa 03 00 00 0c 08 00" + SYN4),  # Cisco OUI: 0x0800 is no ethertype
+        bytes.fromhex(ETH + "00 30" + "42 42 03 00 00 00 08 00" + SYN4),  # STP's SAPs, not SNAP
+    ]
+    s = read_capture(write_pcap(tmp_path / "n.pcap", frames)).summary
+    assert (s.frames, s.tcp, s.skipped, s.malformed) == (5, 0, 0, 0)
+
+
+def test_ethernet_padding_after_pppoe_and_802_3_length(tmp_path: Path) -> None:
+    # the PPPoE length and the 802.3 length end the frame: trailing bytes are padding, not payload
+    frames = [
+        bytes.fromhex(ETH + "88 64" + "11 00 00 11 00 2a" + "00 21" + RST4) + b"\xee" * 8,
+        bytes.fromhex(ETH + "00 30" + "aa aa 03 00 00 00 08 00" + SYN4) + b"\xee" * 8,
+    ]
+    ev = read_capture(write_pcap(tmp_path / "p.pcap", frames)).events
+    assert list(ev["payload_len"]) == [0, 0]
+    assert list(ev["encap"].astype(str)) == ["pppoe", "snap"]
+
+
+def _pcap_with_lengths(path: Path, records: list[tuple[bytes, int]]) -> Path:
+    """A pcap file whose records give (captured bytes, length on the wire)."""
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1)]
+    for i, (frame, wire) in enumerate(records):
+        out.append(struct.pack("<IIII", T0 + i, 0, len(frame), wire) + frame)
+    path.write_bytes(b"".join(out))
+    return path
+
+
+# 02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv4 (0x0800), length 54: bad-len 0
+TOTAL_LENGTH_0 = bytes.fromhex(
+    ETH + "08 00" + "45 00 00 00 00 04 00 00 40 06 64 90  0a f4 01 07  0a 60 00 0a"
+    "9c 40 1f 90  00 00 03 e9  00 00 00 00  50 04 00 00  d9 d6 00 00"  # TCP 40000 > 8080 [R] seq 1001
+)
+MALFORMED = [
+    ("ipv4 total length 0", TOTAL_LENGTH_0),
+    # 02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv4 (0x0800), length 54: bad-len 19
+    ("ipv4 total length < header", TOTAL_LENGTH_0[:16] + b"\x00\x13" + TOTAL_LENGTH_0[18:]),
+    # 02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv4 (0x0800), length 54: bad-hlen 16
+    ("ipv4 ihl 4", TOTAL_LENGTH_0[:14] + b"\x44\x00\x00\x28" + TOTAL_LENGTH_0[18:]),
+    # 02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv4 (0x0800), length 54: 10.244.1.7.40000 >
+    #   10.96.0.10.8080:  tcp 4 [bad hdr length 16 - too short, < 20]
+    ("tcp data offset 4", bytes.fromhex(ETH + "08 00" + SYN4)[:46] + b"\x40\x02" + bytes(6)),
+    # 02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv6 (0x86dd), length 74: fd00::7 > fd00::10: [|tcp]
+    #   (payload length 0 and no hop-by-hop jumbo option, next header TCP)
+    ("ipv6 payload length 0", bytes.fromhex(ETH + "86 dd" + SYN6.replace("00 14 06 40", "00 00 06 40"))),
+    # 02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype MPLS unicast (0x8847), length 58: MPLS (label 16,
+    #   tc 0, [S], ttl 64) bad-len 0
+    ("mpls ipv4 total length 0", bytes.fromhex(ETH + "88 47" + "00 01 01 40") + TOTAL_LENGTH_0[14:]),
+]
+
+
+@pytest.mark.parametrize(("name", "frame"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_ip_or_tcp_header_is_not_tcp(tmp_path: Path, name: str, frame: bytes) -> None:
+    result = read_capture(write_pcap(tmp_path / "m.pcap", [bytes.fromhex(ETH + "08 00" + SYN4), frame]))
+    s = result.summary
+    assert (s.frames, s.tcp, s.tcp_syn, s.tcp_rst, s.skipped, s.malformed) == (2, 1, 1, 0, 1, 1)
+    assert len(result.events) == 1
+    assert s.errors == [
+        "1 frame(s) with a malformed IP or TCP header (first: frame 2) not decoded, counted as skipped"
+    ]
+
+
+def test_snaplen_cut_is_not_malformed_and_big_tcp_is_tcp(tmp_path: Path) -> None:
+    syn = bytes.fromhex(ETH + "08 00" + SYN4)
+    # Linux BIG TCP (IPv4): a GSO packet over 64 KiB has total length 0; tcpdump:
+    # 02:00:00:00:00:01 > 02:00:00:00:00:02, ethertype IPv4 (0x0800), length 70054: bad-len 0
+    big = bytearray(TOTAL_LENGTH_0 + b"d" * 70000)
+    big[14 + 33] = 0x11  # FIN/ACK
+    records = [
+        (syn[:20], len(syn)),  # IPv4 header cut by a 20-byte snaplen: not decoded, not damage
+        (syn[:46], len(syn)),  # TCP flags cut off
+        (bytes(big), len(big)),
+        (bytes(big[:54]), len(big)),  # the same, captured with -s 54
+        (TOTAL_LENGTH_0, len(TOTAL_LENGTH_0) + 30),  # length 0 on an 84-byte frame: still malformed
+    ]
+    result = read_capture(_pcap_with_lengths(tmp_path / "c.pcap", records))
+    s = result.summary
+    assert (s.frames, s.tcp, s.tcp_fin, s.skipped, s.malformed) == (5, 2, 2, 1, 1)
+    assert list(result.events["payload_len"]) == [70000, 70000]
+    assert "first: frame 5" in s.errors[0]

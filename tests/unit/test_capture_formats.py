@@ -261,3 +261,20 @@ def test_empty_capture_is_valid(tmp_path: Path) -> None:
     result = read_capture(path)
     assert result.summary.frames == 0 and result.summary.errors == []
     assert len(result.events) == 0 and list(result.events.columns) == list(PACKET_COLUMNS)
+
+
+def test_later_pcapng_section_of_unknown_major_version_ends_the_read(tmp_path: Path) -> None:
+    first = ng_shb() + ng_idb(1) + ng_epb(0, 1, tcp_frame("S"))
+    shb_v2 = ng_block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 2, 0, -1))
+    path = tmp_path / "two.pcapng"
+    path.write_bytes(first + shb_v2 + ng_idb(1) + ng_epb(0, 2, tcp_frame("R")))
+    s = summarize_capture(path)
+    assert (s.frames, s.tcp_syn, s.tcp_rst, s.skipped) == (1, 1, 0, 1)
+    assert s.errors == [
+        f"unsupported pcapng version 2.0 in the section header at byte {len(first)} (only 1.x exists): "
+        "that section and the rest not read"
+    ]
+    # pcapng 1.2 (written by some tools) is read like 1.0
+    v12 = ng_block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 2, -1))
+    path.write_bytes(v12 + ng_idb(1) + ng_epb(0, 1, tcp_frame("S")))
+    assert summarize_capture(path).tcp_syn == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from auditor.cli import main
 from auditor.model.packet import PACKET_COLUMNS
 from auditor.sources.capture import read_capture
 from auditor.sources.eventfile import read_events
-from tests.unit.test_capture_formats import T0, write_pcap
+from tests.unit.test_capture_formats import T0, ng_block, ng_epb, ng_idb, tcp_frame, write_pcap
 
 MAC = "02:00:00:00:00:02"
 
@@ -164,3 +165,21 @@ def test_events_path_does_not_import_pandas(tmp_path: Path) -> None:
     ):
         proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
+
+
+def test_pcapng_of_unknown_major_version_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shb_v2 = ng_block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 2, 0, -1))  # pcapng 2.0
+    bad = tmp_path / "v2.pcapng"
+    bad.write_bytes(shb_v2 + ng_idb(1) + ng_epb(0, 1, tcp_frame("S")))
+    for argv in (
+        ["pcap", "summary", str(bad), "--json"],
+        ["pcap", "events", str(bad), "-o", str(tmp_path / "o.parquet")],
+    ):
+        code, out, err = run(argv, capsys)
+        assert code == 2 and out == ""
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert str(bad) in err and "unsupported pcapng version 2.0" in err and "at byte 0" in err
+        assert "re-capture with tcpdump -w" in err  # what to do
+    assert not (tmp_path / "o.parquet").exists()

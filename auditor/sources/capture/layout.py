@@ -32,11 +32,32 @@ EVENT_DTYPE = np.dtype(
 # kind codes 1..5 in _scan.c, in this order
 KIND_NAMES: tuple[str, ...] = ("tcp_syn", "tcp_synack", "tcp_rst", "tcp_fin", "icmp_unreachable")
 
-# encap nibble codes in _scan.c (outermost first in the packed chain)
-ENCAP_NAMES: dict[int, str] = {1: "vlan", 2: "vxlan", 3: "geneve", 4: "gre", 5: "ipip"}
+# encap nibble codes in _scan.c (outermost first in the packed chain); "mpls" is one label stack
+ENCAP_NAMES: dict[int, str] = {
+    1: "vlan",
+    2: "vxlan",
+    3: "geneve",
+    4: "gre",
+    5: "ipip",
+    6: "mpls",
+    7: "pppoe",
+    8: "snap",
+}
 
-# counters array layout in _scan.c
-C_FRAMES, C_TCP, C_RST, C_SYN, C_FIN, C_UNREACH, C_SKIPPED, C_UNSUPPORTED = range(8)
+# counters array layout in _scan.c (C_MALFORMED_FIRST: the frame number of the first malformed one)
+(
+    C_FRAMES,
+    C_TCP,
+    C_RST,
+    C_SYN,
+    C_FIN,
+    C_UNREACH,
+    C_SKIPPED,
+    C_UNSUPPORTED,
+    C_MALFORMED,
+    C_MALFORMED_FIRST,
+) = range(10)
+N_COUNTERS = 10
 
 # interface table layout in _scan.c (int64 fields per interface)
 IF_LINKTYPE, IF_RES_KIND, IF_RES_EXP, IF_OFFSET_S, IF_FRAMES = range(5)

@@ -17,7 +17,7 @@ from io import BufferedReader
 
 import numpy as np
 
-from auditor.errors import InputError
+from auditor.errors import AuditorError, InputError
 from auditor.sources import _scan  # type: ignore[attr-defined]
 from auditor.sources.capture import layout as L
 from auditor.sources.capture.summary import CaptureSummary
@@ -34,6 +34,10 @@ _PCAP_MAGIC = {  # first four bytes -> (byte order, nanosecond timestamps)
 }
 _NEED_MORE, _OTHER_BLOCK, _CORRUPT = 0, 1, 2
 _HINT = "give a pcap or pcapng file written by tcpdump -w, tshark -w or dumpcap"
+_VERSION_HINT = (
+    "no tool writes another major version: the file is damaged or not a pcapng capture; "
+    "re-capture with tcpdump -w, tshark -w or dumpcap"
+)
 _LINK_HINT = (
     "auditor reads Ethernet, Linux cooked (SLL/SLL2), raw IP, IPv4/IPv6 and BSD loopback captures; "
     "capture with tcpdump -i any or on an Ethernet interface"
@@ -46,7 +50,7 @@ class _State:
 
     path: str
     summary: CaptureSummary
-    counters: np.ndarray = field(default_factory=lambda: np.zeros(8, dtype=np.uint64))
+    counters: np.ndarray = field(default_factory=lambda: np.zeros(L.N_COUNTERS, dtype=np.uint64))
     interfaces: list[str] = field(default_factory=list)  # global interface names, by index
     unsupported: set[str] = field(default_factory=set)
 
@@ -69,6 +73,13 @@ def scan_file(
     """Yield (events, interface names) per chunk; ``events['iface']`` indexes the names list."""
     name = os.fspath(path)
     summary.file = os.path.basename(name)
+    if _scan.COUNTERS != L.N_COUNTERS:  # a stale build of _scan.c (the tests do not rebuild it)
+        raise AuditorError(
+            f"the capture scanner extension is out of date ({_scan.COUNTERS} counters, "
+            f"this code needs {L.N_COUNTERS})",
+            _scan.__file__,
+            "rebuild it: .venv/bin/python setup.py build_ext --inplace (or pip install -e .)",
+        )
     try:
         f = open(name, "rb")  # noqa: SIM115 - closed below, generator
     except OSError as exc:
@@ -94,7 +105,13 @@ def _finish(state: _State) -> None:
     s.frames = int(c[L.C_FRAMES])
     s.tcp, s.tcp_rst, s.tcp_syn, s.tcp_fin = (int(c[i]) for i in (L.C_TCP, L.C_RST, L.C_SYN, L.C_FIN))
     s.icmp_unreachable = int(c[L.C_UNREACH])
-    s.skipped += int(c[L.C_SKIPPED]) + int(c[L.C_UNSUPPORTED])
+    s.malformed = int(c[L.C_MALFORMED])
+    s.skipped += int(c[L.C_SKIPPED]) + int(c[L.C_UNSUPPORTED]) + s.malformed
+    if s.malformed:
+        s.errors.append(
+            f"{s.malformed} frame(s) with a malformed IP or TCP header (first: frame "
+            f"{int(c[L.C_MALFORMED_FIRST])}) not decoded, counted as skipped"
+        )
     decodable = s.frames - int(c[L.C_SKIPPED]) - int(c[L.C_UNSUPPORTED])
     if state.unsupported and decodable == 0:
         kinds = ", ".join(sorted(state.unsupported))
@@ -232,6 +249,26 @@ def _read_idb(body: bytes, sec: _Section, state: _State) -> None:
         state.unsupported.add(f"{L.linktype_name(linktype)} ({linktype})")
 
 
+def _known_version(buf: bytearray, pos: int, blen: int, order: str, base: int, state: _State) -> bool:
+    """Whether the section header at ``pos`` is pcapng 1.x; if not, the file's first section is
+    refused (``InputError``) and a later one ends the read with a message (the sections before it
+    were read)."""
+    if blen < 16:  # no version fields: the block-length check has the last word
+        return True
+    major, minor = struct.unpack_from(order + "HH", buf, pos + 12)
+    if major == 1:
+        return True
+    offset = base + pos
+    what = (
+        f"unsupported pcapng version {major}.{minor} in the section header at byte {offset} (only 1.x exists)"
+    )
+    if offset == 0:
+        raise InputError(what, state.path, _VERSION_HINT)
+    state.summary.errors.append(f"{what}: that section and the rest not read")
+    state.summary.skipped += 1
+    return False
+
+
 def _scan_pcapng(f: BufferedReader, head: bytes, state: _State) -> Iterator[tuple[np.ndarray, list[str]]]:
     win = _Window(f, head, 0)
     pos, frames = 0, 0
@@ -294,6 +331,8 @@ def _scan_pcapng(f: BufferedReader, head: bytes, state: _State) -> Iterator[tupl
         if win.end - pos < blen:
             errors.append(f"truncated block {where} (frame {frames + 1}): file ends mid-block")
             state.summary.skipped += 1
+            break
+        if btype == SHB and not _known_version(win.data, pos, blen, sec.order, win.base, state):
             break
         if btype == IDB and blen >= 20:
             _read_idb(bytes(buf[pos + 8 : pos + blen - 4]), sec, state)

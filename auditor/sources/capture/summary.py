@@ -17,7 +17,8 @@ class CaptureSummary:
     tcp_syn: int = 0  # SYN without ACK
     tcp_fin: int = 0
     icmp_unreachable: int = 0
-    skipped: int = 0  # records that could not be decoded (unsupported link type, damage)
+    skipped: int = 0  # records that could not be decoded (unsupported link type, damage, malformed)
+    malformed: int = 0  # of which: an IP or TCP header contradicting itself or the frame (not decoded)
     link_types: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
