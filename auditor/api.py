@@ -190,6 +190,16 @@ class Audit:
         return out[cols]
 
     @property
+    def consumers(self) -> pd.DataFrame:
+        """Per episode and consumer (kube-proxy of a node, a pod dialing pod IPs, an external address):
+        its new connections, its last one after the deletion, refusals, resets, propagation delay, gap."""
+        c = self.result.consumers
+        if c.empty:
+            return c
+        ep = self.result.episodes[["episode", "rollout", "pod", "ip"]]
+        return _ns_times(c.merge(ep, on="episode", how="left"), ["last_new_ns", "first_refused_ns"])
+
+    @property
     def failures(self) -> pd.DataFrame:
         """Every failed connection with its ``cause``, ``pod`` and ``rollout``."""
         fl = self.result.failures

@@ -11,7 +11,8 @@ import pandas as pd
 from auditor.correlate.attach import attach_episodes
 from auditor.correlate.causes import classify
 from auditor.correlate.client import episode_spans, inputs_window, place_requests, reconcile
-from auditor.correlate.episodes import build_episodes, episode_end_ns
+from auditor.correlate.consumers import build_consumers, failure_consumers, syn_consumers
+from auditor.correlate.episodes import build_episodes, episode_end_ns, strictly_after_ns
 from auditor.correlate.evidence import build_evidence, episode_reasons, evidence_frame
 from auditor.correlate.failures import drop_nat_copies, find_failures
 from auditor.correlate.recommend import Recommendation, RolloutSummary, summarize_rollouts
@@ -24,6 +25,7 @@ from auditor.model.audit import (
     FAILURE_COLUMNS,
     ROLLOUT_FAILURE_CAUSES,
     AuditInputs,
+    ConsumerTimeline,
     Episode,
     Failure,
     NodeEvidence,
@@ -60,6 +62,10 @@ class AuditResult:
     evidence: pd.DataFrame = field(default_factory=pd.DataFrame)  # EVIDENCE_COLUMNS, per (episode, node)
     episode_verdicts: dict[int, tuple[str, list[str]]] = field(default_factory=dict)  # id -> verdict, reasons
     client_failures: pd.DataFrame = field(default_factory=pd.DataFrame)  # placed (correlate.client)
+    consumers: pd.DataFrame = field(default_factory=pd.DataFrame)  # CONSUMER_COLUMNS (correlate.consumers)
+
+    def consumer_records(self) -> Iterator[ConsumerTimeline]:
+        return records(self.consumers, ConsumerTimeline)
 
     def evidence_records(self) -> Iterator[NodeEvidence]:
         return records(self.evidence, NodeEvidence)
@@ -107,8 +113,15 @@ def audit(
         {str(n) for n in (packets["node"].unique() if not packets.empty else [])}
         | ({str(n) for n in dataplane["node"].astype(str).unique()} if dataplane is not None else set())
     )
+    syns = syn_consumers(packets, episodes, getter)
+    failures["consumer_kind"], failures["consumer"] = failure_consumers(failures, syns, packets, getter)
     timelines = build_timelines(episodes, nodes, packets, failures, dataplane, getter)
-    failures["cause"] = classify(failures, episodes, timelines)
+    consumers = (
+        build_consumers(episodes, timelines, syns, failures, strictly_after_ns(episodes))
+        if not episodes.empty
+        else build_consumers(episodes, timelines, syns, failures, pd.Series(dtype="int64"))
+    )
+    failures["cause"] = classify(failures, episodes, timelines, consumers)
     if not failures.empty and not episodes.empty:
         names = episodes.set_index("episode")[["pod", "rollout"]]
         j = names.reindex(failures["episode"].to_numpy())
@@ -123,7 +136,7 @@ def audit(
         episodes, timelines, nodes, packets, failures, dataplane, inputs.coverage, getter
     )
     verdicts = episode_verdicts(episodes, failures, evidence)
-    rollouts = summarize_rollouts(episodes, timelines, failures, options.margin_s, verdicts)
+    rollouts = summarize_rollouts(episodes, timelines, failures, options.margin_s, verdicts, consumers)
     counts = failures["cause"].value_counts()
     causes = {c: int(counts.get(c, 0)) for c in CAUSES}
     verdict, line, rec = _overall(rollouts, causes)
@@ -146,7 +159,7 @@ def audit(
             verdict, line, rec = _overall(rollouts, causes)
     return AuditResult(
         episodes, timelines, failures, rollouts, causes, verdict, line, rec, info, client, recon,
-        evidence_frame(evidence), verdicts, placed,
+        evidence_frame(evidence), verdicts, placed, consumers,
     )  # fmt: skip
 
 
@@ -188,8 +201,11 @@ def _overall(
             line = (
                 hit[0].verdict_line
                 if len(hit) == 1
-                else f"{verdict} in {len(hit)} of {len(rollouts)} rollouts. " + " ".join(r.verdict_line for r in hit)
+                else f"{verdict} in {len(hit)} of {len(rollouts)} rollouts. "
+                + " ".join(r.verdict_line for r in hit)
             )
             return verdict, line, worst.recommendation
-    line = rollouts[0].verdict_line if len(rollouts) == 1 else f"SAFE: all {len(rollouts)} rollouts were safe."
+    line = (
+        rollouts[0].verdict_line if len(rollouts) == 1 else f"SAFE: all {len(rollouts)} rollouts were safe."
+    )
     return Verdict.SAFE, line, worst.recommendation

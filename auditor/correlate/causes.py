@@ -17,7 +17,7 @@ import pandas as pd
 
 from auditor.correlate.columns import as_str_array
 from auditor.correlate.episodes import started_ns
-from auditor.model.audit import CAUSES, MISSING_NS, Cause, FailureKind
+from auditor.model.audit import CAUSES, MISSING_NS, Cause, ConsumerKind, FailureKind
 
 # a refusal answers a SYN sent just before; a rule removal inferred from the last SYN is only
 # known to within one round trip (precise dataplane records: a few ms)
@@ -25,8 +25,18 @@ TOLERANCE_INFERRED_NS = 100_000_000
 TOLERANCE_PRECISE_NS = 10_000_000
 
 
-def classify(failures: pd.DataFrame, episodes: pd.DataFrame, timelines: pd.DataFrame) -> np.ndarray:
-    """Cause for each row of ``failures`` (which carries an ``episode`` column, -1 when none)."""
+def classify(
+    failures: pd.DataFrame,
+    episodes: pd.DataFrame,
+    timelines: pd.DataFrame,
+    consumers: pd.DataFrame | None = None,
+) -> np.ndarray:
+    """Cause for each row of ``failures`` (which carries an ``episode`` column, -1 when none).
+
+    A connection of kube-proxy (service traffic) is judged against its node's rule removal; a connection
+    a pod or an outside address opened to the pod IP itself (``consumer_kind`` pod / external) against
+    that consumer's own last new connection to the pod: it is in that consumer's propagation gap until
+    then, not ``after_removal``."""
     n = len(failures)
     cause = np.full(n, Cause.UNRELATED.value, dtype=object)
     if n == 0:
@@ -50,6 +60,19 @@ def classify(failures: pd.DataFrame, episodes: pd.DataFrame, timelines: pd.DataF
         ep_lower = np.full(n, np.iinfo(np.int64).max, dtype="int64")
         ep_lower[in_ep] = lower_s.reindex(ep[in_ep]).to_numpy(dtype="int64")
         started = in_ep & (t >= ep_lower)
+        if consumers is not None and not consumers.empty and "consumer_kind" in failures:
+            direct = (
+                in_ep & failures["consumer_kind"].isin([ConsumerKind.POD, ConsumerKind.EXTERNAL]).to_numpy()
+            )
+            if direct.any():
+                last = consumers.groupby(["episode", "consumer_kind", "consumer"])["last_new_ns"].max()
+                ckeys = pd.MultiIndex.from_arrays([
+                    ep[direct], failures["consumer_kind"].to_numpy(dtype=object)[direct],
+                    failures["consumer"].to_numpy(dtype=object)[direct],
+                ])  # fmt: skip
+                rule = rule.copy()
+                rule[direct] = last.reindex(ckeys).fillna(MISSING_NS).to_numpy(dtype="int64")
+                tol = np.where(direct, TOLERANCE_INFERRED_NS, tol)
         has_rule = rule != MISSING_NS
         after = has_rule & (t > rule + tol)
         refused = kind == FailureKind.REFUSED

@@ -155,8 +155,18 @@ def started_ns(episodes: pd.DataFrame) -> pd.Series:
     return pd.Series(e["deleted_ns"].to_numpy(dtype="int64") - slack, index=e.index)
 
 
+def strictly_after_ns(episodes: pd.DataFrame) -> pd.Series:
+    """Per episode id: a new connection must follow this to count as routed after the deletion (the
+    deletion itself; a coarse one is truncated to the second, so one second earlier)."""
+    e = episodes.set_index("episode")
+    d = e["deleted_ns"].astype("int64")
+    return d.where(e["deleted_precise"].astype(bool), d - NS)
+
+
 def missing(value: int) -> bool:
     return int(value) == MISSING_NS
 
 
-__all__ = ["EPISODE_COLUMNS", "MISSING_NS", "build_episodes", "episode_end_ns", "missing", "started_ns"]
+__all__ = [
+    "EPISODE_COLUMNS", "MISSING_NS", "build_episodes", "episode_end_ns", "missing", "started_ns", "strictly_after_ns",
+]  # fmt: skip

@@ -21,6 +21,7 @@ class Recommendation:
     max_propagation_delay_s: float | None
     max_drain_s: float | None
     basis: str
+    slowest_consumer: str | None = None  # "<kind> <name>" whose delay the preStop must cover
 
 
 @dataclass
@@ -38,6 +39,9 @@ class RolloutSummary:
     verdict: str = Verdict.SAFE
     verdict_line: str = ""
     reasons: list[str] = field(default_factory=list)  # INCONCLUSIVE: what the evidence lacks
+    # per consumer ("<kind> <name>"): its largest propagation delay (s), refusals and resets
+    consumers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    slowest_consumer: str | None = None
     verdicts: dict[str, int] = field(default_factory=dict)  # episodes (pod IPs) by verdict
 
     def as_dict(self) -> dict[str, Any]:
@@ -54,6 +58,7 @@ def summarize_rollouts(
     failures: pd.DataFrame,
     margin_s: float,
     episode_verdicts: dict[int, tuple[str, list[str]]] | None = None,
+    consumers: pd.DataFrame | None = None,
 ) -> list[RolloutSummary]:
     """Aggregate per rollout with grouped (vectorized) operations, then one small record per rollout.
 
@@ -102,6 +107,7 @@ def summarize_rollouts(
             "failed": int(failed_by_node.get((rollout, node), 0)),
         }
     roll_delay, roll_gap = by_roll["max_delay"].to_dict(), by_roll["max_gap"].to_dict()
+    consumers_by = _consumers_by_rollout(consumers, roll_of)
     reasons_by: dict[str, list[str]] = {}
     verdicts_by: dict[str, dict[str, int]] = {}
     for ep_id, rollout in zip(episodes["episode"].tolist(), episodes["rollout"].tolist(), strict=True):
@@ -114,6 +120,13 @@ def summarize_rollouts(
         rollout = str(rkey)
         causes = {c: int(causes_by.get((rollout, c), 0)) for c in CAUSES}
         max_delay = _opt(roll_delay.get(rollout))
+        by_consumer = consumers_by.get(rollout, {})
+        slowest = max(
+            by_consumer.items(), key=lambda kv: kv[1]["max_propagation_delay_s"] or -1.0, default=None
+        )
+        if slowest is not None and slowest[1]["max_propagation_delay_s"] is not None:
+            # a consumer that dials pod IPs itself can stop later than any node's rules
+            max_delay = max(max_delay or 0.0, slowest[1]["max_propagation_delay_s"])
         max_gap = float(roll_gap.get(rollout, 0.0))
         prestop = _opt(row["prestop"])
         if prestop is None and bool(row["prestop_none"]):
@@ -131,9 +144,43 @@ def summarize_rollouts(
             recommendation=recommend(max_delay, _opt(row["drain"]), margin_s),
             reasons=reasons_by.get(rollout, []),
             verdicts=verdicts_by.get(rollout, {}),
+            consumers=by_consumer,
+            slowest_consumer=slowest[0]
+            if slowest is not None and slowest[1]["max_propagation_delay_s"] is not None
+            else None,
         )
+        if s.slowest_consumer and s.recommendation and s.recommendation.prestop_seconds:
+            d = by_consumer[s.slowest_consumer]["max_propagation_delay_s"]
+            s.recommendation.slowest_consumer = s.slowest_consumer
+            if not s.slowest_consumer.startswith("kube-proxy "):  # the nodes' own delay says the rest
+                s.recommendation.basis += f"; slowest consumer {s.slowest_consumer.split(' ', 1)[1]}, {d:.3f} s"
         s.verdict, s.verdict_line = verdict(s)
         out.append(s)
+    return out
+
+
+def _consumers_by_rollout(
+    consumers: pd.DataFrame | None, roll_of: pd.Series
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per rollout, per consumer (``"<kind> <name>"``): largest delay, nodes, refusals, resets."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    if consumers is None or consumers.empty:
+        return out
+    c = consumers.assign(
+        rollout=roll_of.reindex(consumers["episode"]).to_numpy(),
+        label=consumers["consumer_kind"].astype(str) + " " + consumers["consumer"].astype(str),
+    )
+    for (rollout, label), g in c.groupby(["rollout", "label"], sort=True):
+        d = pd.to_numeric(g["propagation_delay_s"], errors="coerce")
+        out.setdefault(str(rollout), {})[str(label)] = {
+            "kind": str(g["consumer_kind"].iloc[0]),
+            "consumer": str(g["consumer"].iloc[0]),
+            "nodes": sorted(set(g["node"].astype(str))),
+            "max_propagation_delay_s": _opt(d.max()) if d.notna().any() else None,
+            "max_gap_s": float(g["gap_s"].max()),
+            "refused": int(g["refused"].sum()),
+            "resets": int(g["resets"].sum()),
+        }
     return out
 
 
@@ -170,6 +217,10 @@ def verdict(s: RolloutSummary) -> tuple[str, str]:
     delay = s.max_propagation_delay_s
     worst = max(s.nodes.items(), key=lambda kv: kv[1]["max_propagation_delay_s"] or -1.0, default=None)
     where = f" (node {worst[0] or '-'})" if worst is not None and delay is not None else ""
+    if s.slowest_consumer and not s.slowest_consumer.startswith("kube-proxy "):
+        slow = s.consumers[s.slowest_consumer]["max_propagation_delay_s"]
+        if slow is not None and delay is not None and slow >= delay:
+            where = f" (slowest consumer {s.slowest_consumer.split(' ', 1)[1]})"
     terms = f"{s.episodes} termination{'s' if s.episodes != 1 else ''}"
     fix = (
         f"set preStop sleep >= {rec.prestop_seconds} s and terminationGracePeriodSeconds >= "

@@ -52,6 +52,14 @@ class FailureKind(StrEnum):
     UNREACHABLE = "unreachable"  # an ICMP destination unreachable quoting the connection
 
 
+class ConsumerKind(StrEnum):
+    """Who opened the connections to an endpoint (see :mod:`auditor.correlate.consumers`)."""
+
+    KUBE_PROXY = "kube-proxy"  # a node's service rules (the consumer's name is the node)
+    POD = "pod"  # a pod dialing pod IPs itself: an ingress, a proxy, a sidecar (name: namespace/pod)
+    EXTERNAL = "external"  # an address outside the pod network: a load balancer, a node-local proxy
+
+
 class Verdict(StrEnum):
     """GAP: failures attributed to terminations (or a preStop shorter than a measured delay); SAFE: every
     termination covered by evidence and none failed; INCONCLUSIVE: the inputs cannot tell (with reasons)."""
@@ -134,6 +142,26 @@ class Failure:
     cause: str = Cause.UNRELATED
     pod: str = ""
     rollout: str = ""
+    consumer_kind: str = ""  # a ConsumerKind value; "" outside any episode
+    consumer: str = ""  # the node (kube-proxy), namespace/pod, or the address (external)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerTimeline:
+    """One consumer of one terminating endpoint, as one node saw it. Field order is the column order."""
+
+    episode: int
+    consumer_kind: str  # a ConsumerKind value
+    consumer: str
+    node: str  # where its connections were seen
+    new_connections: int  # SYNs to the pod in the episode window
+    last_new_ns: int  # its last new connection to the pod after the deletion (MISSING_NS: none)
+    first_refused_ns: int
+    refused: int
+    resets: int  # its established connections reset by the pod
+    propagation_delay_s: float  # last new connection - deletion; NaN when none after the deletion
+    propagation_delay_precise: bool
+    gap_s: float  # last new connection - the pod's listener close, >= 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,12 +207,13 @@ def _columns(cls: type) -> tuple[str, ...]:
 
 EPISODE_COLUMNS: tuple[str, ...] = _columns(Episode)
 EVIDENCE_COLUMNS: tuple[str, ...] = _columns(NodeEvidence)
+CONSUMER_COLUMNS: tuple[str, ...] = _columns(ConsumerTimeline)
 TIMELINE_COLUMNS: tuple[str, ...] = _columns(NodeTimeline)
 FAILURE_COLUMNS: tuple[str, ...] = _columns(Failure)
 # the packet-derived part of a failure row (find_failures); the engine adds the rest
 FAILURE_PACKET_COLUMNS: tuple[str, ...] = FAILURE_COLUMNS[: FAILURE_COLUMNS.index("server_is_pod")]
 
-R = TypeVar("R", Episode, NodeTimeline, Failure, NodeEvidence)
+R = TypeVar("R", Episode, NodeTimeline, Failure, NodeEvidence, ConsumerTimeline)
 
 
 def records(table: pd.DataFrame, cls: type[R]) -> Iterator[R]:

@@ -2,8 +2,10 @@
 
 Top-level keys: ``verdict`` (GAP, SAFE or INCONCLUSIVE), ``verdict_line``, ``verdict_reasons`` (what an
 INCONCLUSIVE verdict lacks), ``exit_code`` (of ``--fail-on-gap``), ``recommendation``, ``causes``,
-``nodes`` (per-node gaps), ``rollouts``, ``episodes`` (each with its verdict and reasons, its per-node
-timeline and ``evidence``: per node what was recorded and seen), ``client``, ``reconciliation``,
+``nodes`` (per-node gaps), ``rollouts`` (with ``consumers`` and the ``slowest_consumer``), ``episodes``
+(each with its verdict and reasons, its per-node timeline, ``evidence``: per node what was recorded and
+seen, and ``consumers``: kube-proxy of a node, a pod dialing pod IPs, an external address, each with its
+last new connection, refusals and propagation delay), ``client``, ``reconciliation``,
 ``inputs`` (what was read, and counts of anything unparsed or unmatched) and ``precision`` (which times
 are precise).
 Times are RFC 3339 UTC strings with nanoseconds; durations are seconds (float).
@@ -75,9 +77,26 @@ def _evidence(res: AuditResult) -> dict[int, list[dict[str, Any]]]:
     return out
 
 
+def _consumers(res: AuditResult) -> dict[int, list[dict[str, Any]]]:
+    """Per episode, who opened connections to the pod and when each stopped (correlate.consumers)."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    if res.consumers.empty:
+        return out
+    for r in res.consumer_records():
+        out.setdefault(r.episode, []).append({
+            "kind": r.consumer_kind, "consumer": r.consumer, "node": r.node,
+            "new_connections": r.new_connections, "last_new_connection": iso(r.last_new_ns),
+            "first_refused": iso(r.first_refused_ns), "refused": r.refused, "resets": r.resets,
+            "propagation_delay_s": _num(r.propagation_delay_s),
+            "propagation_delay_precise": r.propagation_delay_precise, "gap_s": _num(r.gap_s),
+        })  # fmt: skip
+    return out
+
+
 def build_document(res: AuditResult) -> dict[str, Any]:
     episodes = []
     evidence = _evidence(res)
+    consumers = _consumers(res)
     tl = res.timelines
     fl = res.failures
     for ep in res.episodes.itertuples(index=False):
@@ -124,6 +143,7 @@ def build_document(res: AuditResult) -> dict[str, Any]:
                 "reasons": res.episode_verdicts.get(int(str(ep.episode)), ("", []))[1],
                 "nodes": nodes,
                 "evidence": evidence.get(int(str(ep.episode)), []),
+                "consumers": consumers.get(int(str(ep.episode)), []),
             }
         )
     nodes_summary = []

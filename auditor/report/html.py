@@ -107,6 +107,15 @@ def write_report(res: AuditResult, doc: dict[str, Any], path: str | Path) -> lis
     for r in _episode_rows(doc):
         parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>")
     parts.append("</table>")
+    for rollout in doc["rollouts"]:
+        if rollout.get("consumers"):
+            parts.append(f"<h2>Consumers of {esc(rollout['rollout'])}</h2><table><tr><th>kind</th><th>consumer</th>"
+                         "<th>nodes</th><th>max delay s</th><th>max gap s</th><th>refused</th><th>resets</th></tr>")  # fmt: skip
+            for c in rollout["consumers"].values():
+                cells = (c["kind"], c["consumer"], ",".join(c["nodes"]), c["max_propagation_delay_s"],
+                         c["max_gap_s"], c["refused"], c["resets"])  # fmt: skip
+                parts.append("<tr>" + "".join(f"<td>{esc(str(x))}</td>" for x in cells) + "</tr>")
+            parts.append("</table>")
     for title, png in figs:
         b64 = base64.b64encode(png).decode()
         parts.append(f"<h2>{esc(title)}</h2><img alt='{esc(title)}' src='data:image/png;base64,{b64}'>")

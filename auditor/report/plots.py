@@ -106,7 +106,9 @@ def plot_delay_distribution(res: AuditResult) -> Figure:
         ax.text(0.5, 0.5, "no propagation delay measured", ha="center", va="center")
         return fig
     groups = [(str(n) or "-", pd.to_numeric(g["propagation_delay_s"])) for n, g in tl.groupby("node")]
-    ax.boxplot([g.to_numpy() for _, g in groups], tick_labels=[n for n, _ in groups], orientation="horizontal")
+    ax.boxplot(
+        [g.to_numpy() for _, g in groups], tick_labels=[n for n, _ in groups], orientation="horizontal"
+    )
     ax.set_xlabel("propagation delay (s)")
     ax.set_title("propagation delay per node")
     return fig

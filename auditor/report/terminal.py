@@ -71,6 +71,18 @@ def render_terminal(doc: dict[str, Any], console: Console | None = None) -> None
                 _s(n["max_gap_s"]),
             )
         con.print(nodes)
+    for rollout in doc["rollouts"]:
+        consumers = rollout.get("consumers") or {}
+        if not consumers:
+            continue
+        table = Table(title=f"consumers of {rollout['rollout']} (deletion -> last new connection to the pod)",
+                      title_justify="left")  # fmt: skip
+        for col in ("kind", "consumer", "nodes", "max delay s", "max gap s", "refused", "resets"):
+            table.add_column(col, justify="right" if col.endswith(("s", "refused")) else "left")
+        for c in consumers.values():
+            table.add_row(c["kind"], c["consumer"], ",".join(c["nodes"]), _s(c["max_propagation_delay_s"]),
+                          _s(c["max_gap_s"]), str(c["refused"]), str(c["resets"]))  # fmt: skip
+        con.print(table)
     rec = doc["recommendation"]
     if rec and rec.get("prestop_seconds"):
         con.print(
@@ -85,6 +97,13 @@ def render_terminal(doc: dict[str, Any], console: Console | None = None) -> None
             f"{recon['node_refused']} refused and {recon['node_reset']} reset to terminations "
             f"({recon['node_unrelated']} other failures are unrelated, e.g. probes of pods not yet listening)"
         )
+        placed = recon.get("placed")
+        if placed:
+            con.print(
+                f"  client failures on the timeline: {placed['matched']} matched to node failures, "
+                f"{placed['unexplained']} unexplained inside terminations, {placed['outside_terminations']} "
+                "outside any termination"
+            )
         for note in recon["notes"]:
             con.print(f"  note: {note}")
     con.print("times: HH:MM:SS.mmm UTC are precise; ~HH:MM:SS are Kubernetes object times (1 s resolution)")
