@@ -133,7 +133,7 @@ def audit(
     failures = failures[list(FAILURE_COLUMNS)]
 
     evidence = build_evidence(
-        episodes, timelines, nodes, packets, failures, dataplane, inputs.coverage, getter
+        episodes, timelines, nodes, packets, failures, dataplane, inputs.coverage, getter, syns
     )
     verdicts = episode_verdicts(episodes, failures, evidence)
     rollouts = summarize_rollouts(episodes, timelines, failures, options.margin_s, verdicts, consumers)

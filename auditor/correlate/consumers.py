@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from auditor.correlate.attach import attach_episodes
-from auditor.correlate.columns import KindView, as_str_array, codes_in, distinct, row_hash
+from auditor.correlate.columns import KindView, as_category, as_str_array, codes_in, distinct, row_hash
 from auditor.enrich.protocols import PodGetter
 from auditor.model.audit import CONSUMER_COLUMNS, MISSING_NS, ConsumerKind, FailureKind
 from auditor.model.packet import EventKind
@@ -33,7 +33,8 @@ PAIR_WINDOW_NS = NS  # a live client-side refusal and the server's socketless RS
 
 
 def syn_consumers(packets: pd.DataFrame, episodes: pd.DataFrame, pods: PodGetter) -> pd.DataFrame:
-    """Every SYN to a pod of an episode, with its consumer: columns t, node, src, sport, episode, kind, name."""
+    """Every SYN to a pod of an episode, with its consumer: columns t, node, src, sport, episode, kind, name
+    (text columns categorical: a node sees few distinct sources and consumers)."""
     empty = pd.DataFrame({c: [] for c in ("t", "node", "src", "sport", "episode", "kind", "name")})
     if packets.empty or episodes.empty:
         return empty
@@ -42,42 +43,55 @@ def syn_consumers(packets: pd.DataFrame, episodes: pd.DataFrame, pods: PodGetter
         return empty
     t = packets["time"][syn].to_numpy(dtype="datetime64[ns]").astype("int64")
     ep = attach_episodes(t, packets["dst"][syn], episodes, pods)
-    addr = distinct(packets["src"][syn], packets["node"][syn])
-    key = row_hash(
-        codes_in(packets["node"][syn], addr), codes_in(packets["src"][syn], addr),
-        packets["sport"].to_numpy()[syn], packets["seq"].to_numpy()[syn],
-    )  # fmt: skip
-    pre_dnat = pd.Series(key[ep < 0])  # the same SYN seen before DNAT, to a Service address
+    node, src = as_category(packets["node"][syn]), as_category(packets["src"][syn])
+    sport = packets["sport"].to_numpy()[syn]
+    key = row_hash(np.asarray(node.codes), np.asarray(src.codes), sport, packets["seq"].to_numpy()[syn])
     hit = ep >= 0
-    translated = pd.Series(key[hit]).isin(pre_dnat).to_numpy()
-    out = pd.DataFrame({
-        "t": t[hit], "node": as_str_array(packets["node"][syn])[hit], "src": as_str_array(packets["src"][syn])[hit],
-        "sport": packets["sport"].to_numpy()[syn][hit].astype("int64"), "episode": ep[hit],
+    # the same SYN seen before DNAT, to a Service address: kube-proxy of this node translated it
+    translated = pd.Series(key[hit]).isin(pd.Series(key[~hit])).to_numpy()
+    node, src = node[hit], src[hit]
+    kind, name = _classify(src, node, translated, t[hit], pods)
+    return pd.DataFrame({
+        "t": t[hit], "node": node, "src": src, "sport": sport[hit].astype("int64"), "episode": ep[hit],
+        "kind": kind, "name": name,
     })  # fmt: skip
-    kind, name = _classify(out["src"].to_numpy(dtype=object), out["t"].to_numpy(), out["node"].to_numpy(dtype=object),
-                           translated, pods)  # fmt: skip
-    return out.assign(kind=kind, name=name)
 
 
 def _classify(
-    src: np.ndarray, t: np.ndarray, node: np.ndarray, translated: np.ndarray, pods: PodGetter
-) -> tuple[np.ndarray, np.ndarray]:
+    src: pd.Categorical, node: pd.Categorical, translated: np.ndarray, t: np.ndarray, pods: PodGetter
+) -> tuple[pd.Categorical, pd.Categorical]:
     """(kind, name) per row: kube-proxy of the node when translated, else the pod holding the source
-    address, else external."""
-    kind = np.full(len(src), ConsumerKind.EXTERNAL.value, dtype=object)
-    name = src.astype(object).copy()
-    kind[translated] = ConsumerKind.KUBE_PROXY.value
-    name[translated] = node[translated]
-    rest = np.flatnonzero(~translated)
-    if len(rest):
-        frame = pd.DataFrame({"src": src[rest], "t": t[rest], "row": rest})
-        for ip, g in frame.groupby("src", sort=False):
-            ref = pods.pod_by_ip(str(ip), int(g["t"].max()))
-            if ref is not None:
-                rows = g["row"].to_numpy()
-                kind[rows] = ConsumerKind.POD.value
-                name[rows] = f"{ref.namespace}/{ref.name}"
-    return kind, name
+    address (looked up once per address), else external. Categorical in, categorical out."""
+    src_codes, node_codes = np.asarray(src.codes, dtype="int64"), np.asarray(node.codes, dtype="int64")
+    src_names = np.asarray(src.categories.astype(str), dtype=object)
+    node_names = np.asarray(node.categories.astype(str), dtype=object)
+    labels: dict[tuple[str, str], int] = {}
+    row_label = np.full(len(src_codes), -1, dtype="int64")
+
+    def label(kind: str, name: str) -> int:
+        return labels.setdefault((kind, name), len(labels))
+
+    if translated.any():
+        for code in np.unique(node_codes[translated]).tolist():
+            row_label[translated & (node_codes == code)] = label(ConsumerKind.KUBE_PROXY, str(node_names[code]))
+    direct = ~translated
+    if direct.any():
+        codes = src_codes[direct]
+        last_t = pd.Series(t[direct]).groupby(codes).max()
+        rows = np.flatnonzero(direct)
+        for code, when in zip(last_t.index.tolist(), last_t.tolist(), strict=True):
+            ip = str(src_names[code])
+            ref = pods.pod_by_ip(ip, int(when))
+            lab = label(ConsumerKind.POD, f"{ref.namespace}/{ref.name}") if ref else label(ConsumerKind.EXTERNAL, ip)
+            row_label[rows[codes == code]] = lab
+    return _categorical([k for k, _ in labels], row_label), _categorical([n for _, n in labels], row_label)
+
+
+def _categorical(values: list[str], codes: np.ndarray) -> pd.Categorical:
+    """``values[codes]`` as a Categorical, without a per-row text array."""
+    cats = pd.Index(sorted(set(values)), dtype=object)
+    code_of = np.asarray(cats.get_indexer(pd.Index(values, dtype=object)), dtype="int64")
+    return pd.Categorical.from_codes(code_of[codes] if len(codes) else codes, categories=cats)
 
 
 def failure_consumers(
@@ -99,19 +113,21 @@ def failure_consumers(
     client = as_str_array(failures["client_ip"])
     cport = failures["client_port"].to_numpy(dtype="int64")
     t = failures["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
+    via_service: set[tuple[str, str]] = set()
     if not syns.empty:
-        conns = syns.drop_duplicates(["node", "src", "sport"], keep="last")
-        left = pd.DataFrame({"node": node, "src": client, "sport": cport, "row": np.arange(n)}).loc[ep >= 0]
-        m = left.merge(
-            conns[["node", "src", "sport", "kind", "name"]], on=["node", "src", "sport"], how="inner"
-        )
-        rows = m["row"].to_numpy(dtype="int64")
-        kind[rows] = m["kind"].to_numpy(dtype=object)
-        name[rows] = m["name"].to_numpy(dtype=object)
+        nodes = distinct(syns["node"], failures["node"])
+        addrs = distinct(syns["src"], failures["client_ip"])
+        syn_key = row_hash(codes_in(syns["node"], nodes), codes_in(syns["src"], addrs), syns["sport"].to_numpy())
+        fail_key = row_hash(codes_in(failures["node"], nodes), codes_in(failures["client_ip"], addrs), cport)
+        last = pd.Series(np.arange(len(syns)), index=syn_key)
+        last = last[~last.index.duplicated(keep="last")]
+        pos = last.reindex(fail_key).to_numpy(dtype="float64")
+        hit = (ep >= 0) & ~np.isnan(pos)
+        rows = pos[hit].astype("int64")
+        kind[hit] = np.asarray(syns["kind"].astype(str), dtype=object)[rows]
+        name[hit] = np.asarray(syns["name"].astype(str), dtype=object)[rows]
         proxied = syns.loc[syns["kind"] == ConsumerKind.KUBE_PROXY, ["node", "src"]].drop_duplicates()
-        via_service: set[tuple[str, str]] = set(zip(proxied["node"], proxied["src"], strict=True))
-    else:
-        via_service = set()
+        via_service = {(str(a), str(b)) for a, b in zip(proxied["node"], proxied["src"], strict=True)}
     live_dst = _live_destinations(failures, packets)
     todo = np.flatnonzero((ep >= 0) & (kind == ""))
     if len(todo):
@@ -120,8 +136,11 @@ def failure_consumers(
             live_dst[int(i)] != server[i] if int(i) in live_dst else (node[i], client[i]) in via_service
             for i in todo
         ], dtype=bool)  # fmt: skip
-        kinds, names = _classify(client[todo], t[todo], node[todo], translated, pods)
-        kind[todo], name[todo] = kinds, names
+        kinds, names = _classify(
+            pd.Categorical(client[todo]), pd.Categorical(node[todo]), translated, t[todo], pods
+        )
+        kind[todo] = np.asarray(kinds.astype(str), dtype=object)
+        name[todo] = np.asarray(names.astype(str), dtype=object)
     return kind, name
 
 

@@ -29,11 +29,10 @@ import numpy as np
 import pandas as pd
 
 from auditor.correlate.attach import attach_episodes
-from auditor.correlate.columns import KindView, as_str_array
+from auditor.correlate.columns import as_category
 from auditor.enrich.protocols import PodGetter
 from auditor.model.audit import EVIDENCE_COLUMNS, MISSING_NS, Coverage, FailureKind, NodeEvidence
 from auditor.model.kube import format_time_ns
-from auditor.model.packet import EventKind
 
 NS = 1_000_000_000
 LEAD_NS = NS  # the recording must start this long before the deletion
@@ -47,11 +46,13 @@ def derived_coverage(packets: pd.DataFrame, explicit: Sequence[Coverage]) -> lis
     if packets.empty:
         return out
     t = packets["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
-    nodes = as_str_array(packets["node"])
-    frame = pd.DataFrame({"node": nodes, "t": t})
-    for node, g in frame.groupby("node", sort=True):
-        if str(node) not in known:
-            out.append(Coverage(str(node), "events", int(g["t"].min()), int(g["t"].max())))
+    nodes = as_category(packets["node"])
+    frame = pd.DataFrame({"code": np.asarray(nodes.codes, dtype="int64"), "t": t})
+    span = frame.groupby("code", sort=True)["t"].agg(["min", "max"])
+    names = np.asarray(nodes.categories.astype(str), dtype=object)
+    for code, lo, hi in zip(span.index.tolist(), span["min"].tolist(), span["max"].tolist(), strict=True):
+        if code >= 0 and str(names[code]) not in known:
+            out.append(Coverage(str(names[code]), "events", int(lo), int(hi)))
     return out
 
 
@@ -64,6 +65,7 @@ def build_evidence(
     dataplane: pd.DataFrame | None,
     coverage: Sequence[Coverage],
     pods: PodGetter,
+    syns: pd.DataFrame,
 ) -> dict[int, list[NodeEvidence]]:
     """Per episode id, one :class:`NodeEvidence` per node (every node with input)."""
     spans = derived_coverage(packets, coverage)
@@ -71,7 +73,7 @@ def build_evidence(
     out: dict[int, list[NodeEvidence]] = {}
     if episodes.empty or not all_nodes:
         return out
-    connections = _connections(episodes, packets, failures, pods)
+    connections = _connections(syns, failures)
     rules = _rule_records(episodes, dataplane, pods)
     timeline: dict[tuple[int, str], tuple[int, str, bool]] = {}
     if not timelines.empty:
@@ -149,31 +151,30 @@ def _best_span(merged: list[tuple[int, int]], start: int, end: int) -> tuple[int
     return best
 
 
-def _connections(
-    episodes: pd.DataFrame, packets: pd.DataFrame, failures: pd.DataFrame, pods: PodGetter
-) -> dict[tuple[int, str], int]:
-    """New connections to each episode's pod per node: SYNs to it (captures) and refusals by it."""
+def _connections(syns: pd.DataFrame, failures: pd.DataFrame) -> dict[tuple[int, str], int]:
+    """New connections to each episode's pod per node: SYNs to it (captures; ``syns`` from
+    :func:`auditor.correlate.consumers.syn_consumers`) and refusals by it (any source)."""
     out: dict[tuple[int, str], int] = {}
-    if not packets.empty:
-        syn = KindView(packets["kind"]).eq(EventKind.TCP_SYN)
-        if syn.any():
-            t = packets["time"][syn].to_numpy(dtype="datetime64[ns]").astype("int64")
-            ep = attach_episodes(t, packets["dst"][syn], episodes, pods)
-            hit = ep >= 0
-            _count(out, ep[hit], as_str_array(packets["node"][syn])[hit])
+    if not syns.empty:
+        node = syns["node"]
+        _count(out, syns["episode"].to_numpy(dtype="int64"), as_category(node))
     if not failures.empty:
         ref = failures.loc[(failures["failure"] == FailureKind.REFUSED) & (failures["episode"] >= 0)]
-        _count(out, ref["episode"].to_numpy(dtype="int64"), as_str_array(ref["node"]))
+        _count(out, ref["episode"].to_numpy(dtype="int64"), as_category(ref["node"]))
     return out
 
 
-def _count(out: dict[tuple[int, str], int], episodes: np.ndarray, nodes: np.ndarray) -> None:
-    """Add the number of rows per (episode, node) to ``out``."""
+def _count(out: dict[tuple[int, str], int], episodes: np.ndarray, nodes: np.ndarray | pd.Categorical) -> None:
+    """Add the number of rows per (episode, node) to ``out`` (grouped on integer codes)."""
     if len(episodes) == 0:
         return
-    keys, counts = np.unique(np.rec.fromarrays([episodes, nodes.astype(str)]), return_counts=True)
+    cat = nodes if isinstance(nodes, pd.Categorical) else pd.Categorical(np.asarray(nodes, dtype=object))
+    codes = np.asarray(cat.codes, dtype="int64")
+    width = max(1, len(cat.categories))
+    keys, counts = np.unique(np.asarray(episodes, dtype="int64") * width + codes, return_counts=True)
+    names = np.asarray(cat.categories.astype(str), dtype=object)
     for key, n in zip(keys.tolist(), counts.tolist(), strict=True):
-        k = (int(key[0]), str(key[1]))
+        k = (int(key // width), str(names[key % width]))
         out[k] = out.get(k, 0) + int(n)
 
 

@@ -168,18 +168,25 @@ def _consumers_by_rollout(
         return out
     c = consumers.assign(
         rollout=roll_of.reindex(consumers["episode"]).to_numpy(),
-        label=consumers["consumer_kind"].astype(str) + " " + consumers["consumer"].astype(str),
+        delay=pd.to_numeric(consumers["propagation_delay_s"], errors="coerce"),
     )
-    for (rollout, label), g in c.groupby(["rollout", "label"], sort=True):
-        d = pd.to_numeric(g["propagation_delay_s"], errors="coerce")
-        out.setdefault(str(rollout), {})[str(label)] = {
-            "kind": str(g["consumer_kind"].iloc[0]),
-            "consumer": str(g["consumer"].iloc[0]),
-            "nodes": sorted(set(g["node"].astype(str))),
-            "max_propagation_delay_s": _opt(d.max()) if d.notna().any() else None,
-            "max_gap_s": float(g["gap_s"].max()),
-            "refused": int(g["refused"].sum()),
-            "resets": int(g["resets"].sum()),
+    agg = c.groupby(["rollout", "consumer_kind", "consumer"], sort=True).agg(
+        delay=("delay", "max"), gap=("gap_s", "max"), refused=("refused", "sum"), resets=("resets", "sum"),
+        nodes=("node", lambda v: sorted(set(map(str, v)))),
+    )  # fmt: skip
+    for key, delay, gap, refused, resets, nodes in zip(
+        agg.index, agg["delay"].tolist(), agg["gap"].tolist(), agg["refused"].tolist(), agg["resets"].tolist(),
+        agg["nodes"].tolist(), strict=True,
+    ):  # fmt: skip
+        rollout, kind, name = cast(tuple[str, str, str], key)
+        out.setdefault(str(rollout), {})[f"{kind} {name}"] = {
+            "kind": str(kind),
+            "consumer": str(name),
+            "nodes": list(nodes),
+            "max_propagation_delay_s": _opt(delay),
+            "max_gap_s": float(gap),
+            "refused": int(refused),
+            "resets": int(resets),
         }
     return out
 
