@@ -52,6 +52,8 @@ class EpisodeReport:
     max_gap_s: float = 0.0
     node_delays: dict[str, float] = field(default_factory=dict)
     node_gaps: dict[str, float] = field(default_factory=dict)
+    # per consumer (kube-proxy of a node, a pod dialing pod IPs, an external address): (kind, name, delay s)
+    consumer_delays: list[tuple[str, str, float]] = field(default_factory=list)
     packets: int = 0
     line: str = ""
     reasons: list[str] = field(default_factory=list)  # INCONCLUSIVE: what the evidence lacks
@@ -63,6 +65,7 @@ class EpisodeReport:
             "failures": [{"failure": f, "cause": c, "count": n} for (f, c), n in sorted(self.failures.items())],
             "max_propagation_delay_s": self.max_propagation_delay_s, "max_gap_s": self.max_gap_s,
             "node_delays": self.node_delays, "packets": self.packets, "line": self.line,
+            "consumers": [{"kind": k, "consumer": c, "propagation_delay_s": d} for k, c, d in self.consumer_delays],
             "reasons": self.reasons,
         }  # fmt: skip
 
@@ -217,6 +220,10 @@ class LiveCorrelator:
                     report.node_delays[node] = float(row["max_propagation_delay_s"])
                 report.node_gaps[node] = float(row.get("max_gap_s") or 0.0)
         report.reasons = [r for _, why in res.episode_verdicts.values() for r in why]
+        for r in res.rollouts:
+            for c in r.consumers.values():
+                if c["max_propagation_delay_s"] is not None:
+                    report.consumer_delays.append((c["kind"], c["consumer"], float(c["max_propagation_delay_s"])))
         report.line = format_episode_line(report)
         return report
 
