@@ -14,6 +14,13 @@ through a queue bounded in batches and rows, to the event log and the live windo
 Memory: those bounds keep it flat; above ``rss_limit_mb`` the window also sheds its oldest half
 (counted in ``window_evicted_packets``), since the kernel ring buffer, not the agent, is the place to
 absorb a storm.
+
+Restarted by the kubelet (after a crash, an OOM kill, an upgrade) on the same ``log_dir``, the agent
+continues the log (:mod:`auditor.sinks.eventlog`): leftovers settled, files it appends to cut back to
+their last whole line, new segments after the old ones, and the previous runs of ``agent-<node>.json``
+(when each ran, whether it ended cleanly) kept in its ``previous_runs``: the agent was down from one
+run's ``updated_at`` to the next one's ``started_at``.
+``/logs`` is served to whom ``logs_auth`` and the reviewer allow (:mod:`auditor.sinks.logauth`).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from auditor.agent.frames import as_packet_frame, kind_counts
 from auditor.agent.inputs import DataplaneInput, KubeInput
 from auditor.agent.memory import release_unused, rss_bytes
 from auditor.agent.sources import PacketSource
+from auditor.model.access import node_proxy_permission
 from auditor.model.kube import format_time_ns
 from auditor.model.logfiles import (
     dataplane_name,
@@ -44,12 +52,14 @@ from auditor.model.logfiles import (
     segment_stamp,
     summary_name,
 )
-from auditor.sinks.eventlog import EventLog
+from auditor.sinks.eventlog import EventLog, seal_line_file
+from auditor.sinks.logauth import AccessReviewer, LogsAccess
 from auditor.sinks.metrics import AgentMetrics, MetricsServer
 
 log = logging.getLogger("auditor.agent")
 
 _STOP = object()
+PREVIOUS_RUNS_KEPT = 50  # runs remembered in agent-<node>.json (a crash loop must not grow it forever)
 
 
 @dataclass
@@ -73,6 +83,7 @@ class AgentConfig:
     dataplane_netns: str | None = None  # the rules' network namespace (name or path); None: our own
     clock_resync_s: float = 60.0  # re-measure the kernel -> wall clock offsets this often (NTP); 0: never
     clock_drift_log_ms: float = 1.0  # log a resync whose correction exceeds this
+    logs_auth: bool = True  # /logs only to bearer tokens the API server allows; False only for labs
     extra: dict[str, Any] = field(default_factory=dict)  # copied into the summary
 
 
@@ -86,6 +97,7 @@ class Agent:
         kube_client: Any = None,
         metrics: AgentMetrics | None = None,
         on_episode: Callable[[EpisodeReport], None] | None = None,
+        log_reviewer: AccessReviewer | None = None,
     ) -> None:
         self.config = config
         self.sources = sources
@@ -100,9 +112,22 @@ class Agent:
         self.correlator.lost_total = lambda: sum(self.lost().values())
         stamp = segment_stamp(self.started_ns / 1e9)
         self.dir = Path(config.log_dir)
+        permission = node_proxy_permission(config.node)  # what a reader of /logs must hold
+        self.log_access = LogsAccess(log_reviewer, permission, enabled=config.logs_auth)
         self.eventlog = EventLog(
             self.dir, config.node, config.log_format, config.rotate_bytes, config.rotate_seconds
         )
+        self.summary_path = self.dir / summary_name(config.node)
+        self.episodes_path = self.dir / episodes_name(config.node)
+        self.previous_runs = previous_runs(self.summary_path)
+        # files this run appends to: a crash may have left them ending mid-line
+        appended = [self.episodes_path, self.dir / kube_stream_name(config.node, stamp),
+                    self.dir / dataplane_name(config.node, stamp)]  # fmt: skip
+        cut = {p.name: n for p in appended if (n := seal_line_file(p))}
+        self.recovery = {"removed": self.eventlog.recovered, "cut_bytes": cut}
+        if self.eventlog.recovered or cut:
+            log.warning("log directory recovered after an unclean stop: %d leftover file(s) removed, "
+                        "half-written lines cut %s", self.eventlog.recovered, cut or "none")  # fmt: skip
         self.kube = (
             KubeInput(kube_client, self.dir / kube_stream_name(config.node, stamp), self.correlator)
             if kube_client is not None
@@ -118,8 +143,6 @@ class Agent:
                 self.correlator,
                 netns=config.dataplane_netns,
             )
-        self.summary_path = self.dir / summary_name(config.node)
-        self.episodes_path = self.dir / episodes_name(config.node)
         self._queue = BatchQueue(config.queue_batches, config.queue_rows)
         self._lock = threading.Lock()
         self.received: Counter[str] = Counter()
@@ -143,8 +166,9 @@ class Agent:
 
         if self.config.metrics_addr:
             self._server = MetricsServer(
-                self.metrics, self.config.metrics_addr, self.health, log_dir=self.dir
-            ).start()  # /logs: read by `auditor collect`
+                self.metrics, self.config.metrics_addr, self.health,
+                log_dir=self.dir, log_access=self.log_access,
+            ).start()  # /logs: read by `auditor collect`, checked by self.log_access  # fmt: skip
         started: list[PacketSource] = []
         try:
             for src in self.sources:
@@ -409,6 +433,9 @@ class Agent:
             "dataplane": self.dataplane.notes() if self.dataplane is not None else self.dataplane_note,
             "sources": {s.name: _safe_notes(s) for s in self.sources},
             "source_errors": dict(self._source_errors),
+            "logs_auth": self.log_access.mode,
+            "recovery": self.recovery,
+            "previous_runs": self.previous_runs,
             **self.config.extra,
         }
 
@@ -427,6 +454,28 @@ class Agent:
     @property
     def clean(self) -> bool:
         return self._clean
+
+
+def previous_runs(summary_path: Path) -> list[dict[str, Any]]:
+    """The runs an ``agent-<node>.json`` left by earlier agents on this directory records, oldest first
+    (its own run last), at most :data:`PREVIOUS_RUNS_KEPT`; [] when there is none or it is unreadable.
+    A run whose ``final`` is not true ended without its shutdown (killed, crashed): the log has a gap
+    from its ``updated_at`` (at most 10 s after its last summary) to the next run's ``started_at``."""
+    try:
+        doc = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(doc, dict):
+        return []
+    runs = [r for r in doc.get("previous_runs") or [] if isinstance(r, dict)]
+    if "started_at" in doc:
+        lost: dict[str, Any] = doc["lost"] if isinstance(doc.get("lost"), dict) else {}
+        runs.append({
+            "started_at": doc.get("started_at"), "updated_at": doc.get("updated_at"),
+            "final": doc.get("final") is True, "clean_exit": doc.get("clean_exit"),
+            "written": doc.get("written"), "lost": sum(v for v in lost.values() if isinstance(v, int)),
+        })  # fmt: skip
+    return runs[-PREVIOUS_RUNS_KEPT:]
 
 
 def _safe_notes(src: PacketSource) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 from auditor.agent.core import Agent, AgentConfig
 from auditor.agent.correlator import EpisodeReport
 from auditor.agent.sources import PacketSource
+from auditor.sinks.logauth import AccessReviewer
 
 log = logging.getLogger("auditor.agent")
 
@@ -35,10 +36,13 @@ def run_agent(
     duration_s: float | None = None,
     on_episode: Callable[[EpisodeReport], None] | None = None,
     on_started: Callable[[Agent], None] | None = None,
+    log_reviewer: AccessReviewer | None = None,
 ) -> dict[str, Any]:
     """Start, serve until SIGTERM/SIGINT (or ``duration_s``), shut down losslessly; returns the summary
-    (also written to ``agent-<node>.json``), with ``clean_exit`` False if shutdown overran its bound."""
-    agent = Agent(config, sources, kube_client=kube_client, on_episode=on_episode)
+    (also written to ``agent-<node>.json``), with ``clean_exit`` False if shutdown overran its bound.
+    ``log_reviewer``: checks the bearer tokens of ``/logs`` requests (None: /logs answers 503 unless
+    ``config.logs_auth`` is off)."""
+    agent = Agent(config, sources, kube_client=kube_client, on_episode=on_episode, log_reviewer=log_reviewer)
     previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
 
@@ -51,8 +55,8 @@ def run_agent(
     try:
         agent.start()
         log.info(
-            "agent started on node %s: log %s (%s), metrics %s, kube %s, dataplane %s",
-            config.node, config.log_dir, config.log_format, config.metrics_addr or "off",
+            "agent started on node %s: log %s (%s), metrics %s, /logs auth %s, kube %s, dataplane %s",
+            config.node, config.log_dir, config.log_format, config.metrics_addr or "off", agent.log_access.mode,
             "on" if kube_client is not None else "off", agent.dataplane_note,
         )  # fmt: skip
         if on_started is not None:

@@ -4,8 +4,13 @@ Why the pod proxy (``GET /api/v1/namespaces/<ns>/pods/<pod>:<port>/proxy/logs/..
 route of the agent, rather than ``kubectl exec``/``cp``: the user needs only ``pods: list`` and
 ``pods/proxy: get`` in the agent's namespace (exec into a pod holding CAP_BPF and CAP_NET_ADMIN on the
 host network would be a far bigger grant), the agent image needs no ``tar``, files stream without
-being re-encoded, and the agent's route can refuse everything but its own log files. The cost: the
-agent's port also serves the logs to whoever can reach it on the node (see daemonset/README.md).
+being re-encoded, and the agent's route can refuse everything but its own log files.
+
+Who may read them is the agent's decision (:mod:`auditor.sinks.logauth`): every request carries the
+user's own bearer token (from the kubeconfig, or ``--token-file``) in ``X-Auditor-Authorization``, the
+header the API server's pod proxy forwards (it strips ``Authorization``; see
+:mod:`auditor.kubeapi.proxy`); the agent reviews it with the API server and serves its files only to a
+user allowed ``get`` on ``nodes/proxy`` of its node. A refusal is that agent's failed line, with the hint.
 
 Resumable: a file already in ``out/<node>/`` with the listed size is skipped; downloads go to a
 hidden temporary name and are renamed only when complete, so an interrupted run leaves no half file
@@ -28,6 +33,10 @@ from auditor.kubeapi.proxy import ApiCallError, PodProxy, error_line, list_pods
 from auditor.model.logfiles import MANIFEST, classify_log_file, list_segments, safe_node_dir, superseded
 
 RBAC_HINT = "the user needs 'list' on pods and 'get' on pods/proxy in the agent namespace"
+LOGS_HINT = (
+    "the agent checks your bearer token with the API server: you need 'get' on nodes/proxy of its node "
+    "(see daemonset/README.md), and a token (--token-file, when your kubeconfig uses a client certificate)"
+)
 
 
 @dataclass
@@ -95,8 +104,10 @@ def list_agent_pods(api_client: Any, namespace: str, selector: str) -> list[Agen
 class AgentFiles:
     """The ``/logs`` routes of one agent pod, reached through the pod proxy."""
 
-    def __init__(self, api_client: Any, namespace: str, pod: str, port: int, timeout_s: float) -> None:
-        self._proxy = PodProxy(api_client, namespace, pod, port, timeout_s)
+    def __init__(
+        self, api_client: Any, namespace: str, pod: str, port: int, timeout_s: float, token: str | None = None
+    ) -> None:
+        self._proxy = PodProxy(api_client, namespace, pod, port, timeout_s, token)
 
     def listing(self) -> list[dict[str, Any]]:
         doc = json.loads(self._proxy.read("logs"))
@@ -129,8 +140,10 @@ def _download(files: AgentFiles, name: str, size: int, target: Path) -> int:
 def collect_agent(
     api_client: Any, namespace: str, pod: AgentPod, port: int, out: Path,
     since_s: float | None = None, timeout_s: float = 30.0, now: Callable[[], float] = time.time,
+    token: str | None = None,
 ) -> NodeResult:  # fmt: skip
-    """Fetch one agent's log files into ``out/<node>/``; failures end up in ``NodeResult.error``."""
+    """Fetch one agent's log files into ``out/<node>/`` (``token``: the user's bearer token, which the
+    agent checks); failures end up in ``NodeResult.error``."""
     res = NodeResult(pod.node or "(unscheduled)", pod.name)
     if not pod.node or not safe_node_dir(pod.node):
         res.error = f"pod not scheduled on a usable node name ({pod.node!r})"
@@ -138,7 +151,7 @@ def collect_agent(
     if pod.phase != "Running":
         res.error = f"pod is {pod.phase}, not Running"
         return res
-    files = AgentFiles(api_client, namespace, pod.name, port, timeout_s)
+    files = AgentFiles(api_client, namespace, pod.name, port, timeout_s, token)
     node_dir = out / pod.node
     try:
         listing = files.listing()
@@ -168,6 +181,8 @@ def collect_agent(
                 res.replaced += 1
     except ApiCallError as exc:
         res.error = exc.message
+        if exc.answered and exc.status in (401, 403):
+            res.error += f" ({LOGS_HINT})"
     except (OSError, ValueError) as exc:
         res.error = error_line(exc)
     return res
@@ -187,6 +202,7 @@ def write_manifest(out: Path, results: list[NodeResult], namespace: str, selecto
 
 
 __all__ = [
+    "LOGS_HINT",
     "RBAC_HINT",
     "AgentFiles",
     "AgentPod",

@@ -2,6 +2,9 @@
 
 The file names and patterns are those of :mod:`auditor.model.logfiles`; this module groups the files of
 one directory by node, skipping what cannot be analyzed (empty files, live segments already finished).
+A ``.parquet.part`` (a segment the agent was writing when it stopped, never finished) is listed with
+its node's segments, last, so that the loader reports it (skipped and counted as an input problem,
+:mod:`auditor.sources.packet_inputs`) instead of it vanishing silently; it is never read.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from auditor.model.logfiles import classify_log_file, list_segments, superseded
+from auditor.model.logfiles import PARQUET, PART, classify_log_file, list_parts, list_segments, superseded
 
 
 @dataclass
@@ -22,6 +25,7 @@ class LogDir:
     dataplane: list[Path] = field(default_factory=list)
     agents: list[Path] = field(default_factory=list)  # agent-<node>.json: when the agent ran, what it lost
     empty: int = 0  # empty files skipped (a segment opened but never written)
+    unfinished: list[Path] = field(default_factory=list)  # .parquet.part: also in ``events``, reported
 
     @property
     def nodes(self) -> list[str]:
@@ -40,6 +44,11 @@ def scan_log_dir(path: str | Path) -> LogDir:
             out.empty += 1
             continue
         out.events.setdefault(hit[1], []).append(seg)
+    for part in list_parts(d):
+        hit = classify_log_file(part.name.removesuffix(PART) + PARQUET)
+        if hit is not None and hit[0] == "events" and hit[1] in out.events:  # the node has readable segments
+            out.unfinished.append(part)
+            out.events[hit[1]].append(part)
     for p in sorted(d.iterdir()):
         hit = classify_log_file(p.name)
         if hit is None or hit[0] not in ("kube", "dataplane", "agent") or not p.is_file():

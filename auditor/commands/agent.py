@@ -52,6 +52,9 @@ def _sources_options(f: Any) -> Any:
                      help="seconds after a pod's deletion before its episode is audited."),
         click.option("--stop-timeout", type=click.FloatRange(min=1), default=10, show_default=True,
                      help="bound on the flush-and-exit after SIGTERM (seconds)."),
+        click.option("--logs-auth", type=click.Choice(["on", "off"]), default="on", show_default=True,
+                     help="serve /logs only to bearer tokens the API server authenticates and allows 'get' on "
+                          "nodes/proxy of this node (TokenReview + SubjectAccessReview); 'off' only for labs."),
         click.option("--memory-limit-mb", type=click.IntRange(min=0), default=640, show_default=True,
                      help="above this RSS the live correlation window sheds its oldest half (counted; the "
                           "event log keeps everything); keep it under the container's memory limit; 0: off."),
@@ -71,12 +74,16 @@ def _run(
     if not node or "/" in node:
         raise AuditorError(f"bad node name {node!r}", "--node-name", "give the Kubernetes node name")
     kube_client = None
+    reviewer = None
     if not params["no_kube"]:
         from auditor.kubeapi import load_api_client
         from auditor.kubeapi.isolated import WatchProcess
+        from auditor.kubeapi.reviews import ApiAccessReviewer
 
-        load_api_client(params["kubeconfig"])  # a bad configuration: one line, before anything starts
+        api = load_api_client(params["kubeconfig"])  # a bad configuration: one line, before anything starts
         kube_client = WatchProcess(params["kubeconfig"])  # the watch runs in a process of its own
+        if params["logs_auth"] == "on":
+            reviewer = ApiAccessReviewer(api)  # /logs: TokenReview + SubjectAccessReview
     config = AgentConfig(
         node=node,
         log_dir=Path(log_dir),
@@ -90,15 +97,16 @@ def _run(
         rss_limit_mb=params["memory_limit_mb"],
         dataplane=params["dataplane"],
         dataplane_netns=params["dataplane_netns"] or None,
+        logs_auth=params["logs_auth"] == "on",
     )
     source = ProbeSource(node, tuple(params["pod_cidrs"]))
-    return run_agent(config, [source], kube_client=kube_client, duration_s=duration_s)
+    return run_agent(config, [source], kube_client=kube_client, duration_s=duration_s, log_reviewer=reviewer)
 
 
 @click.command("agent")
 @click.option("--log-dir", required=True, metavar="DIR", help="directory of the rotating event log.")
 @click.option("--metrics-addr", default=":9808", show_default=True, metavar="HOST:PORT",
-              help="serve /metrics and /healthz here ('off' to disable).")  # fmt: skip
+              help="serve /metrics, /healthz and /logs here ('off' to disable).")  # fmt: skip
 @_sources_options
 def agent(log_dir: str, metrics_addr: str, **params: Any) -> None:
     """Run the live node agent until SIGTERM: eBPF probes, Kubernetes watch and dataplane rules into one

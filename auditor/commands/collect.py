@@ -38,16 +38,24 @@ from auditor.errors import AuditorError
     show_default=True,
     help="seconds to wait for an agent before giving up on it.",
 )
+@click.option(
+    "--token-file",
+    metavar="PATH",
+    type=click.Path(dir_okay=False),
+    help="bearer token the agents check (default: the kubeconfig's; needed with client certificates).",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the per-node results as JSON.")
 @click.option("--strict", is_flag=True, help="exit 1 when any agent could not be collected.")
 def collect(
     out: str, namespace: str, selector: str, port: int, kubeconfig: str | None, since: str | None,
-    timeout: float, as_json: bool, strict: bool,
+    timeout: float, token_file: str | None, as_json: bool, strict: bool,
 ) -> None:  # fmt: skip
     """Download every node agent's log directory through the API server's pod proxy into DIR/<node>/.
 
-    Needs only 'list' on pods and 'get' on pods/proxy in the agent namespace. Files already complete in
-    DIR are skipped, so running it again fetches only what is new. An agent that cannot be reached is
+    Needs 'list' on pods and 'get' on pods/proxy in the agent namespace, and 'get' on nodes/proxy: each
+    agent checks the user's bearer token (sent in X-Auditor-Authorization, the header the pod proxy
+    forwards) with the API server before serving its logs. Files already complete in DIR are skipped,
+    so running it again fetches only what is new. An agent that cannot be reached or refuses is
     reported and the others are still collected.
     """
     import json
@@ -68,13 +76,19 @@ def collect(
     except OSError as exc:
         raise AuditorError(f"cannot create the directory ({exc.strerror})", out, "check --out") from None
     api_client = load_api_client(kubeconfig)
+    token = _token(token_file, api_client)
     pods = list_agent_pods(api_client, namespace, selector)
     if not pods:
         raise AuditorError(
             f"no agent pods match {selector!r}", f"namespace {namespace}",
             "is the DaemonSet deployed (kubectl apply -k daemonset/)? check --namespace/--selector",
         )  # fmt: skip
-    results = [collect_agent(api_client, namespace, p, port, target, since_s, timeout) for p in pods]
+    if token is None:
+        click.echo("auditor collect: no bearer token (the kubeconfig authenticates otherwise): agents with "
+                   "--logs-auth=on will refuse; pass --token-file", err=True)  # fmt: skip
+    results = [
+        collect_agent(api_client, namespace, p, port, target, since_s, timeout, token=token) for p in pods
+    ]
     write_manifest(target, results, namespace, selector)
     failed = [r for r in results if not r.ok]
     if as_json:
@@ -87,3 +101,22 @@ def collect(
         click.echo(f"next: auditor analyze --dir {shlex.quote(str(target))}")
     if failed and (strict or len(failed) == len(results)):
         sys.exit(1)
+
+
+def _token(token_file: str | None, api_client: object) -> str | None:
+    """The bearer token to send: ``--token-file``'s content, else the kubeconfig's (None: none)."""
+    from auditor.kubeapi.proxy import bearer_token
+
+    if token_file is None:
+        return bearer_token(api_client)
+    try:
+        token = Path(token_file).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AuditorError(
+            f"cannot read the token file ({exc})", "--token-file", "give a file holding one token"
+        ) from None
+    if not token or any(c.isspace() for c in token):
+        raise AuditorError(
+            "not one bearer token", token_file, "the file must hold one token, e.g. from `kubectl create token`"
+        )
+    return token

@@ -2,6 +2,13 @@
 
 Every failure of a call comes back as :class:`ApiCallError`, with the HTTP status when the server
 answered, so callers never import the client's exception types.
+
+The agents check who reads their logs (:mod:`auditor.sinks.logauth`): each proxied request carries the
+user's own bearer token in :data:`TOKEN_HEADER`. Not in ``Authorization``: kube-apiserver removes that
+header once it has authenticated the caller (its authentication filter deletes it, so the proxied pod
+never sees it; kubernetes/kubernetes#38775), and forwards the request's other headers and its query
+unchanged. A header rather than a query parameter because the query is part of the request URI, which
+the API server writes to its audit log and access logs; headers are not.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 CHUNK = 1 << 16
+TOKEN_HEADER = "X-Auditor-Authorization"  # = auditor.sinks.logauth.FORWARDED_HEADER (a test keeps them equal)
 
 
 class ApiCallError(Exception):
@@ -78,18 +86,38 @@ def list_pods(api_client: Any, namespace: str, selector: str, timeout_s: float =
     ]
 
 
-class PodProxy:
-    """GETs to one port of one pod through the API server (``pods/<pod>:<port>/proxy/<path>``)."""
+def bearer_token(api_client: Any) -> str | None:
+    """The bearer token the client authenticates with (a kubeconfig ``token``, an exec or OIDC plugin's,
+    the in-cluster service account's; refreshed when the loader can), else None (client certificates)."""
+    configuration = getattr(api_client, "configuration", None)
+    settings = getattr(configuration, "auth_settings", None)
+    if settings is None:
+        return None
+    for setting in settings().values():
+        value = setting.get("value") if isinstance(setting, dict) else None
+        if setting.get("in") == "header" and str(setting.get("key", "")).lower() == "authorization" and value:
+            scheme, _, token = str(value).partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
 
-    def __init__(self, api_client: Any, namespace: str, pod: str, port: int, timeout_s: float) -> None:
+
+class PodProxy:
+    """GETs to one port of one pod through the API server (``pods/<pod>:<port>/proxy/<path>``), with
+    ``token`` (when given) in :data:`TOKEN_HEADER` for the pod to check."""
+
+    def __init__(
+        self, api_client: Any, namespace: str, pod: str, port: int, timeout_s: float, token: str | None = None
+    ) -> None:
         from kubernetes import client
 
         self._api = client.CoreV1Api(api_client)
         self.namespace, self.target, self.timeout_s = namespace, f"{pod}:{port}", timeout_s
+        self._headers = {TOKEN_HEADER: f"Bearer {token}"} if token else {}
 
     def _get(self, path: str) -> Any:
         return self._api.connect_get_namespaced_pod_proxy_with_path(
-            self.target, self.namespace, path,
+            self.target, self.namespace, path, _headers=dict(self._headers),
             _preload_content=False, _request_timeout=(self.timeout_s, self.timeout_s),
         )  # fmt: skip
 
@@ -122,4 +150,4 @@ class PodProxy:
             raise ApiCallError(error_line(exc)) from None
 
 
-__all__ = ["ApiCallError", "PodPlacement", "PodProxy", "error_line", "list_pods"]
+__all__ = ["TOKEN_HEADER", "ApiCallError", "PodPlacement", "PodProxy", "bearer_token", "error_line", "list_pods"]

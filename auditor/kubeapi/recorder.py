@@ -4,6 +4,10 @@ The file is what ``kubectl get pods,endpointslices -A --watch --output-watch-eve
 concatenated JSON objects ``{"type": "ADDED|MODIFIED|DELETED", "object": {...}}`` — with one extra key,
 ``"observedAt"`` (RFC 3339, UTC, nanoseconds), the moment the agent received the event. We write one
 compact object per line, so the file is also JSON Lines; readers use ``json.JSONDecoder.raw_decode``.
+
+Objects are written reduced to what the audit reads (:func:`auditor.model.reduce.reduce_object`; the
+watcher already hands them so, reducing again is a no-op): no pod env, args, commands or annotations
+outside the allow-list ever reach the file.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import IO, Any
 from auditor.errors import AuditorError
 from auditor.kubeapi.watcher import WatchEvent
 from auditor.model.kube import format_time_ns
+from auditor.model.reduce import reduce_object
 
 
 class StreamRecorder:
@@ -41,10 +46,11 @@ class StreamRecorder:
             self.path, self._file, self._owned = None, target, False
 
     def write(self, event_type: str, obj: dict[str, Any], observed_ns: int, relisted: bool = False) -> None:
-        """Append one event. ``relisted``: learnt by a relist, so observedAt only bounds the change."""
+        """Append one event (the object reduced). ``relisted``: learnt by a relist, so observedAt only
+        bounds the change."""
         doc: dict[str, Any] = {
             "type": event_type,
-            "object": obj,
+            "object": reduce_object(obj),
             "observedAt": format_time_ns(observed_ns),
         }
         if relisted:

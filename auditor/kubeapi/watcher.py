@@ -5,8 +5,10 @@ from the list's resourceVersion (with bookmarks) -> on a clean end, watch again 
 seen; on a dropped connection or an HTTP error, the same after a capped, jittered exponential backoff;
 on 410 Gone (too old a version), LIST again and emit what changed meanwhile as ADDED/MODIFIED/DELETED.
 
-Events reach ``on_event`` as :class:`WatchEvent` with the object exactly as the API sent it (camelCase
-JSON, via ``_preload_content=False``), stamped with ``clock()`` when its line arrived. The initial list
+Events reach ``on_event`` as :class:`WatchEvent` with the object as the API sent it (camelCase JSON, via
+``_preload_content=False``) reduced to what the audit reads (:mod:`auditor.model.reduce`: no env,
+args, commands or annotations outside a short allow-list; the relist cache keeps only that form too),
+stamped with ``clock()`` when its line arrived. The initial list
 is emitted as ADDED events, like ``kubectl get --watch --output-watch-events`` does; objects that come
 from a (re)list rather than the stream have ``relisted=True``. BOOKMARKs only advance the version.
 """
@@ -24,6 +26,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from auditor.model.reduce import reduce_object
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +279,7 @@ class KubeWatcher:
         self._count("lists", kind)
         fresh: _State = {}
         for item in items:
-            obj = {"kind": spec.kind, "apiVersion": spec.api_version, **item}
+            obj = reduce_object({"kind": spec.kind, "apiVersion": spec.api_version, **item}, spec.kind)
             fresh[_key(obj)] = obj
         initial = not self._synced[kind].is_set()
         for key in [k for k in state if k not in fresh]:
@@ -328,6 +332,7 @@ class KubeWatcher:
                 if etype == "BOOKMARK":
                     self._count("bookmarks", kind)
                 elif etype in ("ADDED", "MODIFIED", "DELETED") and isinstance(obj, dict):
+                    obj = reduce_object(obj, KINDS[kind].kind)  # before anything keeps or hands it on
                     if etype == "DELETED":
                         state.pop(_key(obj), None)
                     else:

@@ -11,7 +11,9 @@ Every file the agent writes (``--log-dir``, ``auditor record --out``) carries th
     episodes-<node>.jsonl                     one JSON object per finished termination episode
     agent-<node>.json                         counters: received / written / lost by kind (final at exit)
 
-``<stamp>`` is UTC, sortable and safe in file names (:func:`segment_stamp`), ``<seq>`` four digits.
+``<stamp>`` is UTC, sortable and safe in file names (:func:`segment_stamp`), ``<seq>`` four digits (or
+more) and never reused in a directory: a restarted agent continues after the highest one it finds
+(:func:`last_segment_seq`), so its segments neither overwrite nor repeat the previous run's names.
 A collection (``auditor collect --out DIR``) holds one such directory per node, ``DIR/<node>/``, next to
 :data:`MANIFEST`. Only names matching :data:`PATTERNS` are *log files*: the agent serves nothing else,
 ``collect`` writes nothing else, and a ``.parquet.part`` never matches.
@@ -102,6 +104,18 @@ def superseded(path: Path) -> bool:
     return path.name.startswith("events-") and path.suffix == JSONL and path.with_suffix(PARQUET).exists()
 
 
+def last_segment_seq(directory: str | Path, node: str) -> int:
+    """The highest ``<seq>`` of ``node``'s event segments in ``directory`` (finished, live or ``.part``);
+    0 when there are none."""
+    pattern = re.compile(rf"events-{re.escape(node)}-{_STAMP}-(\d+)(?:\.parquet|\.jsonl|\.parquet\.part)")
+    best = 0
+    for path in _glob(directory, "events", node, ""):
+        m = pattern.fullmatch(path.name)
+        if m is not None:
+            best = max(best, int(m.group(1)))
+    return best
+
+
 # -- listing -----------------------------------------------------------------------------------------
 def _glob(directory: str | Path, prefix: str, node: str | None, suffix: str) -> list[Path]:
     pattern = f"{prefix}-{node}-*{suffix}" if node else f"{prefix}-*{suffix}"
@@ -143,6 +157,7 @@ __all__ = [
     "episodes_name",
     "is_appended",
     "kube_stream_name",
+    "last_segment_seq",
     "list_dataplane_records",
     "list_kube_streams",
     "list_parts",

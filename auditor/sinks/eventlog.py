@@ -9,8 +9,19 @@ so a live Parquet file would be lost entirely if the process died. Every event t
 the JSONL segment (whole lines, flushed every ``flush()``, readable at any moment), and also into a
 ``.parquet.part`` written in large row groups. When the segment is finished (rotation by size or age,
 or ``close()`` on SIGTERM) the Parquet footer is written, the file renamed to ``.parquet`` and only
-then the JSONL copy removed. :func:`recover_segments` (run on start) settles what a crash left behind:
-a ``.part`` is deleted (its JSONL twin holds every row), a JSONL next to its finished Parquet twin too.
+then the JSONL copy removed (the Parquet file is fsynced before its rename, so a finished name never
+holds a file the disk has only half). :func:`recover_segments` (run on start) settles what a crash left
+behind: a ``.part`` is deleted (its JSONL twin holds every row), a JSONL next to its finished Parquet
+twin too.
+
+A restarted agent continues the log: new segments take the next ``<seq>`` after the highest in the
+directory (:func:`~auditor.model.logfiles.last_segment_seq`) and are created exclusively, so no run
+overwrites or repeats another's segment, even when both start within the same second. What the
+crashed run left is not rewritten: a live JSONL segment ending in a half-written line stays as it is
+(the reader skips that line and counts it), a truncated Parquet file too (the reader skips it and
+counts it). Files the new run appends to (``episodes-<node>.jsonl``, and a kube or dataplane file of
+the same second) lose their half-written last line first (:func:`seal_line_file`), so a new line is
+never glued to it.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from auditor.model.logfiles import (
     JSONL,
     PARQUET,
     PART,
+    last_segment_seq,
     list_parts,
     list_segments,
     segment_base,
@@ -34,6 +46,7 @@ from auditor.model.logfiles import (
 )
 from auditor.model.packet import PacketEvent
 from auditor.sinks.eventfile import frame_json_lines
+from auditor.sinks.logserve import complete_length
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -93,6 +106,7 @@ class EventLog:
                 f"cannot create the log directory ({exc.strerror})", str(directory), "check --log-dir"
             ) from None
         self.recovered = recover_segments(self.directory)
+        self._seq = last_segment_seq(self.directory, self.node)  # a restart continues after the last one
 
     # -- writing -----------------------------------------------------------------------------------
     def write(self, events: pd.DataFrame | Sequence[PacketEvent]) -> None:
@@ -145,7 +159,9 @@ class EventLog:
                 self._parquet = None
             part = self._base.with_name(self._base.name + PART)
             done = self._base.with_name(self._base.name + PARQUET)
+            _fsync(part)  # on disk before the name says "finished"
             os.replace(part, done)
+            _fsync(self.directory)
             jsonl.unlink()
         self.finished.append(done)
         self._base = None
@@ -163,15 +179,23 @@ class EventLog:
     # -- internals ---------------------------------------------------------------------------------
     def _open(self) -> None:
         now = self.clock()
-        self._seq += 1
-        base = self.directory / segment_base(self.node, segment_stamp(now), self._seq)
-        try:
-            self._jsonl = open(base.with_name(base.name + JSONL), "w", encoding="utf-8")  # noqa: SIM115
-        except OSError as exc:
-            raise AuditorError(
-                f"cannot write the event log ({exc.strerror})", str(base), "check --log-dir"
-            ) from None
-        self._base, self._bytes, self._opened_at = base, 0, now
+        # names already taken (another writer's; one writer per node is the rule) are skipped, boundedly
+        for _ in range(10_000):
+            self._seq += 1
+            base = self.directory / segment_base(self.node, segment_stamp(now), self._seq)
+            if base.with_name(base.name + PART).exists() or base.with_name(base.name + PARQUET).exists():
+                continue
+            try:
+                self._jsonl = open(base.with_name(base.name + JSONL), "x", encoding="utf-8")  # noqa: SIM115
+            except FileExistsError:
+                continue  # never overwrite a segment
+            except OSError as exc:
+                raise AuditorError(
+                    f"cannot write the event log ({exc.strerror})", str(base), "check --log-dir"
+                ) from None
+            self._base, self._bytes, self._opened_at = base, 0, now
+            return
+        raise AuditorError("no free event segment name", str(self.directory), "check --log-dir")
 
     def _write_row_group(self) -> None:
         if not self._pending or self._base is None:
@@ -190,6 +214,31 @@ class EventLog:
         self._pending, self._pending_rows = [], 0
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a directory's) data to disk; best effort."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def seal_line_file(path: str | Path) -> int:
+    """Cut a line file (JSONL, a kube stream) back to its last complete line before appending to it:
+    what a crash left half-written is unreadable, and a new line written after it would be glued to it.
+    Returns the bytes removed (0 when the file is whole or absent)."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        keep = complete_length(p, size)
+        if keep < size:
+            os.truncate(p, keep)
+    except OSError:
+        return 0
+    return size - keep
+
+
 def recover_segments(directory: str | Path) -> int:
     """Settle what a crashed writer left; returns how many files it removed (never removes data)."""
     removed = 0
@@ -204,4 +253,4 @@ def recover_segments(directory: str | Path) -> int:
     return removed
 
 
-__all__ = ["LOG_FORMATS", "EventLog", "recover_segments"]
+__all__ = ["LOG_FORMATS", "EventLog", "recover_segments", "seal_line_file"]

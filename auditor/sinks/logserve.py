@@ -1,7 +1,8 @@
 """The agent side of ``auditor collect``: its log directory, read-only, as an HTTP listing and files.
 
-Served by the agent's metrics server (:mod:`auditor.sinks.metrics`) on its port (9808); the client side
-is :mod:`auditor.collect.fetch`::
+Served by the agent's metrics server (:mod:`auditor.sinks.metrics`) on its port (9808), to a caller
+whose bearer token the API server authenticates and authorizes (:mod:`auditor.sinks.logauth`); the
+client side is :mod:`auditor.collect.fetch`::
 
     GET /logs          {"files": [{"name", "size", "mtime"}...]}: log files only (auditor.model.logfiles)
     GET /logs/<name>   the first ``size`` bytes of a listed file, streamed; anything else is 404

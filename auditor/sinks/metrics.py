@@ -15,18 +15,23 @@ Series (all prefixed ``auditor_``):
 
 Given a ``log_dir``, the server also hands out the agent's log directory read-only for
 ``auditor collect``: ``GET /logs`` (JSON listing) and ``GET /logs/<name>`` (one listed file, streamed);
-see :mod:`auditor.sinks.logserve` for what is listed and why nothing else can be read.
+see :mod:`auditor.sinks.logserve` for what is listed and why nothing else can be read. Only to a
+bearer token the API server authenticates and authorizes (:mod:`auditor.sinks.logauth`: 401 without
+a token or with one it rejects, 403 without the permission, 503 when no check can be made); without
+a ``log_access`` every ``/logs`` request answers 503. ``/metrics`` and ``/healthz`` stay open.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from auditor.errors import AuditorError
+from auditor.sinks.logauth import LogsAccess, unchecked_logs
 
 DELAY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 OTHER_POD = "_other"
@@ -134,7 +139,8 @@ def parse_addr(text: str) -> tuple[str, int]:
 
 class MetricsServer:
     """``/metrics`` (Prometheus text format), ``/healthz`` (200 "ok" or 503 with the reason) and, with
-    ``log_dir``, ``/logs`` and ``/logs/<name>`` (the log directory, read-only)."""
+    ``log_dir``, ``/logs`` and ``/logs/<name>`` (the log directory, read-only, to whom ``log_access``
+    allows)."""
 
     def __init__(
         self,
@@ -142,9 +148,11 @@ class MetricsServer:
         addr: str,
         health: Callable[[], tuple[bool, str]],
         log_dir: str | Path | None = None,
+        log_access: LogsAccess | None = None,
     ) -> None:
         host, port = parse_addr(addr)
-        handler = _handler(metrics, health, Path(log_dir) if log_dir is not None else None)
+        self.log_access = log_access if log_access is not None else unchecked_logs()
+        handler = _handler(metrics, health, Path(log_dir) if log_dir is not None else None, self.log_access)
         server_class = ThreadingHTTPServer
         if ":" in host:
             import socket
@@ -177,7 +185,10 @@ class MetricsServer:
 
 
 def _handler(
-    metrics: AgentMetrics, health: Callable[[], tuple[bool, str]], log_dir: Path | None = None
+    metrics: AgentMetrics,
+    health: Callable[[], tuple[bool, str]],
+    log_dir: Path | None = None,
+    log_access: LogsAccess | None = None,
 ) -> type[BaseHTTPRequestHandler]:
     from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -200,9 +211,23 @@ def _handler(
                 ok, text = health()
                 self._send(200 if ok else 503, (text + "\n").encode(), "text/plain; charset=utf-8")
             elif log_dir is not None and (path == "/logs" or path.startswith("/logs/")):
+                decision = (log_access or unchecked_logs()).check(self.headers)
+                if not decision.allowed:
+                    self._refuse(decision.status, decision.message)
+                    return
                 self._logs(log_dir, path)
             else:
                 self._send(404, b"not found: try /metrics or /healthz\n", "text/plain; charset=utf-8")
+
+        def _refuse(self, code: int, message: str) -> None:
+            body = f"{code} {HTTPStatus(code).phrase}: {message}\n".encode()
+            self.send_response(code)
+            if code == 401:
+                self.send_header("WWW-Authenticate", 'Bearer realm="auditor-agent"')
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
         def _logs(self, directory: Path, path: str) -> None:
             import json

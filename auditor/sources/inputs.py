@@ -8,6 +8,7 @@ skipped kinds) is kept as the inputs' ``problems`` and shown in every report.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from auditor.model.audit import AuditInputs, Coverage
-from auditor.model.kube import KubeInput, parse_time_ns
+from auditor.model.kube import KubeInput, format_time_ns, parse_time_ns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -78,11 +79,17 @@ def load_inputs(
         problems += [f"{result.file}: {w}" for w in result.warnings]
     coverage = capture_coverage(packets, info.get("captures", []))
     for path in agents:
-        span, problem = agent_coverage(Path(path))
-        if span is not None:
-            coverage.append(span)
+        spans, problem = agent_coverage(Path(path))
+        coverage += spans
         if problem:
             problems.append(problem)
+        for before, after in itertools.pairwise(spans):
+            if after.start_ns > before.end_ns:
+                info.setdefault("agent_down", []).append({
+                    "node": before.node, "from": format_time_ns(before.end_ns), "to": format_time_ns(after.start_ns),
+                })  # fmt: skip
+                problems.append(f"{before.node}: the agent was down from {format_time_ns(before.end_ns)} to "
+                                f"{format_time_ns(after.start_ns)}: nothing was recorded then")  # fmt: skip
     return AuditInputs(
         packets=packets, kube=k, dataplane=table, client=result, problems=problems, info=info, coverage=coverage
     )
@@ -106,22 +113,27 @@ def capture_coverage(packets: pd.DataFrame, captures: list[dict[str, Any]]) -> l
     return out
 
 
-def agent_coverage(path: Path) -> tuple[Coverage | None, str | None]:
-    """When a node agent ran (``started_at`` .. ``updated_at`` of its summary) and the events it lost."""
+def agent_coverage(path: Path) -> tuple[list[Coverage], str | None]:
+    """When a node agent ran and what it lost: one span per run its summary (``agent-<node>.json``)
+    records (``previous_runs``, then the current one). Between one run's ``updated_at`` and the next
+    one's ``started_at`` the agent was down: nothing covers that gap."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(doc, dict) or not {"node", "started_at", "updated_at"} <= doc.keys():
-            return None, None  # an older or partial summary: no run times, so no coverage from it
+            return [], None  # an older or partial summary: no run times, so no coverage from it
         node = str(doc["node"])
-        start = parse_time_ns(str(doc["started_at"]))[0]
-        end = parse_time_ns(str(doc["updated_at"]))[0]
-        lost = sum(int(v) for v in (doc.get("lost") or {}).values())
-    except (OSError, ValueError, TypeError, AttributeError) as exc:
-        return None, f"{path}: unreadable agent summary ({type(exc).__name__}); its coverage is unknown"
-    return Coverage(node, "agent", start, end, path.name, lost=lost), None
-
-
-
+        runs = [r for r in doc.get("previous_runs") or [] if isinstance(r, dict)]
+        current = {"started_at": doc["started_at"], "updated_at": doc["updated_at"],
+                   "lost": sum(int(v) for v in (doc.get("lost") or {}).values())}  # fmt: skip
+        spans: list[Coverage] = []
+        for run in [*runs, current]:
+            start, end = parse_time_ns(str(run["started_at"]))[0], parse_time_ns(str(run["updated_at"]))[0]
+            span = Coverage(node, "agent", start, end, path.name, lost=int(run.get("lost") or 0))
+            if span not in spans:
+                spans.append(span)
+    except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        return [], f"{path}: unreadable agent summary ({type(exc).__name__}); its coverage is unknown"
+    return spans, None
 def pd_frame(columns: dict[str, Any]) -> pd.DataFrame:
     import pandas as pd
 

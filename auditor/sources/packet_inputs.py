@@ -2,6 +2,12 @@
 
 Shared by ``auditor analyze`` and the notebook API. A path may be ``NODE=FILE``; otherwise the node is
 the given default or the file's stem.
+
+Segments of an agent's event log (``events-<node>-<stamp>-<seq>.*``, :mod:`auditor.model.logfiles`,
+and a ``.parquet.part`` a crash left) are read leniently (:func:`auditor.sources.eventfile.read_segment`):
+a half-written last line, a Parquet file cut short or never finished is skipped and counted
+(``event_segments_skipped``, ``event_lines_skipped``) with one problem line each, never an error. Any
+other event file must be whole.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from auditor.errors import InputError
+from auditor.model.logfiles import PART, classify_log_file
 from auditor.model.packet import TEXT_COLUMNS
 from auditor.sources.eventfile import SUFFIXES
 
@@ -40,7 +47,7 @@ def read_packet_inputs(
 
     from auditor.model.packet import packet_frame
     from auditor.sources.capture import read_capture
-    from auditor.sources.eventfile import read_events
+    from auditor.sources.eventfile import read_events, read_segment
 
     frames: list[pd.DataFrame] = []
     info: dict[str, Any] = {"capture_frames": 0, "capture_skipped": 0, "captures": [], "problems": []}
@@ -48,6 +55,18 @@ def read_packet_inputs(
         name, path = input_spec(value, default_node)
         if not path.exists():
             raise InputError("no such file", str(path), "check the capture or event file path")
+        if is_log_segment(path):
+            seg = read_segment(path)
+            info["problems"] += seg.notes
+            if seg.skipped is not None:
+                info["event_segments_skipped"] = info.get("event_segments_skipped", 0) + 1
+            if seg.bad_lines:
+                info["event_lines_skipped"] = info.get("event_lines_skipped", 0) + seg.bad_lines
+            ev = seg.frame
+            if len(ev) and (ev["node"].astype(str) == "").any():
+                ev["node"] = ev["node"].astype(str).replace("", name)
+            frames.append(ev)
+            continue
         if path.suffix.lower() in EVENT_SUFFIXES:
             ev = read_events(path)
             if (ev["node"].astype(str) == "").any():
@@ -70,4 +89,11 @@ def read_packet_inputs(
     return packets, info
 
 
-__all__ = ["EVENT_SUFFIXES", "input_spec", "read_packet_inputs"]
+def is_log_segment(path: Path) -> bool:
+    """An agent's event-log segment, finished, live or left unfinished (``.parquet.part``)."""
+    name = path.name.removesuffix(PART) + ".parquet" if path.name.endswith(PART) else path.name
+    hit = classify_log_file(name)
+    return hit is not None and hit[0] == "events"
+
+
+__all__ = ["EVENT_SUFFIXES", "input_spec", "is_log_segment", "read_packet_inputs"]

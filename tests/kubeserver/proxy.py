@@ -2,9 +2,12 @@
 
 ``GET /api/v1/namespaces/<ns>/pods/<pod>[:<port>]/proxy/<path>`` is forwarded to a local HTTP server
 registered for that pod, as kube-apiserver forwards to the pod's IP: the path is percent-decoded first
-(the Python client encodes ``:`` and ``/`` in path parameters; the API server decodes them), the
-answer's status, Content-Type and body are relayed (streamed), and a pod whose server does not answer
-gets ``503`` with a Status ``error trying to reach service: ... connection refused``, like the real one.
+(the Python client encodes ``:`` and ``/`` in path parameters; the API server decodes them), the query
+and the request headers go along, except ``Authorization`` (kube-apiserver's authentication filter
+deletes it once it has authenticated the caller), the front-proxy identity headers (``X-Remote-*``),
+``Impersonate-*`` and hop-by-hop headers, the answer's status, Content-Type, ``WWW-Authenticate`` and
+body are relayed (streamed), and a pod whose server does not answer gets ``503`` with a Status
+``error trying to reach service: ... connection refused``, like the real one.
 
 Pod lists also honour an equality ``labelSelector`` (the base server ignores selectors).
 
@@ -21,6 +24,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from tests.kubeserver.server import FakeApiServer
 
+_HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+               "transfer-encoding", "upgrade", "host", "content-length"}  # fmt: skip
 _PROXY = re.compile(r"/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<target>[^/]+)/proxy(?P<path>/.*)?")
 
 
@@ -93,7 +98,7 @@ class ProxyApiServer(FakeApiServer):
         try:
             if local is None:
                 raise ConnectionRefusedError("connection refused")
-            conn.request("GET", path + (f"?{query}" if query else ""))
+            conn.request("GET", path + (f"?{query}" if query else ""), headers=forwarded_headers(handler.headers))
             resp = conn.getresponse()
         except OSError as exc:
             msg = f"error trying to reach service: dial tcp 127.0.0.1:{port}: connect: {exc}"
@@ -103,6 +108,9 @@ class ProxyApiServer(FakeApiServer):
         try:
             handler.send_response(resp.status)
             handler.send_header("Content-Type", resp.getheader("Content-Type", "application/octet-stream"))
+            challenge = resp.getheader("WWW-Authenticate")
+            if challenge is not None:
+                handler.send_header("WWW-Authenticate", challenge)
             length = resp.getheader("Content-Length")
             if length is not None:
                 handler.send_header("Content-Length", length)
@@ -117,9 +125,20 @@ class ProxyApiServer(FakeApiServer):
             conn.close()
 
 
+def forwarded_headers(headers: Any) -> dict[str, str]:
+    """What of the caller's headers reaches the pod: not its credentials, identity or hop-by-hop headers."""
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        low = name.lower()
+        if low in _HOP_BY_HOP or low == "authorization" or low.startswith(("x-remote-", "impersonate-")):
+            continue
+        out[name] = value
+    return out
+
+
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
             "message": message, "reason": reason, "code": code}  # fmt: skip
 
 
-__all__ = ["ProxyApiServer"]
+__all__ = ["ProxyApiServer", "forwarded_headers"]

@@ -14,6 +14,18 @@ the semantics the official client relies on:
 Fault injection for the watcher's tests: :meth:`FakeApiServer.drop_watches` (abrupt close),
 :meth:`FakeApiServer.expire_history` (next watch from an old version gets 410) and
 :meth:`FakeApiServer.fail_next` (the next requests answer an HTTP error).
+
+The two reviews a delegating authenticator/authorizer (kube-rbac-proxy, the agent's ``/logs``) makes,
+answered as kube-apiserver answers them (201 with the object and its ``status``):
+
+* ``POST /apis/authentication.k8s.io/v1/tokenreviews``: authenticated when the token was given to
+  :meth:`FakeApiServer.add_token` (user, uid, groups), else ``{"user": {}, "error": ...}``;
+* ``POST /apis/authorization.k8s.io/v1/subjectaccessreviews``: allowed when a :meth:`FakeApiServer.grant`
+  matches the user or one of its groups (verb, group, resource, subresource, and name unless the grant
+  has none), else ``{"allowed": false}``.
+
+The caller must itself present a bearer token (``Authorization``), else 401, like the real server;
+:attr:`FakeApiServer.reviews` records each review (kind, the spec without the token, the answer).
 """
 
 from __future__ import annotations
@@ -104,6 +116,10 @@ class FakeApiServer:
         self._outage = 0
         self._drop_generation = 0
         self.requests: deque[str] = deque(maxlen=1000)  # recent request paths, for tests
+        self._sent: dict[tuple[str, int], int] = {}  # (plural, resourceVersion) -> first sent to a watch, ns
+        self.tokens: dict[str, dict[str, Any]] = {}  # bearer token -> TokenReview user info
+        self.grants: set[tuple[str, str, str, str, str, str]] = set()  # (subject, verb, group, resource, sub, name)
+        self.reviews: deque[dict[str, Any]] = deque(maxlen=1000)
         self._httpd = ThreadingHTTPServer((host, 0), _make_handler(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -223,6 +239,46 @@ class FakeApiServer:
         self._cond.notify_all()
         return copy.deepcopy(stored)
 
+    # -- reviews (TokenReview, SubjectAccessReview) ------------------------------------------------
+    def add_token(self, token: str, user: str, groups: tuple[str, ...] = (), uid: str = "") -> None:
+        """A bearer token the TokenReview authenticates as ``user``."""
+        with self._cond:
+            self.tokens[token] = {"username": user, "uid": uid or f"uid-{user}",
+                                  "groups": [*groups, "system:authenticated"]}  # fmt: skip
+
+    def grant(self, subject: str, verb: str, resource: str, subresource: str = "", name: str = "",
+              group: str = "") -> None:  # fmt: skip
+        """Let ``subject`` (a user name, or ``group:<name>``) do ``verb`` on ``resource[/subresource]``
+        (any name when ``name`` is empty); what the SubjectAccessReview answers."""
+        with self._cond:
+            self.grants.add((subject, verb, group, resource, subresource, name))
+
+    def _token_review(self, spec: dict[str, Any]) -> dict[str, Any]:
+        with self._cond:
+            user = self.tokens.get(str(spec.get("token") or ""))
+        if user is None:
+            return {"user": {}, "error": "[invalid bearer token, token lookup failed]"}
+        return {"authenticated": True, "user": copy.deepcopy(user), "audiences": ["https://kubernetes.default.svc"]}
+
+    def _access_review(self, spec: dict[str, Any]) -> dict[str, Any]:
+        attrs = spec.get("resourceAttributes") or {}
+        want = (str(attrs.get("verb") or ""), str(attrs.get("group") or ""), str(attrs.get("resource") or ""),
+                str(attrs.get("subresource") or ""))  # fmt: skip
+        subjects = {str(spec.get("user") or "")} | {f"group:{g}" for g in spec.get("groups") or []}
+        with self._cond:
+            allowed = any(
+                g[0] in subjects and g[1:5] == want and (not g[5] or g[5] == attrs.get("name"))
+                for g in self.grants
+            )
+        if allowed:
+            return {"allowed": True, "reason": "allowed by the fake API server's grants"}
+        return {"allowed": False}
+
+    def sent_ns(self, plural: str, resource_version: int) -> int | None:
+        """When a watch first started writing this change to its client (ns), if one did: the earliest a
+        watcher can have received it (this server's own delivery delay, after the change, included)."""
+        return self._sent.get((plural, resource_version))
+
     # -- fault injection ---------------------------------------------------------------------------
     def drop_watches(self) -> int:
         """Abruptly close every open watch connection (no terminating chunk); returns how many."""
@@ -320,6 +376,12 @@ class FakeApiServer:
             return changes, max([rv, *(c.rv for c in changes)]), self._drop_generation
 
 
+_REVIEWS = {
+    "/apis/authentication.k8s.io/v1/tokenreviews": ("TokenReview", "authentication.k8s.io/v1"),
+    "/apis/authorization.k8s.io/v1/subjectaccessreviews": ("SubjectAccessReview", "authorization.k8s.io/v1"),
+}
+
+
 def _in(change: _Change, ns: str | None) -> bool:
     return ns is None or change.obj["metadata"].get("namespace") == ns
 
@@ -376,6 +438,37 @@ def _make_handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                 self._send_json(410, _status(410, "Expired", "the continue token has expired"))
                 return
             self._send_json(200, body)
+
+        def do_POST(self) -> None:
+            server.requests.append(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length > 0 else b""
+            status = server._take_failure()
+            if status is not None:
+                self._send_json(status, _status(status, "InternalError", "injected failure"))
+                return
+            path = urlsplit(self.path).path
+            review = _REVIEWS.get(path)
+            if review is None:
+                self._send_json(405, _status(405, "MethodNotAllowed", f"POST is not supported on {path}"))
+                return
+            caller = self.headers.get("Authorization", "")
+            if not caller.lower().startswith("bearer ") or not caller[7:].strip():
+                self._send_json(401, _status(401, "Unauthorized", "Unauthorized"))
+                return
+            try:
+                body = json.loads(raw)
+                spec = body["spec"]
+                assert isinstance(spec, dict)
+            except (ValueError, KeyError, TypeError, AssertionError):
+                self._send_json(400, _status(400, "BadRequest", "not a review object"))
+                return
+            kind, api_version = review
+            answer = server._token_review(spec) if kind == "TokenReview" else server._access_review(spec)
+            server.reviews.append({"kind": kind, "spec": {k: v for k, v in spec.items() if k != "token"},
+                                   "status": answer})  # fmt: skip
+            self._send_json(201, {"kind": kind, "apiVersion": api_version, "metadata": {"creationTimestamp": None},
+                                  "spec": spec, "status": answer})  # fmt: skip
 
         def _chunk(self, event: dict[str, Any]) -> None:
             data = json.dumps(event).encode() + b"\n"
@@ -452,6 +545,8 @@ def _make_handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
             obj = copy.deepcopy(change.obj)
             obj.setdefault("kind", res.kind)
             obj.setdefault("apiVersion", res.api_version)
+            at = time.time_ns()
             self._chunk({"type": change.type, "object": obj})
+            server._sent.setdefault((res.plural, change.rv), at)
 
     return Handler

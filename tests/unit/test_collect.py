@@ -1,5 +1,6 @@
-"""``auditor collect``: two agents (real metrics servers serving log dirs) behind a fake API server's pod
-proxy, collected into one directory that ``analyze --dir`` shows side by side."""
+"""``auditor collect``: two agents (real metrics servers serving log dirs, checking the caller's bearer
+token with the API server) behind a fake API server's pod proxy, collected into one directory that
+``analyze --dir`` shows side by side."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from auditor.kubeapi import load_api_client
+from auditor.kubeapi.reviews import ApiAccessReviewer
+from auditor.model.access import node_proxy_permission
+from auditor.sinks.logauth import LogsAccess
 from auditor.sinks.metrics import AgentMetrics, MetricsServer
 from tests.kubeserver.proxy import ProxyApiServer
 from tests.unit.test_analyze_dir import STAMP, run, write_log_dir
@@ -25,18 +30,27 @@ class Cluster:
     agents: dict[str, tuple[Path, MetricsServer]]
 
 
-def _serve(log_dir: Path | None) -> MetricsServer:
-    return MetricsServer(AgentMetrics(), "127.0.0.1:0", lambda: (True, "ok"), log_dir=log_dir).start()
+USER_TOKEN = "fake-token"  # what FakeApiServer.write_kubeconfig puts in the kubeconfig
+
+
+def _serve(log_dir: Path | None, access: LogsAccess | None = None) -> MetricsServer:
+    return MetricsServer(
+        AgentMetrics(), "127.0.0.1:0", lambda: (True, "ok"), log_dir=log_dir, log_access=access or LogsAccess.off()
+    ).start()
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     agents: dict[str, tuple[Path, MetricsServer]] = {}
     with ProxyApiServer() as api:
+        # the user of the kubeconfig may read every agent's logs; the agents review with the same server
+        api.add_token(USER_TOKEN, "collector")
+        api.grant("collector", "get", "nodes", "proxy")
+        reviewer = ApiAccessReviewer(load_api_client(str(api.write_kubeconfig(tmp_path / "agent-kubeconfig"))))
         try:
             for i, node in enumerate(("node-a", "node-b")):
                 d = write_log_dir(tmp_path / "agents" / node, node)
-                server = _serve(d)
+                server = _serve(d, LogsAccess(reviewer, node_proxy_permission(node)))
                 agents[node] = (d, server)
                 api.add_agent_pod(f"auditor-{i}x", node, server.port)
             api.create({"kind": "Pod", "metadata": {"name": "web-1", "namespace": "auditor",
@@ -46,11 +60,13 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         finally:
             for _, server in agents.values():
                 server.stop()
+            reviewer.api_client.close()
 
 
-def _get(port: int, path: str) -> tuple[int, bytes]:
+def _get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+        with urllib.request.urlopen(request, timeout=5) as resp:
             return int(resp.status), bytes(resp.read())
     except urllib.error.HTTPError as exc:
         return int(exc.code), bytes(exc.read())
@@ -70,8 +86,13 @@ def test_collect_then_analyze_shows_every_node(
         assert got == want
         for name in got:
             assert (out / node / name).read_bytes() == (src / name).read_bytes()
-    # every download went through the pod proxy, to the agent's port
+    # every download went through the pod proxy, to the agent's port, which checked the user's token:
+    # one TokenReview and one SubjectAccessReview per agent, the other files from the agent's cache
     assert cluster.api.proxied.count("/logs") == 2
+    reviews = [(r["kind"], r["spec"].get("user")) for r in cluster.api.reviews]
+    assert sorted(reviews, key=str) == [("SubjectAccessReview", "collector")] * 2 + [("TokenReview", None)] * 2
+    for _, server in cluster.agents.values():
+        assert server.log_access.reviews == 2
     code, text, err = run(capsys, "analyze", "--dir", str(out), "--json")
     assert code == 0, err
     doc = json.loads(text)
@@ -231,3 +252,55 @@ def test_rotated_live_segment_is_replaced_by_its_parquet_twin(
     assert code == 0, err
     nodes = {n["node"]: n for n in json.loads(text)["nodes"]}
     assert nodes["node-a"]["causes"] == nodes["node-b"]["causes"]  # no row counted twice
+
+
+def test_agents_refuse_a_user_without_the_permission(
+    cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster.api.add_token("t-dev", "dev")  # authenticated, but no nodes/proxy grant
+    (tmp_path / "dev-token").write_text("t-dev\n")
+    (tmp_path / "forged").write_text("forged")
+    base = ["collect", "--out", str(tmp_path / "o"), "--kubeconfig", str(cluster.kubeconfig), "--json"]
+    code, text, err = run(capsys, *base, "--token-file", str(tmp_path / "dev-token"))
+    assert code == 1, err  # every agent refused: nothing collected
+    nodes = json.loads(text)["nodes"]
+    assert [n["ok"] for n in nodes] == [False, False]
+    for n in nodes:
+        assert n["error"].startswith("HTTP 403") and 'user "dev" may not get nodes/proxy' in n["error"]
+        assert "nodes/proxy" in n["error"] and "daemonset/README.md" in n["error"]
+    code, text, _ = run(capsys, *base, "--token-file", str(tmp_path / "forged"))
+    assert code == 1 and all(n["error"].startswith("HTTP 401") for n in json.loads(text)["nodes"])
+    assert not list((tmp_path / "o").rglob("events-*"))
+    code, _, err = run(capsys, *base, "--token-file", str(tmp_path / "nope"))
+    assert code == 2 and "--token-file" in err
+
+
+def test_the_pod_proxy_strips_authorization_so_collect_uses_its_own_header(cluster: Cluster) -> None:
+    from kubernetes import client
+
+    from auditor.kubeapi.proxy import TOKEN_HEADER, bearer_token
+    from auditor.sinks.logauth import FORWARDED_HEADER
+
+    assert TOKEN_HEADER == FORWARDED_HEADER
+    api = load_api_client(str(cluster.kubeconfig))
+    try:
+        assert bearer_token(api) == USER_TOKEN
+        core = client.CoreV1Api(api)
+
+        def status(headers: dict[str, str]) -> int:
+            resp = core.connect_get_namespaced_pod_proxy_with_path(
+                "auditor-0x:9808", "auditor", "logs", _headers=headers, _preload_content=False
+            )
+            return int(resp.status)
+
+        import kubernetes.client.exceptions as kexc
+
+        with pytest.raises(kexc.ApiException) as refused:
+            status({})  # the client's own Authorization reaches the API server, never the pod
+        assert refused.value.status == 401
+        with pytest.raises(kexc.ApiException) as again:
+            status({"Authorization": f"Bearer {USER_TOKEN}"})  # overridden and stripped alike
+        assert again.value.status == 401
+        assert status({TOKEN_HEADER: f"Bearer {USER_TOKEN}"}) == 200
+    finally:
+        api.close()

@@ -120,3 +120,29 @@ def test_bad_format_and_unwritable_dir(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(AuditorError, match="log directory"):
         EventLog(blocker / "sub", "n1")
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_a_restart_in_the_same_second_continues_and_overwrites_nothing(tmp_path: Path, fmt: str) -> None:
+    clock = lambda: 1_795_000_000.0  # noqa: E731  # both runs within one second: the same stamp
+    first = EventLog(tmp_path, "n1", fmt, rotate_bytes=2_000, clock=clock)
+    for i in range(3):
+        first.write(_events(10, 10 * i))
+    first.close()
+    kept = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert len(first.finished) > 1
+    # a crash leftover of the first run with a higher seq than its finished ones, and a foreign node
+    (tmp_path / "events-n1-20261126T082000Z-0042.jsonl").write_text("")
+    (tmp_path / "events-n1-b-20261126T082000Z-0077.jsonl").write_text("")  # node "n1-b", not ours
+    second = EventLog(tmp_path, "n1", fmt, rotate_bytes=2_000, clock=clock)
+    for i in range(3):
+        second.write(_events(10, 1000 + 10 * i))
+    second.close()
+    for name, data in kept.items():
+        assert (tmp_path / name).read_bytes() == data, f"{name} overwritten"
+    names = [p.name for p in second.finished]
+    assert not set(names) & set(kept)
+    assert names[0].startswith("events-n1-20261118T") and names[0].endswith(f"-0043.{fmt}")
+    _assert_same(pd.concat([read_events(p) for p in [*first.finished, *second.finished]], ignore_index=True),
+                 [e for i in range(3) for e in _events(10, 10 * i)]
+                 + [e for i in range(3) for e in _events(10, 1000 + 10 * i)])  # fmt: skip

@@ -189,3 +189,82 @@ def test_kubeconfig_works_with_the_official_client(server: FakeApiServer, tmp_pa
         assert pods.items[0].status.pod_ip == "10.244.0.1"
     finally:
         api.close()
+
+
+def post(
+    srv: FakeApiServer, path: str, body: dict[str, Any], token: str | None = "caller"
+) -> tuple[int, dict[str, Any]]:
+    host, port = srv.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        conn.request("POST", path, body=json.dumps(body), headers=headers)
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
+ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+
+
+def test_token_and_access_reviews_answer_as_configured(server: FakeApiServer) -> None:
+    server.add_token("t-alice", "alice", groups=("ops",))
+    code, doc = post(server, TOKEN_REVIEWS, {"kind": "TokenReview", "spec": {"token": "t-alice"}})
+    assert code == 201 and doc["kind"] == "TokenReview"
+    assert doc["status"]["authenticated"] is True
+    assert doc["status"]["user"]["username"] == "alice"
+    assert doc["status"]["user"]["groups"] == ["ops", "system:authenticated"]
+    code, doc = post(server, TOKEN_REVIEWS, {"kind": "TokenReview", "spec": {"token": "forged"}})
+    assert code == 201 and "authenticated" not in doc["status"] and doc["status"]["error"]
+    assert post(server, TOKEN_REVIEWS, {"spec": {"token": "t-alice"}}, token=None)[0] == 401
+
+    def sar(user: str, groups: list[str], name: str) -> bool:
+        attrs = {"verb": "get", "resource": "nodes", "subresource": "proxy", "name": name}
+        review = {"spec": {"user": user, "groups": groups, "resourceAttributes": attrs}}
+        code, doc = post(server, ACCESS_REVIEWS, review)
+        assert code == 201 and doc["kind"] == "SubjectAccessReview"
+        return bool(doc["status"]["allowed"])
+
+    assert not sar("alice", [], "n1")
+    server.grant("alice", "get", "nodes", "proxy", name="n1")
+    server.grant("group:ops", "get", "nodes", "proxy", name="n2")
+    server.grant("bob", "get", "nodes", "proxy")  # every node
+    assert sar("alice", [], "n1") and not sar("alice", [], "n2") and sar("alice", ["ops"], "n2")
+    assert sar("bob", [], "n9") and not sar("carol", ["dev"], "n1")
+    assert all("token" not in r["spec"] for r in server.reviews)
+    server.fail_next(1, 500)
+    assert post(server, ACCESS_REVIEWS, {"spec": {}})[0] == 500
+
+
+def test_reviewer_with_the_official_client(server: FakeApiServer, tmp_path: Path) -> None:
+    from auditor.kubeapi import load_api_client
+    from auditor.kubeapi.reviews import ApiAccessReviewer
+    from auditor.model.access import Identity, ReviewUnavailable, node_proxy_permission
+
+    server.add_token("t-alice", "alice", groups=("ops",), uid="u-1")
+    server.grant("group:ops", "get", "nodes", "proxy", name="n1")
+    api = load_api_client(str(server.write_kubeconfig(tmp_path / "kubeconfig")))
+    try:
+        reviewer = ApiAccessReviewer(api, timeout_s=5)
+        who = reviewer.review_token("t-alice")
+        assert who == Identity("alice", "u-1", ("ops", "system:authenticated"))
+        assert reviewer.review_token("forged") is None
+        assert reviewer.review_access(who, node_proxy_permission("n1")).allowed
+        assert not reviewer.review_access(who, node_proxy_permission("n2")).allowed
+        assert not reviewer.review_access(Identity("mallory"), node_proxy_permission("n1")).allowed
+        server.fail_next(1, 403)  # e.g. the agent's ClusterRole lacks create on tokenreviews
+        with pytest.raises(ReviewUnavailable, match="403"):
+            reviewer.review_token("t-alice")
+    finally:
+        api.close()
+    gone = load_api_client(str(server.write_kubeconfig(tmp_path / "kubeconfig")))
+    server.stop()  # nobody answers
+    try:
+        with pytest.raises(ReviewUnavailable):
+            ApiAccessReviewer(gone, timeout_s=2).review_token("t-alice")
+    finally:
+        gone.close()

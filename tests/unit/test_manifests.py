@@ -253,17 +253,32 @@ def test_daemonset_is_not_privileged_and_names_its_capabilities(built: tuple[str
     assert security["allowPrivilegeEscalation"] is False
 
 
-def test_cluster_role_only_reads_pods_endpointslices_and_events(built: tuple[str, list[Doc]]) -> None:
+def test_cluster_role_reads_pods_endpointslices_events_and_only_creates_reviews(
+    built: tuple[str, list[Doc]],
+) -> None:
     _, docs = built
     role = only(docs, "ClusterRole")
-    assert verbs_beyond_read(role) == set()
-    granted = {(g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
-    assert granted == {
+    granted = {
+        (g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
+    }
+    reads = {(g, r) for g, r, v in granted if v in READ_VERBS}
+    assert reads == {
         ("", "pods"),
         ("", "events"),
         ("discovery.k8s.io", "endpointslices"),
         ("events.k8s.io", "events"),
     }
+    # /logs: TokenReview + SubjectAccessReview of the caller; nothing else is ever written
+    assert {(g, r, v) for g, r, v in granted if v not in READ_VERBS} == {
+        ("authentication.k8s.io", "tokenreviews", "create"),
+        ("authorization.k8s.io", "subjectaccessreviews", "create"),
+    }
+    assert verbs_beyond_read(role) == {"create"}
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
+        assert "resourceNames" not in rule and "nonResourceURLs" not in rule, rule
+        if "create" in rule["verbs"]:
+            assert rule["verbs"] == ["create"], "review creation only, no other verb on those resources"
     binding = only(docs, "ClusterRoleBinding")
     account = only(docs, "ServiceAccount")
     assert binding["roleRef"] == {
@@ -300,6 +315,7 @@ def test_daemonset_runs_the_agent_as_the_issue_asks(built: tuple[str, list[Doc]]
         "--metrics-addr",
         ":9808",
     ]
+    assert not any(a.startswith("--logs-auth") for a in container["args"]), "/logs stays behind the token check"
     env = {e["name"]: e for e in container["env"]}
     assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     assert set(container["resources"]) == {"requests", "limits"}
@@ -382,3 +398,24 @@ def test_dockerfile_builds_the_agent_image() -> None:
     assert "docker build -f daemonset/Dockerfile" in text, "the build command is documented"
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["auditor"] == "auditor.cli:main", "the entrypoint is the package's console script"
+
+
+# --- the documented RBAC of `auditor collect` ------------------------------------------------------
+
+
+def test_documented_collect_rbac_grants_what_collect_and_the_agent_check() -> None:
+    from auditor.model.access import node_proxy_permission
+
+    text = (DAEMONSET / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```yaml\n")[1:]]
+    docs = [d for b in blocks for d in yaml.safe_load_all(b) if d]
+    assert {d["kind"] for d in docs} == {"Role", "ClusterRole"}
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)
+    role, cluster_role = only(docs, "Role"), only(docs, "ClusterRole")
+    granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    assert granted == {("pods", "list"), ("pods/proxy", "get")}  # listing agents, the pod proxy
+    wanted = node_proxy_permission("node-a")  # what each agent's SubjectAccessReview asks
+    (rule,) = cluster_role["rules"]
+    assert rule["apiGroups"] == [wanted.group]
+    assert rule["resources"] == [f"{wanted.resource}/{wanted.subresource}"] and rule["verbs"] == [wanted.verb]
