@@ -368,8 +368,11 @@ class Agent:
         self.metrics.count_episode(report.verdict)
         for (failure, cause), n in report.failures.items():
             self.metrics.count_failures(report.namespace, report.pod, failure, cause, n)
-        for delay in report.node_delays.values():
-            self.metrics.observe_delay(delay)
+        for node, delay in report.node_delays.items():
+            self.metrics.observe_delay(delay, "kube-proxy", node)
+        for kind, consumer, delay in report.consumer_delays:
+            if kind != "kube-proxy":  # kube-proxy's delay is its node's, above
+                self.metrics.observe_delay(delay, kind, consumer)
         for gap in report.node_gaps.values():
             self.metrics.observe_gap(gap)
         try:

@@ -9,7 +9,9 @@ Series (all prefixed ``auditor_``):
 * ``connection_failures_total{namespace,pod,failure,cause}``: refused / reset connections explained by
   a finished termination episode. Pods are labelled only when terminating, and at most ``max_pods``
   distinct pods are named; the rest share ``pod="_other"`` (bounded cardinality);
-* ``propagation_delay_seconds``: histogram of measured per-node propagation delays (ms buckets);
+* ``propagation_delay_seconds{consumer_kind,consumer}``: histogram of measured propagation delays per
+  endpoint consumer: ``kube-proxy`` of a node (its rule removal), a ``pod`` dialing pod IPs itself (an
+  ingress), an ``external`` address (ms buckets);
 * ``gap_seconds``: histogram of the per-node gap (time new connections still went to the pod);
 * ``episodes_total{verdict}``: finished termination episodes by verdict (SAFE / GAP / INCONCLUSIVE).
 
@@ -66,10 +68,13 @@ class AgentMetrics:
         )
         self.delay = Histogram(
             "auditor_propagation_delay_seconds",
-            "Per node: pod deletion seen -> this node stopped sending it new connections.",
+            "Per endpoint consumer (kube-proxy of a node, a pod dialing pod IPs, an external address): pod "
+            "deletion seen -> the consumer's last new connection to it.",
+            ["consumer_kind", "consumer"],
             buckets=DELAY_BUCKETS,
             registry=r,
         )
+        self._consumers: set[tuple[str, str]] = set()
         self.gap = Histogram(
             "auditor_gap_seconds",
             "Per node: how long new connections still reached a pod that no longer listened.",
@@ -108,8 +113,17 @@ class AgentMetrics:
                     self._pods.add(key)
         self.failures.labels(namespace=namespace, pod=pod, failure=failure, cause=cause).inc(n)
 
-    def observe_delay(self, seconds: float) -> None:
-        self.delay.observe(max(0.0, seconds))
+    def observe_delay(self, seconds: float, consumer_kind: str = "kube-proxy", consumer: str = "") -> None:
+        """One consumer's propagation delay; past ``max_pods`` distinct consumers, they share one series
+        (``consumer="other"``), as pods do for the failure counter."""
+        with self._lock:
+            key = (consumer_kind, consumer)
+            if key not in self._consumers:
+                if len(self._consumers) >= self.max_pods:
+                    consumer = OTHER_POD
+                else:
+                    self._consumers.add(key)
+        self.delay.labels(consumer_kind=consumer_kind, consumer=consumer).observe(max(0.0, seconds))
 
     def observe_gap(self, seconds: float) -> None:
         self.gap.observe(max(0.0, seconds))

@@ -40,8 +40,9 @@ def test_exposition_has_the_agent_series(served: tuple[AgentMetrics, MetricsServ
     metrics.set_lost_total("refused", 6)  # running total: +2
     metrics.set_lost_total("queue_full", 0)
     metrics.count_failures("shop", "web-1", "refused", "propagation_gap", 7)
-    metrics.observe_delay(0.004)
-    metrics.observe_delay(0.8)
+    metrics.observe_delay(0.004, "kube-proxy", "node-a")
+    metrics.observe_delay(0.8, "kube-proxy", "node-a")
+    metrics.observe_delay(2.31, "pod", "ingress-nginx/ingress-nginx-controller-7d9f")
     metrics.observe_gap(0.3)
     metrics.count_episode("GAP")
     status, text = _get(server.port, "/metrics")
@@ -54,9 +55,11 @@ def test_exposition_has_the_agent_series(served: tuple[AgentMetrics, MetricsServ
         'auditor_events_lost_total{kind="refused"} 6.0',
         'auditor_events_lost_total{kind="queue_full"} 0.0',
         'auditor_connection_failures_total{cause="propagation_gap",failure="refused",namespace="shop",pod="web-1"} 7.0',
-        'auditor_propagation_delay_seconds_bucket{le="0.005"} 1.0',
-        'auditor_propagation_delay_seconds_bucket{le="1.0"} 2.0',
-        "auditor_propagation_delay_seconds_count 2.0",
+        'auditor_propagation_delay_seconds_bucket{consumer="node-a",consumer_kind="kube-proxy",le="0.005"} 1.0',
+        'auditor_propagation_delay_seconds_bucket{consumer="node-a",consumer_kind="kube-proxy",le="1.0"} 2.0',
+        'auditor_propagation_delay_seconds_count{consumer="node-a",consumer_kind="kube-proxy"} 2.0',
+        'auditor_propagation_delay_seconds_count{consumer="ingress-nginx/ingress-nginx-controller-7d9f",'
+        'consumer_kind="pod"} 1.0',
         'auditor_gap_seconds_bucket{le="0.25"} 0.0',
         'auditor_episodes_total{verdict="GAP"} 1.0',
     ):
