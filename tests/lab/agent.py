@@ -31,13 +31,20 @@ class ApiMirror:
         self.server = FakeApiServer(history=10_000, bookmark_interval=1.0).start()
         self.kubeconfig = self.server.write_kubeconfig(run_dir / "kubeconfig")
         self.faults: list[dict[str, Any]] = []
+        self.last_rv: dict[tuple[str, str], int] = {}  # (kind, name) -> resourceVersion of its last change
 
     def apply(self, kind: str, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
         if kind == "DELETED":
-            self.server.delete(obj["kind"], meta["namespace"], meta["name"])
+            stored = self.server.delete(obj["kind"], meta["namespace"], meta["name"])
         else:
-            self.server.apply(obj)
+            stored = self.server.apply(obj)
+        self.last_rv[(obj["kind"], meta["name"])] = int(stored["metadata"]["resourceVersion"])
+
+    def served_ns(self, kind: str, rv: int | None) -> int:
+        """When the API server wrote the change ``rv`` of a ``kind`` to a watcher (the agent), 0 if never."""
+        plural = {"Pod": "pods", "EndpointSlice": "endpointslices"}[kind]
+        return (self.server.sent_ns(plural, rv) or 0) if rv is not None else 0
 
     def break_watches(self) -> dict[str, Any]:
         """Abruptly close every watch, and forget history so that resuming gets 410 Gone."""
@@ -76,6 +83,7 @@ class AgentProcess:
         self.proc = subprocess.Popen(argv, cwd=Path(__file__).resolve().parents[2], stdout=self._err,
                                      stderr=subprocess.STDOUT)  # fmt: skip
         self.exit_code: int | None = None
+        self.sigterm_ns = 0  # when terminate() sent SIGTERM
 
     def summary(self) -> dict[str, Any]:
         try:
@@ -110,10 +118,19 @@ class AgentProcess:
             time.sleep(0.2)
         return len(self.episodes())
 
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM, wait for the flush-and-exit (bounded), then SIGKILL; returns the exit code."""
-        if self.proc.poll() is None:
+    def terminate(self) -> int:
+        """Send SIGTERM once (as the kubelet does); returns when (ns)."""
+        if not self.sigterm_ns:
+            self.sigterm_ns = time.time_ns()
             self.proc.send_signal(signal.SIGTERM)
+        return self.sigterm_ns
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM unless sent already, wait for the flush-and-exit (bounded), then SIGKILL; returns the exit
+        code. Never a second SIGTERM: the agent restores the default handler once it has stopped, so one
+        arriving while the process winds down kills it (exit -15, seen under load in the SIGTERM test)."""
+        if self.proc.poll() is None:
+            self.terminate()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

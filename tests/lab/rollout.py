@@ -1,7 +1,8 @@
 """The rollout driver: builds the node, runs load and capture, replaces pods one by one, writes truth.
 
 ``run_rollout(LabConfig(prestop=0, delay=1.0), Path("/tmp/labrun"))`` leaves in the directory:
-``node.pcap`` (tcpdump on the node), ``kube.json`` (watch stream), ``hey.txt`` (client report),
+``node.pcap`` (tcpdump on the node), ``icmp.pcap`` (the node's ICMP unreachables, for the truth),
+``kube.json`` (watch stream), ``hey.txt`` (client report),
 ``truth.json`` (what really happened), ``pods/*.jsonl`` (server ground truth), ``rules.log``.
 """
 
@@ -21,7 +22,7 @@ from typing import IO, Any
 
 from tests.lab import netns
 from tests.lab.agent import AgentProcess, ApiMirror
-from tests.lab.client import count_packets, count_rsts_from, parse_hey
+from tests.lab.client import count_packets, count_rsts_from, count_stale_unreachables, parse_hey
 from tests.lab.kube import EndpointSlice, LabPod, ReplicaSet, WatchStream, safe_suffix
 from tests.lab.probe import http_ready
 from tests.lab.rules import Dataplane, Service
@@ -208,6 +209,7 @@ class _Lab:
         # delete the old pod: API marks it, the endpointslice controller marks it terminating
         old.deleted_ns = time.time_ns()
         self.stream.emit("MODIFIED", old, old.deleted_ns)
+        deletion_rv = self.api.last_rv.get(("Pod", old.name)) if self.api is not None else None
         self.slice.endpoints = [(p, t or p is old) for p, t in self.slice.endpoints]
         self.slice.trigger_ns = old.deleted_ns
         self.stream.emit("MODIFIED", self.slice)
@@ -217,6 +219,7 @@ class _Lab:
         t_sigterm_due = old.deleted_ns + int(cfg.prestop * 1e9)
         t_rules_due = old.deleted_ns + int(cfg.delay * 1e9)
         t_kill_due = old.deleted_ns + cfg.grace * 1_000_000_000
+        self.dataplane.prepare()  # at t_rules_due, only the payload is left to write
         server = self.servers[old.name]
         t_sigterm = t_kill = 0
         removed = None
@@ -227,8 +230,7 @@ class _Lab:
                 server.send_signal(signal.SIGTERM)
             if (self.agent is not None and index == cfg.agent_stop_episode and not self.agent_sigterm_ns
                     and now >= t_stop_agent_due):
-                self.agent_sigterm_ns = time.time_ns()
-                self.agent.proc.send_signal(signal.SIGTERM)  # mid-gap; collected after the run
+                self.agent_sigterm_ns = self.agent.terminate()  # mid-gap; collected after the run
             if removed is None and now >= t_rules_due:
                 live.remove(old)
                 removed = self.dataplane.sync([p.ip for p in live])
@@ -252,7 +254,11 @@ class _Lab:
         return {
             "name": old.name, "uid": old.uid, "ip": old.ip, "replaced_by": new.name,
             "t_delete": old.deleted_ns, "t_sigterm": t_sigterm,
+            # when the lab's API server sent the deletion to the agent's watch (0: no agent): the delivery
+            # delay of this in-process server (GIL, load; up to 23 ms measured) is the lab's, not the agent's
+            "t_delete_served": self.api.served_ns("Pod", deletion_rv) if self.api is not None else 0,
             "t_listener_closed": ground.get("listener_closed", {}).get("time_ns", 0),
+            "t_rule_removed_due": t_rules_due,
             "t_rule_removed_before": removed.before_ns, "t_rule_removed_after": removed.after_ns,
             "t_exit": ground.get("exit", {}).get("time_ns", 0), "t_exit_observed": old.finished_ns,
             "t_sigkill": t_kill,
@@ -290,7 +296,7 @@ class _Lab:
                                       cfg.agent_settle)  # fmt: skip
             self.agent.wait_ready()
 
-        capture = self.start_capture()
+        captures = self.start_capture()
         hey_out = (self.out / "hey.txt").open("wb")
         self.files.append(hey_out)
         per_worker = max(1, round(cfg.qps / cfg.workers))
@@ -309,12 +315,16 @@ class _Lab:
         stop(hey, signal.SIGINT, 15.0)
         t_load_end = time.time_ns()
         hey_out.close()
-        stop(capture, signal.SIGINT, 10.0)
+        for capture in captures:
+            stop(capture, signal.SIGINT, 10.0)
         pcap = self.out / "node.pcap"
+        stale = count_stale_unreachables(self.out / "icmp.pcap", pcap, CLIENT_IP)
         for ep in episodes:
             ep.update(count_rsts_from(pcap, ep["ip"], self.svc.target_port))
             ep["syn_to_pod"] = count_packets(
                 pcap, f"dst host {ep['ip']} and tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn")
+            ep["t_unreachable"] = stale.pop(ep["ip"], [])
+            ep["unreachable"] = len(ep["t_unreachable"])
         return {
             "agent": self.finish_agent(len(episodes)),
             "config": asdict(cfg),
@@ -328,6 +338,7 @@ class _Lab:
             "replicasets": {"old": old_rs.name, "new": new_rs.name},
             "t_load_start": t_load, "t_load_end": t_load_end,
             "old_pods": episodes,
+            "unreachable_elsewhere": stale,  # stale-conntrack unreachables for other addresses (none expected)
             "client": parse_hey((self.out / "hey.txt").read_text(errors="replace")),
             "kube_events": self.stream.count,
         }
@@ -342,25 +353,36 @@ class _Lab:
         return {"log_dir": str(self.agent.log_dir), "exit_code": code, "sigterm_ns": self.agent_sigterm_ns,
                 "metrics_port": self.agent.port, "faults": self.api.faults if self.api else []}
 
-    def start_capture(self) -> subprocess.Popen[bytes]:
+    def start_capture(self) -> list[subprocess.Popen[bytes]]:
+        """``node.pcap``, auditor's input, and ``icmp.pcap``: the ICMP unreachables the node sent, for the
+        truth only (a SYN that a stale conntrack entry still DNATs to a deleted pod's address is answered
+        by the node's "net unreachable", not by the pod; see ``count_stale_unreachables``)."""
         bpf = f"tcp and (net 10.244.0.0/16 or host {self.svc.cluster_ip})"
         if self.cfg.small_capture:
             bpf += " and tcp[tcpflags] & (tcp-syn|tcp-rst|tcp-fin) != 0"
-        err = (self.out / "tcpdump.log").open("wb")
+        # immediate mode for the few ICMPs: otherwise a packet waits in a ring block until the block's 1 s
+        # timeout retires it, and one of the last second is lost when tcpdump stops (2 of 6 tries in netns)
+        return [self._tcpdump("node", bpf, self.cfg.snaplen),
+                self._tcpdump("icmp", "icmp[icmptype] == icmp-unreach", 128, "--immediate-mode")]
+
+    def _tcpdump(self, name: str, bpf: str, snaplen: int, *extra: str) -> subprocess.Popen[bytes]:
+        log = self.out / ("tcpdump.log" if name == "node" else f"tcpdump-{name}.log")
+        err = log.open("wb")
         self.files.append(err)
-        argv = ["tcpdump", "-i", "any", "-n", "-Z", "root", "-s", str(self.cfg.snaplen), "-B", "8192",
-                "-w", str(self.out / "node.pcap"), bpf]
+        argv = ["tcpdump", "-i", "any", "-n", "-Z", "root", "-s", str(snaplen), "-B", "8192", *extra,
+                "-w", str(self.out / f"{name}.pcap"), bpf]
         proc = self.procs.start(self.node, argv, stdout=subprocess.DEVNULL, stderr=err)
         deadline = time.monotonic() + 10.0
-        while b"listening on" not in (self.out / "tcpdump.log").read_bytes():
+        while b"listening on" not in log.read_bytes():
             if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("tcpdump did not start within 10 s (see tcpdump.log)")
+                raise RuntimeError(f"tcpdump did not start within 10 s (see {log.name})")
             time.sleep(0.02)
         return proc
 
     def close(self) -> None:
         if self.agent is not None:
             self.agent.stop()
+        self.dataplane.close()
         if self.api is not None:
             self.api.close()
         self.procs.stop_all()

@@ -3,8 +3,13 @@ with the lab's ground truth (the times it applied each change, the RSTs tcpdump 
 
 The lab serves its pods and EndpointSlice over HTTP (tests/kubeserver) and the agent reads them with
 the official client through a kubeconfig; its dataplane watcher watches the lab's node namespace.
-Tolerances are the issue's: listener closed within 10 ms of SIGTERM, rule removal within 20 ms of the
-change, propagation delay 1 s +- 20 ms.
+Tolerances are the issue's: listener closed within 10 ms of the server's close, rule removal within
+20 ms of the change, propagation delay 1 s +- 20 ms -- of the delay the lab really applied. Its rule
+change is due 1 s after the deletion and committed between ``t_rule_removed_before`` and ``_after``
+(1-12 ms after the due time since the restore process is started ahead; 10-31 ms late when it was
+started at the due time), and the delay is counted from when the lab's API server sent the deletion to
+the agent (``t_delete_served``: that in-process server took 0.5-23 ms to send it with two busy loops on
+this 2-CPU machine; the agent then stamped its receipt within 4 ms).
 """
 
 from __future__ import annotations
@@ -70,8 +75,12 @@ def _summary(run: LabRun) -> dict[str, Any]:
     return dict(json.loads((_log_dir(run) / f"agent-{NODE}.json").read_text()))
 
 
+def _count(episode: dict[str, Any], failure: str) -> int:
+    return sum(f["count"] for f in episode["failures"] if f["failure"] == failure)
+
+
 def _refused(episode: dict[str, Any]) -> int:
-    return sum(f["count"] for f in episode["failures"] if f["failure"] == "refused")
+    return _count(episode, "refused")
 
 
 def _ns(text: str) -> int:
@@ -127,21 +136,38 @@ def _check_gap(run: LabRun, doc: dict[str, Any], backend: str) -> None:
         # the agent's live line: one refusal per refused connection, attributed to this pod
         assert live[name]["verdict"] == "GAP"
         assert _refused(live[name]) == p["rst_refused"], (name, live[name]["failures"], p)
-        assert sum(f["count"] for f in live[name]["failures"]) == p["rst_from_pod"], (name, p)
-        assert abs(live[name]["max_propagation_delay_s"] - 1.0) <= tol / 1000, live[name]
+        assert _count(live[name], "reset") == p["rst_established"], (name, live[name]["failures"], p)
+        # SYNs that a stale conntrack entry sent to the deleted pod (the node answered "unreachable"):
+        # the live episode holds those that came before it settled, the analysis afterwards all of them
+        settled = p["t_exit_observed"] + int(truth["config"]["agent_settle"] * 1e9)
+        early = sum(1 for t in p["t_unreachable"] if t < settled)
+        assert early <= _count(live[name], "unreachable") <= p["unreachable"], (name, live[name]["failures"], p)
+        # the delay the lab really applied, as the agent can know it: from when the lab's API server sent it
+        # the deletion (the agent's own receipt lag is its error) to the rule change's commit, which came
+        # between t_rule_removed_before and _after
+        assert p["t_delete"] <= p["t_delete_served"] <= p["t_rule_removed_before"], p
+        lo, hi = ((p[k] - p["t_delete_served"]) / 1e9 for k in ("t_rule_removed_before", "t_rule_removed_after"))
+        assert lo - tol / 1000 <= live[name]["max_propagation_delay_s"] <= hi + tol / 1000, (live[name], lo, hi)
         # the log directory, analyzed afterwards: the same counts and the per-node timeline
         causes = eps[name]["causes"]
-        assert causes["propagation_gap"] + causes["after_removal"] == p["rst_refused"], (name, causes, p)
+        assert causes["propagation_gap"] + causes["after_removal"] == p["rst_refused"] + p["unreachable"], (
+            name,
+            causes,
+            p,
+        )
+        assert causes["inflight_reset"] == p["rst_established"], (name, causes, p)
         (node,) = eps[name]["nodes"]
         assert node["listener_closed_source"] == "ebpf:listen_close", node
-        assert abs(_ns(node["listener_closed"]) - p["t_sigterm"]) <= 10 * MS, (name, node, p["t_sigterm"])
+        # against the server's own record of its close() (t_listener_closed), not the lab's SIGTERM: under
+        # load the server took up to 17 ms to handle the signal (the agent's probe was then 0.06 ms off)
+        assert abs(_ns(node["listener_closed"]) - p["t_listener_closed"]) <= 10 * MS, (name, node, p)
         assert node["rule_removed_source"] == f"dataplane:{backend}", node
         removed = _ns(node["rule_removed"])
         assert p["t_rule_removed_before"] - 20 * MS <= removed <= p["t_rule_removed_after"] + tol * MS, (
             name,
             node,
         )
-        assert abs(node["propagation_delay_s"] - 1.0) <= tol / 1000, (name, node)
+        assert lo - tol / 1000 <= node["propagation_delay_s"] <= hi + tol / 1000, (name, node, lo, hi)
     assert doc["verdict"] == "GAP", doc["verdict_line"]
     assert doc["recommendation"]["prestop_seconds"] >= 2
     if backend != "iptables-legacy":  # every nf_tables transaction timed by its kernel commit
