@@ -23,6 +23,8 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
     "auditor.commands.agent": ("agent", "record"),
     "auditor.commands.doctor": ("doctor",),
     "auditor.commands.collect": ("collect",),
+    "auditor.commands.load": ("load",),
+    "auditor.commands.rollout_test": ("rollout_test",),
 }
 
 
@@ -47,7 +49,7 @@ def _register() -> None:
         for name in names:
             command = getattr(module, name, None)
             if isinstance(command, click.Command):
-                cli.add_command(command, name)
+                cli.add_command(command, command.name or name)  # "rollout-test" from rollout_test
 
 
 _register()

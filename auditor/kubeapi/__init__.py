@@ -7,6 +7,9 @@
 * :class:`StreamRecorder` — writes events in the ``kubectl get --watch --output-watch-events -o json``
   format, each with ``observedAt``, which ``auditor.sources.kube_stream`` reads.
 * :mod:`auditor.kubeapi.proxy` — pods by label and GETs through the pod proxy (``auditor collect``).
+* :mod:`auditor.kubeapi.workloads` — workloads (GET, strategic-merge and merge PATCH), Services, the load
+  Job, its pod's log and ``/version``, failures as one line naming the verb and resource
+  (``auditor rollout-test``).
 """
 
 from auditor.kubeapi.config import load_api_client

@@ -26,6 +26,27 @@ answered as kube-apiserver answers them (201 with the object and its ``status``)
 
 The caller must itself present a bearer token (``Authorization``), else 401, like the real server;
 :attr:`FakeApiServer.reviews` records each review (kind, the spec without the token, the answer).
+
+Workloads and the load of ``auditor rollout-test`` (the controllers are emulated by the tests, e.g.
+:class:`tests.kubeserver.workloads.ControllerEmulation`; this server only stores and serves):
+
+* Deployments, StatefulSets, DaemonSets (``apps/v1``), Jobs (``batch/v1``), Services (``v1``) besides
+  pods, EndpointSlices and Events: LIST and WATCH as above, GET of one object (404 with kube-apiserver's
+  ``deployments.apps "web" not found``), POST of a new object (``generateName`` honoured, 409 when it
+  exists), DELETE (the object as it was), PATCH with ``application/strategic-merge-patch+json``
+  (:mod:`tests.kubeserver.smp`: containers merged by name, ``null`` deletes) or
+  ``application/merge-patch+json``; a PATCH never touches ``status``, and one that changes ``spec``
+  increments ``metadata.generation`` (created at 1), as the real server does for these kinds;
+* LIST honours an equality ``labelSelector`` (``a=b,c=d``);
+* ``GET /api/v1/namespaces/<ns>/pods/<name>/log``: what :meth:`FakeApiServer.set_pod_log` gave (bytes, or
+  a callable returning them, called on each read; ``follow`` is answered with the log so far);
+* ``GET /version``: :meth:`FakeApiServer.set_version` (default v1.31.0).
+
+RBAC, off by default: :attr:`FakeApiServer.enforce_rbac` makes every resource request need a bearer token
+given to :meth:`FakeApiServer.add_token` (else 401) and a :meth:`FakeApiServer.grant` of its verb (get,
+list, watch, create, patch, delete) on the resource (subresource ``log``), else 403 with the message
+kube-apiserver writes: ``deployments.apps "web" is forbidden: User "jane" cannot patch resource
+"deployments" in API group "apps" in the namespace "default"``.
 """
 
 from __future__ import annotations
@@ -39,12 +60,14 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.kubeserver.smp import json_merge_patch, strategic_merge
 
 
 @dataclass(frozen=True)
@@ -63,8 +86,15 @@ RESOURCES: dict[str, Resource] = {
         Resource("pods", "/api/v1", "v1", "Pod"),
         Resource("endpointslices", "/apis/discovery.k8s.io/v1", "discovery.k8s.io/v1", "EndpointSlice"),
         Resource("events", "/api/v1", "v1", "Event"),
+        Resource("services", "/api/v1", "v1", "Service"),
+        Resource("deployments", "/apis/apps/v1", "apps/v1", "Deployment"),
+        Resource("statefulsets", "/apis/apps/v1", "apps/v1", "StatefulSet"),
+        Resource("daemonsets", "/apis/apps/v1", "apps/v1", "DaemonSet"),
+        Resource("jobs", "/apis/batch/v1", "batch/v1", "Job"),
     )
 }
+_GENERATED = {"deployments", "statefulsets", "daemonsets", "jobs"}  # kinds whose spec changes bump generation
+PodLog = bytes | Callable[[], bytes]
 _BY_KIND = {r.kind: r for r in RESOURCES.values()}
 
 
@@ -120,6 +150,11 @@ class FakeApiServer:
         self.tokens: dict[str, dict[str, Any]] = {}  # bearer token -> TokenReview user info
         self.grants: set[tuple[str, str, str, str, str, str]] = set()  # (subject, verb, group, resource, sub, name)
         self.reviews: deque[dict[str, Any]] = deque(maxlen=1000)
+        self.enforce_rbac = False  # resource requests need a known token and a grant (see grant())
+        self.version: dict[str, str] = {}
+        self.set_version(1, 31)
+        self.pod_logs: dict[tuple[str, str], PodLog] = {}
+        self.patches: deque[tuple[str, str, dict[str, Any]]] = deque(maxlen=1000)  # (path, content type, body)
         self._httpd = ThreadingHTTPServer((host, 0), _make_handler(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -191,6 +226,8 @@ class FakeApiServer:
             meta = stored.setdefault("metadata", {})
             meta.setdefault("uid", str(uuid.uuid4()))
             meta.setdefault("creationTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            if res.plural in _GENERATED:
+                meta.setdefault("generation", 1)
             return self._commit(res.plural, "ADDED", stored)
 
     def update(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -224,6 +261,59 @@ class FakeApiServer:
         with self._cond:
             obj = self._store[_BY_KIND[kind].plural].get((namespace, name))
             return copy.deepcopy(obj) if obj is not None else None
+
+    def objects(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Every stored object of ``kind`` (of ``namespace`` when given), sorted by namespace and name."""
+        with self._cond:
+            return [copy.deepcopy(o) for k, o in sorted(self._store[_BY_KIND[kind].plural].items())
+                    if namespace is None or k[0] == namespace]  # fmt: skip
+
+    def set_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``status`` into the object's status (what a controller writes); a new resourceVersion."""
+        with self._cond:
+            obj = copy.deepcopy(self._store[_BY_KIND[kind].plural][(namespace, name)])
+            obj["status"] = {**(obj.get("status") or {}), **copy.deepcopy(status)}
+            return self._commit(_BY_KIND[kind].plural, "MODIFIED", obj)
+
+    def set_version(self, major: int, minor: int, git_version: str = "") -> None:
+        """What ``GET /version`` answers."""
+        git = git_version or f"v{major}.{minor}.0"
+        self.version = {"major": str(major), "minor": str(minor), "gitVersion": git, "gitCommit": "fake",
+                        "gitTreeState": "clean", "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.24",
+                        "compiler": "gc", "platform": "linux/amd64"}  # fmt: skip
+
+    def set_pod_log(self, namespace: str, name: str, log: PodLog) -> None:
+        """The pod's log: bytes, or a callable returning them (called on every read)."""
+        with self._cond:
+            self.pod_logs[(namespace, name)] = log
+
+    def pod_log(self, namespace: str, name: str) -> bytes | None:
+        with self._cond:
+            log = self.pod_logs.get((namespace, name))
+        return log() if callable(log) else log
+
+    def patch(self, plural: str, namespace: str, name: str, body: Any, content_type: str) -> dict[str, Any]:
+        """Apply a strategic-merge or JSON merge patch; ``metadata.generation`` + 1 when ``spec`` changed.
+        KeyError: no such object; ValueError: a patch this server does not take."""
+        with self._cond:
+            old = self._store[plural][(namespace, name)]
+            if not isinstance(body, dict):
+                raise ValueError("the patch is not a JSON object")
+            body = {k: v for k, v in body.items() if k != "status"}  # status is the status subresource's
+            if "strategic-merge-patch" in content_type:
+                new = strategic_merge(old, body)
+            elif "merge-patch" in content_type:
+                new = json_merge_patch(old, body)
+            else:
+                raise ValueError(f"unsupported patch type {content_type!r}")
+            meta = new.setdefault("metadata", {})
+            for field in ("name", "namespace", "uid", "creationTimestamp"):
+                meta[field] = old["metadata"].get(field)
+            if plural in _GENERATED and new.get("spec") != old.get("spec"):
+                meta["generation"] = int(old["metadata"].get("generation") or 1) + 1
+            if new == old:
+                return copy.deepcopy(old)
+            return self._commit(plural, "MODIFIED", new)
 
     def _commit(self, plural: str, event_type: str, stored: dict[str, Any]) -> dict[str, Any]:
         # caller holds self._cond
@@ -274,6 +364,24 @@ class FakeApiServer:
             return {"allowed": True, "reason": "allowed by the fake API server's grants"}
         return {"allowed": False}
 
+    def user_of(self, authorization: str) -> dict[str, Any] | None:
+        """The TokenReview user of an ``Authorization: Bearer <token>`` header, else None."""
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        with self._cond:
+            user = self.tokens.get(token.strip())
+            return copy.deepcopy(user) if user is not None else None
+
+    def allowed(self, user: dict[str, Any], verb: str, group: str, resource: str, sub: str = "", name: str = "") -> bool:
+        """What the SubjectAccessReview would answer for this user (its name or one of its groups)."""
+        subjects = {str(user.get("username") or "")} | {f"group:{g}" for g in user.get("groups") or []}
+        with self._cond:
+            return any(
+                g[0] in subjects and g[1:5] == (verb, group, resource, sub) and (not g[5] or g[5] == name)
+                for g in self.grants
+            )
+
     def sent_ns(self, plural: str, resource_version: int) -> int | None:
         """When a watch first started writing this change to its client (ns), if one did: the earliest a
         watcher can have received it (this server's own delivery delay, after the change, included)."""
@@ -323,7 +431,9 @@ class FakeApiServer:
                 return self._outage
             return self._failures.pop(0) if self._failures else None
 
-    def _list(self, plural: str, ns: str | None, limit: int, token: str) -> dict[str, Any] | None:
+    def _list(
+        self, plural: str, ns: str | None, limit: int, token: str, selector: str = ""
+    ) -> dict[str, Any] | None:
         res = RESOURCES[plural]
         with self._cond:
             if token:
@@ -337,7 +447,7 @@ class FakeApiServer:
                 items = [
                     copy.deepcopy(o)
                     for k, o in sorted(self._store[plural].items())
-                    if ns is None or k[0] == ns
+                    if (ns is None or k[0] == ns) and _selected(o, selector)
                 ]
                 offset = 0
             page = items[offset : offset + limit] if limit > 0 else items[offset:]
@@ -382,6 +492,50 @@ _REVIEWS = {
 }
 
 
+def _selected(obj: dict[str, Any], selector: str) -> bool:
+    """An equality label selector (``a=b,c=d``; ``==`` too); an empty one selects everything."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        key, sep, value = term.replace("==", "=").partition("=")
+        if not sep or labels.get(key.strip()) != value.strip():
+            return False
+    return True
+
+
+def _object_route(path: str) -> tuple[Resource, str, str, str] | None:
+    """``/apis/apps/v1/namespaces/x/deployments/web`` -> (deployments, "x", "web", ""); a subresource
+    (``/pods/p/log``) comes last."""
+    for res in RESOURCES.values():
+        head = f"{res.prefix}/namespaces/"
+        if not path.startswith(head):
+            continue
+        parts = path[len(head) :].split("/")
+        if len(parts) in (3, 4) and parts[1] == res.plural and parts[0] and parts[2]:
+            return res, parts[0], parts[2], parts[3] if len(parts) == 4 else ""
+    return None
+
+
+def _group(res: Resource) -> str:
+    return res.api_version.rpartition("/")[0]
+
+
+def _qualified(res: Resource) -> str:
+    """``deployments.apps``, ``pods``: how kube-apiserver names a resource in its messages."""
+    return f"{res.plural}.{_group(res)}" if _group(res) else res.plural
+
+
+def forbidden_status(user: str, verb: str, res: Resource, ns: str | None, name: str = "", sub: str = "") -> dict[str, Any]:
+    """kube-apiserver's 403 body for a request RBAC denies."""
+    what = f'{_qualified(res)} "{name}"' if name else _qualified(res)
+    resource = f"{res.plural}/{sub}" if sub else res.plural
+    scope = f' in the namespace "{ns}"' if ns else " at the cluster scope"
+    message = (f'{what} is forbidden: User "{user}" cannot {verb} resource "{resource}" in API group '
+               f'"{_group(res)}"{scope}')  # fmt: skip
+    body = _status(403, "Forbidden", message)
+    body["details"] = {"name": name, "group": _group(res), "kind": res.plural} if name else {"group": _group(res), "kind": res.plural}
+    return body
+
+
 def _in(change: _Change, ns: str | None) -> bool:
     return ns is None or change.obj["metadata"].get("namespace") == ns
 
@@ -414,6 +568,50 @@ def _make_handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
+        def _authorized(self, verb: str, res: Resource, ns: str | None, name: str = "", sub: str = "") -> bool:
+            """With ``enforce_rbac``: 401 without a known token, 403 without a grant (answered here)."""
+            if not server.enforce_rbac:
+                return True
+            user = server.user_of(self.headers.get("Authorization", ""))
+            if user is None:
+                self._send_json(401, _status(401, "Unauthorized", "Unauthorized"))
+                return False
+            if server.allowed(user, verb, _group(res), res.plural, sub, name):
+                return True
+            self._send_json(403, forbidden_status(str(user["username"]), verb, res, ns, name, sub))
+            return False
+
+        def _body(self) -> Any:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length > 0 else b""
+            return json.loads(raw) if raw.strip() else None
+
+        def _send_bytes(self, code: int, data: bytes, content_type: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _not_found(self, res: Resource, name: str) -> None:
+            self._send_json(404, _status(404, "NotFound", f'{_qualified(res)} "{name}" not found'))
+
+        def _get_object(self, res: Resource, ns: str, name: str, sub: str) -> None:
+            if not self._authorized("get", res, ns, name, sub):
+                return
+            obj = server.get(res.kind, ns, name)
+            if obj is None:
+                self._not_found(res, name)
+                return
+            if sub == "log" and res.plural == "pods":
+                self._send_bytes(200, server.pod_log(ns, name) or b"", "text/plain")
+                return
+            if sub:
+                self._send_json(404, _status(404, "NotFound", f"no subresource {sub} here"))
+                return
+            obj.setdefault("kind", res.kind)
+            self._send_json(200, obj)
+
         def do_GET(self) -> None:
             server.requests.append(self.path)
             parts = urlsplit(self.path)
@@ -422,18 +620,28 @@ def _make_handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
             if status is not None:
                 self._send_json(status, _status(status, "InternalError", "injected failure"))
                 return
+            if parts.path in ("/version", "/version/"):
+                self._send_json(200, dict(server.version))
+                return
+            found = _object_route(unquote(parts.path))
+            if found is not None:
+                self._get_object(*found)
+                return
             route = _route(parts.path)
             if route is None:
                 self._send_json(404, _status(404, "NotFound", f"no route for {parts.path}"))
                 return
             plural, ns = route
-            if query.get("watch") in ("true", "1"):
+            watching = query.get("watch") in ("true", "1")
+            if not self._authorized("watch" if watching else "list", RESOURCES[plural], ns):
+                return
+            if watching:
                 self._watch(plural, ns, query)
                 return
             token = query.get("continue", "")
             if token:
                 token = base64.urlsafe_b64decode(token.encode()).decode()
-            body = server._list(plural, ns, int(query.get("limit", "0") or 0), token)
+            body = server._list(plural, ns, int(query.get("limit", "0") or 0), token, query.get("labelSelector", ""))
             if body is None:
                 self._send_json(410, _status(410, "Expired", "the continue token has expired"))
                 return
@@ -450,7 +658,7 @@ def _make_handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
             path = urlsplit(self.path).path
             review = _REVIEWS.get(path)
             if review is None:
-                self._send_json(405, _status(405, "MethodNotAllowed", f"POST is not supported on {path}"))
+                self._create(path, raw)
                 return
             caller = self.headers.get("Authorization", "")
             if not caller.lower().startswith("bearer ") or not caller[7:].strip():
@@ -469,6 +677,87 @@ def _make_handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                                    "status": answer})  # fmt: skip
             self._send_json(201, {"kind": kind, "apiVersion": api_version, "metadata": {"creationTimestamp": None},
                                   "spec": spec, "status": answer})  # fmt: skip
+
+        def _create(self, path: str, raw: bytes) -> None:
+            route = _route(path)
+            if route is None or route[1] is None:
+                self._send_json(405, _status(405, "MethodNotAllowed", f"POST is not supported on {path}"))
+                return
+            plural, ns = route
+            res = RESOURCES[plural]
+            if not self._authorized("create", res, ns):
+                return
+            try:
+                obj = json.loads(raw)
+                assert isinstance(obj, dict)
+            except (ValueError, AssertionError):
+                self._send_json(400, _status(400, "BadRequest", "the body is not a JSON object"))
+                return
+            meta = obj.setdefault("metadata", {})
+            meta["namespace"] = ns
+            if not meta.get("name") and meta.get("generateName"):
+                meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:5]}"
+            if not meta.get("name"):
+                self._send_json(422, _status(422, "Invalid", "metadata.name: Required value"))
+                return
+            obj["kind"] = res.kind
+            try:
+                stored = server.create(obj)
+            except KeyError:
+                self._send_json(409, _status(409, "AlreadyExists", f'{_qualified(res)} "{meta["name"]}" already exists'))
+                return
+            self._send_json(201, stored)
+
+        def do_PATCH(self) -> None:
+            server.requests.append(self.path)
+            status = server._take_failure()
+            body = self._body()
+            if status is not None:
+                self._send_json(status, _status(status, "InternalError", "injected failure"))
+                return
+            found = _object_route(unquote(urlsplit(self.path).path))
+            if found is None or found[3]:
+                self._send_json(405, _status(405, "MethodNotAllowed", f"PATCH is not supported on {self.path}"))
+                return
+            res, ns, name, _ = found
+            if not self._authorized("patch", res, ns, name):
+                return
+            content_type = self.headers.get("Content-Type", "")
+            server.patches.append((urlsplit(self.path).path, content_type, copy.deepcopy(body)))
+            try:
+                obj = server.patch(res.plural, ns, name, body, content_type)
+            except KeyError:
+                self._not_found(res, name)
+                return
+            except ValueError as exc:
+                code = 415 if "unsupported" in str(exc) else 400
+                self._send_json(code, _status(code, "UnsupportedMediaType" if code == 415 else "BadRequest", str(exc)))
+                return
+            obj.setdefault("kind", res.kind)
+            self._send_json(200, obj)
+
+        def do_DELETE(self) -> None:
+            server.requests.append(self.path)
+            status = server._take_failure()
+            self._body()
+            if status is not None:
+                self._send_json(status, _status(status, "InternalError", "injected failure"))
+                return
+            found = _object_route(unquote(urlsplit(self.path).path))
+            if found is None or found[3]:
+                self._send_json(405, _status(405, "MethodNotAllowed", f"DELETE is not supported on {self.path}"))
+                return
+            res, ns, name, _ = found
+            if not self._authorized("delete", res, ns, name):
+                return
+            try:
+                gone = server.delete(res.kind, ns, name)
+            except KeyError:
+                self._not_found(res, name)
+                return
+            self._send_json(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                                  "details": {"name": name, "group": _group(res), "kind": res.plural,
+                                              "uid": gone["metadata"].get("uid")}})  # fmt: skip
 
         def _chunk(self, event: dict[str, Any]) -> None:
             data = json.dumps(event).encode() + b"\n"
