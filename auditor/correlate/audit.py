@@ -115,7 +115,7 @@ def audit(
     )
     syns = syn_consumers(packets, episodes, getter)
     failures["consumer_kind"], failures["consumer"] = failure_consumers(failures, syns, packets, getter)
-    timelines = build_timelines(episodes, nodes, packets, failures, dataplane, getter)
+    timelines = build_timelines(episodes, nodes, packets, failures, dataplane, getter, syns)
     consumers = (
         build_consumers(episodes, timelines, syns, failures, strictly_after_ns(episodes))
         if not episodes.empty

@@ -77,6 +77,7 @@ def build_timelines(
     failures: pd.DataFrame,
     dataplane: pd.DataFrame | None,
     pods: PodGetter,
+    syns: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per (episode, node); columns :data:`TIMELINE_COLUMNS` (the fields of
     :class:`~auditor.model.audit.NodeTimeline`).
@@ -110,10 +111,16 @@ def build_timelines(
     else:
         kind = KindView(packets["kind"])
         times = packets["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
-        # last SYN routed to the pod IP, per node
-        last_syn = _per_episode(
-            packets, kind.eq(EventKind.TCP_SYN), times, "dst", episodes, pods, after_deletion, "max"
-        )
+        # last SYN routed to the pod IP, per node (the SYNs already attached by the consumers, when given)
+        if syns is not None:
+            ep_ids = syns["episode"].to_numpy(dtype="int64")
+            last_syn = _first_or_last(
+                syns["t"].to_numpy(dtype="int64"), ep_ids, as_category(syns["node"]), after_deletion(ep_ids), "max"
+            )
+        else:
+            last_syn = _per_episode(
+                packets, kind.eq(EventKind.TCP_SYN), times, "dst", episodes, pods, after_deletion, "max"
+            )
         # listener closed, from the live agent
         listen_close = _per_episode(
             packets, kind.eq(EventKind.LISTEN_CLOSE), times, "src", episodes, pods, after_of, "min"
