@@ -188,7 +188,9 @@ class LiveCorrelator:
             packets = self.window.packets_for(ips, since)
             records = self.window.dataplane_for(ips, since)
             endpoints = self.window.kube.endpoints(ips)
-            holders = self.window.kube.pods_with_ips(ips)  # the pod, and any that held its IPs before/after
+            # the pod, any that held its IPs before/after, and the pods its peers are (an ingress dialing it)
+            peers = set(packets["src"].astype(str)) | set(packets["dst"].astype(str)) if not packets.empty else set()
+            holders = self.window.kube.pods_with_ips(ips | peers)
         pod_node = pod.node or ""
         if not ips or (pod_node != self.node and packets.empty and not records):
             return None

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from auditor.model.audit import MISSING_NS, Cause, FailureKind
+from auditor.model.audit import MISSING_NS, Cause, ConsumerKind, FailureKind
 from auditor.model.client import ERROR_CLASSES, ClientResult, ErrorClass
 from auditor.model.kube import format_time_ns
 
@@ -77,7 +77,11 @@ def episode_spans(episodes: pd.DataFrame, timelines: pd.DataFrame) -> pd.DataFra
     grace = np.nan_to_num(episodes["grace_s"].to_numpy(dtype=float), nan=30.0)
     end = np.where(end == MISSING_NS, deleted + (grace * NS).astype("int64"), end)
     if not timelines.empty:
-        rule = timelines.loc[timelines["rule_removed_ns"] != MISSING_NS].groupby("episode")["rule_removed_ns"].max()
+        rule = (
+            timelines.loc[timelines["rule_removed_ns"] != MISSING_NS]
+            .groupby("episode")["rule_removed_ns"]
+            .max()
+        )
         r = rule.reindex(episodes["episode"].to_numpy()).fillna(MISSING_NS).to_numpy(dtype="int64")
         end = np.maximum(end, r)
     return pd.DataFrame({
@@ -92,7 +96,9 @@ def place_requests(client: ClientResult, failures: pd.DataFrame, spans: pd.DataF
     ``placement`` (matched | unexplained | outside) and ``node_failure`` (row of ``failures``, -1)."""
     table = client.requests_table
     if table is None or table.empty or not client.time_known:
-        return pd.DataFrame(columns=["time", "error_class", "status", "episode", "cause", "placement", "node_failure"])
+        return pd.DataFrame(
+            columns=["time", "error_class", "status", "episode", "cause", "placement", "node_failure"]
+        )
     failed = table.loc[table["error_class"].astype(str) != ErrorClass.NONE].reset_index(drop=True)
     t = failed["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
     cls = failed["error_class"].astype(str).to_numpy(dtype=object)
@@ -154,7 +160,16 @@ def reconcile(
 ) -> dict[str, Any]:
     """Compare what the client saw with what the nodes saw and explained (see the module doc)."""
     related = failures["cause"] != Cause.UNRELATED
-    node_refused = int(((failures["failure"] == FailureKind.REFUSED) & related).sum())
+    refused = (failures["failure"] == FailureKind.REFUSED) & related
+    node_refused = int(refused.sum())
+    # a refused upstream connection of a proxy (a pod or an address dialing the pod IP) is a 502 for its client
+    direct = (
+        failures["consumer_kind"].isin([ConsumerKind.POD, ConsumerKind.EXTERNAL])
+        if "consumer_kind" in failures
+        else False
+    )
+    proxy_refused = int((refused & direct).sum())
+    service_refused = node_refused - proxy_refused
     node_reset = int(((failures["failure"] == FailureKind.RESET) & related).sum())
     unrelated = int((~related).sum())
     explained = int(
@@ -172,6 +187,20 @@ def reconcile(
             f"the client ran {format_time_ns(ran[0])[:19]}Z .. {format_time_ns(ran[1])[:19]}Z, not in the "
             f"inputs' window {format_time_ns(window[0])[:19]}Z .. {format_time_ns(window[1])[:19]}Z: not reconciled"
         )
+    elif proxy_refused:
+        client_502 = int(client.by_class.get("http_502", 0))
+        if client_refused != service_refused:
+            notes.append(
+                f"client saw {client_refused} refused, kube-proxy's connections met {service_refused}"
+            )
+        if client_502 != proxy_refused:
+            notes.append(
+                f"client saw {client_502} HTTP 502, the proxies' upstream connections were refused {proxy_refused} "
+                "time(s): "
+                + ("a proxy that retries another upstream turns a refusal into a success"
+                   if client_502 < proxy_refused else
+                   "the other 502s came from upstream connections reset or timed out, or from other proxies")
+            )  # fmt: skip
     elif client_refused != node_refused:
         notes.append(
             f"client saw {client_refused} refused, the captured nodes attributed {node_refused}: "
@@ -194,10 +223,14 @@ def reconcile(
         "inputs_window": [format_time_ns(window[0]), format_time_ns(window[1])] if window else None,
         "reconciled": overlaps,
         "node_refused": node_refused,
+        "node_refused_by_proxies": proxy_refused,
+        "client_502": int(client.by_class.get("http_502", 0)),
         "node_reset": node_reset,
         "node_unrelated": unrelated,
         "node_explained": explained,
-        "explained_fraction": (min(explained, client.failed) / client.failed) if client.failed and overlaps else None,
+        "explained_fraction": (min(explained, client.failed) / client.failed)
+        if client.failed and overlaps
+        else None,
         "notes": notes,
     }
     if not placed.empty:
@@ -208,7 +241,10 @@ def reconcile(
 def _placed_summary(placed: pd.DataFrame) -> dict[str, Any]:
     """Client failures by placement and class, and per episode by class and cause."""
     by_placement = {
-        p: {str(c): int(n) for c, n in placed.loc[placed["placement"] == p, "error_class"].value_counts().items()}
+        p: {
+            str(c): int(n)
+            for c, n in placed.loc[placed["placement"] == p, "error_class"].value_counts().items()
+        }
         for p in PLACEMENTS
     }
     per_episode: dict[str, dict[str, Any]] = {}

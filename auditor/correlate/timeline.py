@@ -19,7 +19,7 @@ from auditor.correlate.attach import attach_episodes
 from auditor.correlate.columns import KindView, as_category, as_str_array
 from auditor.correlate.episodes import started_ns
 from auditor.enrich.protocols import PodGetter
-from auditor.model.audit import MISSING_NS, TIMELINE_COLUMNS, FailureKind
+from auditor.model.audit import MISSING_NS, TIMELINE_COLUMNS, ConsumerKind, FailureKind
 from auditor.model.dataplane import RuleOp
 from auditor.model.packet import EventKind
 
@@ -113,10 +113,19 @@ def build_timelines(
         times = packets["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
         # last SYN routed to the pod IP, per node (the SYNs already attached by the consumers, when given)
         if syns is not None:
+            # kube-proxy's own SYNs say when the node's rules stopped routing to the pod: a pod dialing the
+            # pod IP itself (an ingress) is another consumer with its own delay. Where a node shows no
+            # translated SYN for an episode (a capture that misses the pre-DNAT copy), all its SYNs count.
+            proxy = (syns["kind"].astype(str) == ConsumerKind.KUBE_PROXY).to_numpy()
+            node_codes = np.asarray(as_category(syns["node"]).codes, dtype="int64")
             ep_ids = syns["episode"].to_numpy(dtype="int64")
+            pair = ep_ids * (int(node_codes.max(initial=0)) + 1) + node_codes
+            with_proxy = np.isin(pair, pair[proxy])
+            use = proxy | ~with_proxy
             last_syn = _first_or_last(
-                syns["t"].to_numpy(dtype="int64"), ep_ids, as_category(syns["node"]), after_deletion(ep_ids), "max"
-            )
+                syns["t"].to_numpy(dtype="int64")[use], ep_ids[use], as_category(syns["node"])[use],
+                after_deletion(ep_ids[use]), "max",
+            )  # fmt: skip
         else:
             last_syn = _per_episode(
                 packets, kind.eq(EventKind.TCP_SYN), times, "dst", episodes, pods, after_deletion, "max"

@@ -32,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
                      "(RST); default: on with --keepalive")
     run.add_argument("--snaplen", type=int, default=d.snaplen)
     run.add_argument("--small-capture", action="store_true", help="capture SYN/RST/FIN only")
+    run.add_argument("--ingress", choices=["nginx"], default=None,
+                     help="put an nginx ingress pod between the client and the pods (tests/lab/ingress.py)")
+    run.add_argument("--ingress-delay", type=float, default=d.ingress_delay,
+                     help="seconds the ingress controller waits before applying an EndpointSlice change")
+    run.add_argument("--service-client", action="store_true",
+                     help="with --ingress: a second hey through the ClusterIP (hey-service.txt)")
     sub.add_parser("clean", help="remove namespaces left by crashed runs")
     args = parser.parse_args(argv)
     if args.command == "clean":
@@ -41,11 +47,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.replicas < 1 or args.delay < 0 or args.prestop < 0 or args.qps < 1 or args.workers < 1:
         parser.error("replicas, qps, workers must be >= 1; prestop and delay >= 0")
+    if args.ingress_delay < 0:
+        parser.error("ingress-delay must be >= 0")
+    if args.service_client and not args.ingress:
+        parser.error("--service-client needs --ingress")
     if args.drain is not None and args.drain < 0:
         parser.error("drain must be >= 0")
     cfg = LabConfig(replicas=args.replicas, prestop=args.prestop, delay=args.delay, qps=args.qps,
                     workers=args.workers, keepalive=args.keepalive, backend=args.backend,
-                    drain=args.drain, keep_idle=args.keep_idle, snaplen=args.snaplen, small_capture=args.small_capture)
+                    drain=args.drain, keep_idle=args.keep_idle, snaplen=args.snaplen, small_capture=args.small_capture,
+                    ingress=args.ingress or "", ingress_delay=args.ingress_delay, service_client=args.service_client)
     if os.geteuid() != 0:
         print("tests.lab: needs root (network namespaces, iptables) — rerun with sudo", file=sys.stderr)
         return 2
@@ -55,10 +66,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tests.lab: run failed, everything cleaned up: {exc}".replace("\n", " "), file=sys.stderr)
         return 1
     t = lab.truth
-    print(json.dumps({"client": t["client"], "old_pods": [
-        {k: ep[k] for k in ("name", "ip", "rst_from_pod")}
-        | {"gap_s": (ep["t_rule_removed_after"] - ep["t_listener_closed"]) / 1e9} for ep in t["old_pods"]]},
-        indent=2))
+    extra = ("rst_refused_to_ingress", "rst_refused_to_client") if "ingress" in t else ()
+    summary: dict[str, object] = {"client": t["client"], "old_pods": [
+        {k: ep[k] for k in ("name", "ip", "rst_from_pod", *extra)}
+        | {"gap_s": (ep["t_rule_removed_after"] - ep["t_listener_closed"]) / 1e9}
+        | ({"ingress_delay_s": (ep["t_ingress_reconfigured"] - ep["t_delete"]) / 1e9} if extra else {})
+        for ep in t["old_pods"]]}
+    if extra:
+        summary |= {"client_502": t["client_502"], "ingress": t["ingress"]["consumer"]}
+    print(json.dumps(summary, indent=2))
     print(f"outputs in {args.out}: node.pcap kube.json hey.txt truth.json")
     return 0
 

@@ -4,6 +4,8 @@
 ``node.pcap`` (tcpdump on the node), ``icmp.pcap`` (the node's ICMP unreachables, for the truth),
 ``kube.json`` (watch stream), ``hey.txt`` (client report),
 ``truth.json`` (what really happened), ``pods/*.jsonl`` (server ground truth), ``rules.log``.
+With ``ingress="nginx"`` also ``ingress/`` (nginx's configuration and error log, the controller's reloads in
+``controller.jsonl``) and, with ``service_client``, ``hey-service.txt``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import IO, Any
 from tests.lab import netns
 from tests.lab.agent import AgentProcess, ApiMirror
 from tests.lab.client import count_packets, count_rsts_from, count_stale_unreachables, parse_hey
+from tests.lab.ingress import INGRESS_PORT, IngressPod, NginxIngress, read_reloads, write_upstream
 from tests.lab.kube import EndpointSlice, LabPod, ReplicaSet, WatchStream, safe_suffix
 from tests.lab.probe import http_ready
 from tests.lab.rules import Dataplane, Service
@@ -32,6 +35,7 @@ RUNS_DIR = Path("/tmp/auditor-lab-runs")  # <run id>.pid: which process owns whi
 _NS_RE = re.compile(r"^al([0-9a-f]{4})(n|c|p\d+)$")
 TICK_S = 0.002
 CLIENT_IP, NODE_IP = "10.1.0.2", "10.1.0.1"
+INGRESS_IP = "10.244.0.250"
 
 
 @dataclass
@@ -60,9 +64,16 @@ class LabConfig:
     agent_settle: float = 2.0  # the agent's --settle-s
     watch_fault_episode: int = -1  # at this episode's deletion: drop the watches, answer 410 to resumes
     agent_stop_episode: int = -1  # SIGTERM the agent inside this episode's propagation gap
+    # an ingress (tests/lab/ingress.py): "nginx" puts a real nginx pod between hey and the pods; its controller
+    # watches the EndpointSlice (implies api) and reloads nginx ingress_delay seconds after each change
+    ingress: str = ""
+    ingress_delay: float = 1.5
+    service_client: bool = False  # with an ingress: a second hey through the ClusterIP (hey-service.txt)
 
     def __post_init__(self) -> None:
-        self.api = self.api or self.agent
+        if self.ingress not in ("", "nginx"):
+            raise ValueError(f"unknown ingress {self.ingress!r}; use nginx")
+        self.api = self.api or self.agent or bool(self.ingress)
         if self.keep_idle is None:
             self.keep_idle = self.keepalive
         if self.drain is None:
@@ -161,6 +172,9 @@ class _Lab:
             self.stream.mirror = self.api.apply
         self.agent: AgentProcess | None = None
         self.agent_sigterm_ns = 0
+        self.ingress: IngressPod | None = None
+        self.ingress_events = out / "ingress" / "controller.jsonl"
+        self.ingress_reloads: list[dict[str, Any]] = []
 
     # -- pods ---------------------------------------------------------------------------------
     def new_pod(self, rs: ReplicaSet) -> LabPod:
@@ -189,6 +203,59 @@ class _Lab:
                 raise RuntimeError(f"pod {pod.name} did not become ready within 10 s")
             time.sleep(0.02)
         pod.ready_ns = time.time_ns()
+
+    def ingress_reconfigured(self, old: LabPod) -> dict[str, Any] | None:
+        """The controller's reload that removed ``old`` from nginx's upstreams (always {} without ingress);
+        raises when it is overdue by 10 s."""
+        if self.ingress is None:
+            return {}
+        for row in self.ingress_reloads:
+            if old.ip in row["removed"]:
+                return row
+        self.ingress_reloads = read_reloads(self.ingress_events)
+        for row in self.ingress_reloads:
+            if old.ip in row["removed"]:
+                return row
+        if time.time_ns() > old.deleted_ns + int((self.cfg.ingress_delay + 10.0) * 1e9):
+            raise RuntimeError(f"the ingress did not remove {old.name} within its delay + 10 s")
+        return None
+
+    def start_ingress(self, live: list[LabPod]) -> None:
+        """The ingress pod (namespace, nginx with the current endpoints), in the watch stream, and its
+        controller (host namespace: it talks to the lab's API server); returns once the controller synced."""
+        assert self.api is not None
+        ns = f"al{self.run_id}p0"
+        netns.attach_pod(self.node, ns, ns, INGRESS_IP)
+        self.namespaces.append(ns)
+        pod = IngressPod.make(self.rng, INGRESS_IP, self.cfg.grace)
+        prefix = self.out / "ingress"
+        nginx = NginxIngress(prefix, self.svc.target_port)
+        write_upstream(prefix, [p.ip for p in live], self.svc.target_port)
+        log = (prefix / "nginx.log").open("wb")
+        self.files.append(log)
+        master = self.procs.start(ns, nginx.argv(), stdout=log, stderr=subprocess.STDOUT)
+        pod.started_ns = time.time_ns()
+        deadline = time.monotonic() + 10.0
+        while not http_ready(self.node, INGRESS_IP, INGRESS_PORT):
+            if time.monotonic() > deadline or master.poll() is not None:
+                raise RuntimeError(f"nginx did not answer within 10 s (see {prefix / 'nginx.log'})")
+            time.sleep(0.02)
+        pod.ready_ns = time.time_ns()
+        self.stream.emit("ADDED", pod)
+        self.ingress = pod
+        ctl_log = (prefix / "controller.log").open("wb")
+        self.files.append(ctl_log)
+        ctl = subprocess.Popen([
+            sys.executable, "-m", "tests.lab.ingress", "--kubeconfig", str(self.api.kubeconfig),
+            "--upstream-port", str(self.svc.target_port), "--delay", str(self.cfg.ingress_delay),
+            "--prefix", str(prefix), "--master-pid", str(master.pid), "--events", str(self.ingress_events)],
+            cwd=REPO, stdout=ctl_log, stderr=subprocess.STDOUT)  # fmt: skip
+        self.procs.items.append(ctl)
+        deadline = time.monotonic() + 20.0
+        while not read_reloads(self.ingress_events):  # the initial sync (no delay): nginx reloaded once
+            if time.monotonic() > deadline or ctl.poll() is not None:
+                raise RuntimeError(f"the ingress controller did not sync within 20 s (see {prefix / 'controller.log'})")
+            time.sleep(0.02)
 
     def pod_ns(self, pod: LabPod) -> str:
         return f"al{self.run_id}p{int(pod.ip.rsplit('.', 1)[1]) - 10}"
@@ -244,14 +311,21 @@ class _Lab:
             if not t_kill and now >= t_kill_due and server.poll() is None:
                 server.kill()
                 t_kill = time.time_ns()
-            if old.finished_ns and removed is not None:
+            if old.finished_ns and removed is not None and self.ingress_reconfigured(old) is not None:
                 break
             time.sleep(TICK_S)
         ns = self.pod_ns(old)  # sandbox teardown once the node no longer routes to it
         netns.remove_namespaces([ns])
         self.namespaces.remove(ns)
         ground = _read_events(self.out / "pods" / f"{old.name}.jsonl")
-        return {
+        reload = self.ingress_reconfigured(old) or {}
+        ingress = {} if self.ingress is None else {
+            # the controller's reload that removed the pod: received the change, due, SIGHUP sent, a new worker
+            # seen, no old worker listening any more (t_ingress_reconfigured), the old workers gone
+            "t_ingress_observed": reload["t_observed"], "t_ingress_due": reload["t_due"],
+            "t_ingress_hup": reload["t_hup"], "t_ingress_new_worker": reload["t_new_worker"],
+            "t_ingress_reconfigured": reload["t_old_listener_closed"], "t_ingress_old_exited": reload["t_old_exited"]}
+        return ingress | {
             "name": old.name, "uid": old.uid, "ip": old.ip, "replaced_by": new.name,
             "t_delete": old.deleted_ns, "t_sigterm": t_sigterm,
             # when the lab's API server sent the deletion to the agent's watch (0: no agent): the delivery
@@ -289,6 +363,8 @@ class _Lab:
         for pod in live:  # the watch starts with ADDED for what exists
             self.stream.emit("ADDED", pod)
         self.stream.emit("ADDED", self.slice)
+        if cfg.ingress:
+            self.start_ingress(live)
         if cfg.agent:
             assert self.api is not None
             backend = {"nft": "iptables-nft", "legacy": "iptables-legacy"}.get(cfg.backend, cfg.backend)
@@ -300,10 +376,19 @@ class _Lab:
         hey_out = (self.out / "hey.txt").open("wb")
         self.files.append(hey_out)
         per_worker = max(1, round(cfg.qps / cfg.workers))
-        hey = self.procs.start(self.client, [
-            "hey", "-z", "600s", "-c", str(cfg.workers), "-q", str(per_worker), "-t", "2",
-            *([] if cfg.keepalive else ["-disable-keepalive"]),
-            f"http://{self.svc.cluster_ip}:{self.svc.port}/"], stdout=hey_out, stderr=subprocess.STDOUT)
+        service_url = f"http://{self.svc.cluster_ip}:{self.svc.port}/"
+        target = f"http://{INGRESS_IP}:{INGRESS_PORT}/" if cfg.ingress else service_url
+
+        def hey_argv(url: str) -> list[str]:
+            return ["hey", "-z", "600s", "-c", str(cfg.workers), "-q", str(per_worker), "-t", "2",
+                    *([] if cfg.keepalive else ["-disable-keepalive"]), url]
+
+        hey = self.procs.start(self.client, hey_argv(target), stdout=hey_out, stderr=subprocess.STDOUT)
+        hey2 = None
+        if cfg.ingress and cfg.service_client:
+            hey2_out = (self.out / "hey-service.txt").open("wb")
+            self.files.append(hey2_out)
+            hey2 = self.procs.start(self.client, hey_argv(service_url), stdout=hey2_out, stderr=subprocess.STDOUT)
         t_load = time.time_ns()
         time.sleep(cfg.margin)
         episodes = []
@@ -313,6 +398,8 @@ class _Lab:
             episodes.append(self.replace(old, new_rs, live, i))
         time.sleep(cfg.margin)
         stop(hey, signal.SIGINT, 15.0)
+        if hey2 is not None:
+            stop(hey2, signal.SIGINT, 15.0)
         t_load_end = time.time_ns()
         hey_out.close()
         for capture in captures:
@@ -325,7 +412,21 @@ class _Lab:
                 pcap, f"dst host {ep['ip']} and tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn")
             ep["t_unreachable"] = stale.pop(ep["ip"], [])
             ep["unreachable"] = len(ep["t_unreachable"])
-        return {
+            if self.ingress is not None:
+                ep.update(self.consumer_truth(pcap, ep))
+        extra: dict[str, Any] = {}
+        if self.ingress is not None:
+            hey_truth = parse_hey((self.out / "hey.txt").read_text(errors="replace"))
+            extra = {
+                "ingress": {"kind": cfg.ingress, "namespace": self.ingress.namespace, "name": self.ingress.name,
+                            "consumer": f"{self.ingress.namespace}/{self.ingress.name}", "ip": INGRESS_IP,
+                            "port": INGRESS_PORT, "delay": cfg.ingress_delay,
+                            "reloads": read_reloads(self.ingress_events)},
+                "client_502": int(hey_truth["status"].get("502", 0)),
+                "service_client": (parse_hey((self.out / "hey-service.txt").read_text(errors="replace"))
+                                   if cfg.service_client else None),
+            }
+        return extra | {
             "agent": self.finish_agent(len(episodes)),
             "config": asdict(cfg),
             "run_id": self.run_id,
@@ -341,6 +442,35 @@ class _Lab:
             "unreachable_elsewhere": stale,  # stale-conntrack unreachables for other addresses (none expected)
             "client": parse_hey((self.out / "hey.txt").read_text(errors="replace")),
             "kube_events": self.stream.count,
+        }
+
+    def consumer_truth(self, pcap: Path, ep: dict[str, Any]) -> dict[str, Any]:
+        """Per consumer of the old pod, counted by tcpdump -r: RSTs it sent answering a SYN (refusals) of the
+        ingress pod (to its address) and of kube-proxy (to the client's address: the ClusterIP path), and the
+        ingress pod's SYNs to the pod, the last one's time. (``rst_from_pod`` counts the RSTs to the ingress
+        twice: see below.)"""
+        assert self.ingress is not None
+        # inbound: a packet between two pods crosses the node on two veths, and "-i any" captures it on both;
+        # on the ClusterIP path the copy on the client's veth is un-DNATed (no pod address), so it counts once
+        rst = f"inbound and src host {ep['ip']} and tcp src port {self.svc.target_port} and tcp[tcpflags] & tcp-rst != 0"
+        syn = (f"inbound and src host {INGRESS_IP} and dst host {ep['ip']}"
+               " and tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn")
+        lines = subprocess.run(["tcpdump", "-r", str(pcap), "-n", "-tt", "-q", syn], capture_output=True,
+                               text=True, timeout=60, check=True).stdout.split()  # fmt: skip
+        stamps = [w for w in lines if re.fullmatch(r"\d+\.\d+", w)]
+        last = stamps[-1].split(".") if stamps else None
+        ingress_refused = count_packets(pcap, f"{rst} and dst host {INGRESS_IP} and tcp[4:4] == 0")
+        # accepted by the old pod (still in its accept queue when the listener closed), then reset: nginx's
+        # "connect() failed (104: Connection reset by peer)", a 502 too
+        ingress_reset = count_packets(pcap, f"{rst} and dst host {INGRESS_IP}") - ingress_refused
+        service_refused = count_packets(pcap, f"{rst} and dst host {CLIENT_IP} and tcp[4:4] == 0")
+        return {
+            "rst_refused_to_ingress": ingress_refused, "rst_established_to_ingress": ingress_reset,
+            "rst_refused_to_client": service_refused,
+            "syn_from_ingress": count_packets(pcap, syn),
+            "t_ingress_last_syn": (int(last[0]) * 1_000_000_000 + int(last[1].ljust(9, "0")[:9])) if last else 0,
+            "refusals": {f"{self.ingress.namespace}/{self.ingress.name}": ingress_refused,
+                         "kube-proxy lab-node": service_refused},
         }
 
     def finish_agent(self, episodes: int) -> dict[str, Any] | None:
