@@ -49,15 +49,10 @@ def _log_dir(run: LabRun) -> Path:
 
 
 def _analyze(run: LabRun) -> dict[str, Any]:
-    """``auditor analyze`` over the agent's log directory, as an SRE would run it afterwards."""
-    from auditor.model.logfiles import list_segments
-
+    """``auditor analyze --dir`` over the agent's log directory, as an SRE would run it afterwards (the
+    directory's ``agent-<node>.json`` says when the agent recorded: the evidence a SAFE verdict needs)."""
     d = _log_dir(run)
-    cmd = [sys.executable, "-m", "auditor", "analyze", "--node", NODE, "--json"]
-    for option, paths in (("--events", list_segments(d)), ("--kube", sorted(d.glob("kube-*.json"))),
-                          ("--dataplane", sorted(d.glob("dataplane-*.jsonl")))):  # fmt: skip
-        for path in paths:
-            cmd += [option, str(path)]
+    cmd = [sys.executable, "-m", "auditor", "analyze", "--node", NODE, "--json", "--dir", str(d)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return dict(json.loads(proc.stdout))
