@@ -287,6 +287,9 @@ def main() -> int:
     ap.add_argument("--bpf-stats", action=argparse.BooleanOptionalAction, default=True,
                     help="one more storm with kernel.bpf_stats_enabled=1 (restored): BPF ns per connection")  # fmt: skip
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--compare-probes", metavar="DIR",
+                    help="only the BPF run time, per program and connection: the probes of DIR (e.g. a `git "
+                         "archive` of an older commit's probes/) vs this tree's, interleaved, --rounds each")  # fmt: skip
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_probes: needs root (loads eBPF probes)", file=sys.stderr)
@@ -303,6 +306,8 @@ def main() -> int:
     storm_cpu = 0 if args.pin else None
     reader_cpus = {1} if args.pin else set(range(os.cpu_count() or 1))
     os.sched_setaffinity(0, reader_cpus)
+    if args.compare_probes:
+        return compare_probes(Path(args.compare_probes), storm_bin, args, storm_cpu)
     load_before = loadavg()
     base: list[dict[str, Any]] = []
     live: list[dict[str, Any]] = []
@@ -390,6 +395,28 @@ def main() -> int:
     else:
         print_table(result)
     return 0 if counts_ok else 1
+
+
+def compare_probes(other: Path, storm_bin: Path, args: argparse.Namespace, cpu: int | None) -> int:
+    """BPF ns per call and per connection of the probes in ``other`` and in this tree, interleaved."""
+    runs: dict[str, list[dict[str, Any]]] = {"other": [], "this tree": []}
+    for _ in range(args.rounds):
+        for name, directory in (("other", other), ("this tree", None)):
+            extra = {"probes_dir": directory} if directory is not None else {}
+            config = ProbeConfig(families=FAMILIES, ringbuf_pages=RING_PAGES, wakeup_batch=args.wakeup_batch, **extra)
+            runs[name].append(traced_stats(storm_bin, config, args.seconds, args.workers, cpu))
+    print(f"BPF run time (kernel.bpf_stats_enabled), median of {args.rounds} interleaved {args.seconds:g} s storms; "
+          f"load average {loadavg()}")  # fmt: skip
+    print(f"{'':32} {str(other)[-24:]:>24} {'this tree':>12}")
+    names = sorted({k for r in runs["this tree"] for k in r["ns_per_call"]})
+    for name in names:
+        cells = [statistics.median(r["ns_per_call"].get(name, 0.0) for r in runs[k]) for k in runs]
+        print(f"{name + ' ns/call':32} {cells[0]:>24,.0f} {cells[1]:>12,.0f}")
+    cells = [statistics.median(r["ns_per_conn"] for r in runs[k]) for k in runs]
+    print(f"{'per refused connection, ns':32} {cells[0]:>24,.0f} {cells[1]:>12,.0f}")
+    cells = [statistics.median(r["cps"] for r in runs[k]) for k in runs]
+    print(f"{'connections/s':32} {cells[0]:>24,.0f} {cells[1]:>12,.0f}")
+    return 0
 
 
 def print_table(r: dict[str, Any]) -> None:

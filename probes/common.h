@@ -1,4 +1,5 @@
-// Shared by every probe family: the event header, the output channel and per-kind counters.
+// Shared by every probe family: the event header, the output channel and per-kind counters (the
+// in-kernel aggregates are in aggregates.h, which each family includes).
 // Layout mirrored by auditor/sources/live/events.py. All offsets (-DOFF_*, -D<TP>_OFF_*) come from
 // the running kernel's tracefs format files and BTF, passed by the loader through cflags.
 
@@ -78,9 +79,9 @@ static __always_inline u64 wakeup_flag(u64 now) {
 }
 #endif
 
-// Counts the event as seen, sends it, counts it as lost if the channel is full. `ev` starts with
-// its struct ev_hdr, already filled (its ts_ns paces the wakeups).
-static __always_inline void emit(void *ctx, void *ev, u32 size, u32 kind) {
+// Counts the event as seen, sends it (a copy), counts it as lost if the channel is full. `ev` starts
+// with its struct ev_hdr, already filled (its ts_ns paces the wakeups). Returns 1 if it was lost.
+static __always_inline int emit(void *ctx, void *ev, u32 size, u32 kind) {
     int rc;
     u32 idx = kind * 2;
     count(idx);
@@ -89,39 +90,25 @@ static __always_inline void emit(void *ctx, void *ev, u32 size, u32 kind) {
 #else
     rc = events.perf_submit(ctx, ev, size);
 #endif
-    if (rc < 0)
+    if (rc < 0) {
         count(idx + 1);
+        return 1;
+    }
+    return 0;
 }
 
-// The hot probes build their event in place: EV_RESERVE(type, ev, kind) gives `type *ev`, zeroed
-// (in the ring buffer when there is one: no stack copy; counted seen and lost, and the program
-// returns, if it is full); EV_SUBMIT(ctx, ev, kind) sends it. No return may come in between.
+// The hot probes build their event in place in the ring buffer (no stack copy): ev_reserve() gives
+// room for it (0 when the buffer is full: the probe then builds it on the stack and emit()s it, which
+// counts it lost unless room came meanwhile), ev_submit() counts it seen and sends it.
 #ifdef USE_RINGBUF
-// (bcc does not expand map calls inside macros: these wrap them)
+// (bcc does not expand map calls inside macros or the callers' inline code paths: these wrap them)
 static __always_inline void *ev_reserve(u32 size) {
     return events.ringbuf_reserve(size);
 }
-static __always_inline void ev_submit(void *ev) {
+static __always_inline void ev_submit(void *ev, u32 kind) {
+    count(kind * 2);
     events.ringbuf_submit(ev, wakeup_flag(((struct ev_hdr *)ev)->ts_ns));
 }
-#define EV_RESERVE(type, ev, kind)       \
-    type *ev = ev_reserve(sizeof(type)); \
-    if (!ev) {                           \
-        count((kind) * 2);               \
-        count((kind) * 2 + 1);           \
-        return 0;                        \
-    }                                    \
-    __builtin_memset(ev, 0, sizeof(type))
-#define EV_SUBMIT(ctx, ev, kind) \
-    do {                         \
-        count((kind) * 2);       \
-        ev_submit(ev);           \
-    } while (0)
-#else
-#define EV_RESERVE(type, ev, kind) \
-    type ev##_stack = {};          \
-    type *ev = &ev##_stack
-#define EV_SUBMIT(ctx, ev, kind) emit(ctx, ev, sizeof(*ev), kind)
 #endif
 
 static __always_inline void fill_hdr(struct ev_hdr *h, u32 kind, u32 netns) {

@@ -2,7 +2,10 @@
 // destination unreachable (type 3) -> K_ICMP_UNREACH. The tuple is the quoted datagram's, in its
 // original direction, read from the offending skb's IP header (the tracepoint itself only
 // decodes UDP ports); falls back to the tracepoint's fields. Offsets: -DIS_OFF_<FIELD>.
-// Decoded by auditor/sources/live/decode_icmp_send.py.
+// Decoded by auditor/sources/live/decode_icmp_send.py; counted in the aggregates (aggregates.h) under
+// the quoted datagram's destination, with the ICMP code as the reason.
+
+#include "aggregates.h"
 
 struct ev_icmp {
     struct ev_hdr hdr;
@@ -33,7 +36,16 @@ int on_icmp_send(void *ctx) {
         ev.t.sport = tp_u16(ctx, IS_OFF_SPORT);
         ev.t.dport = tp_u16(ctx, IS_OFF_DPORT);
     }
-    emit(ctx, &ev, sizeof(ev), K_ICMP_UNREACH);
+    struct agg_key k = {};
+    agg_addr(&k, &ev.t, 0, AGG_DST);
+    k.kind = K_ICMP_UNREACH;
+    k.family = AF_INET_;
+    k.reason = ev.code;
+    k.flags = ev.tcp_flags;
+    k.ip_proto = ev.ip_proto;
+    struct agg_val *v = agg_count(&k, ev.hdr.ts_ns);
+    if (emit(ctx, &ev, sizeof(ev), K_ICMP_UNREACH))
+        agg_detail_lost(v);
     return 0;
 }
 #endif

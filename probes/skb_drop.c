@@ -1,7 +1,10 @@
 // skb:kfree_skb with a drop reason -> K_DROP, filtered in the kernel to IPv4/IPv6 packets whose
 // source or destination is in one of the pod CIDRs (map pod_cidrs, N_POD_CIDRS entries, filled
 // by the loader before attaching). Offsets: -DKF_OFF_<FIELD>.
-// Decoded by auditor/sources/live/decode_skb_drop.py.
+// Decoded by auditor/sources/live/decode_skb_drop.py; counted in the aggregates (aggregates.h) under the
+// server side: the destination of a SYN, else the lower port's end (ties: the destination).
+
+#include "aggregates.h"
 
 #ifndef N_POD_CIDRS
 #define N_POD_CIDRS 0
@@ -84,7 +87,18 @@ int on_kfree_skb(void *ctx) {
     ev.reason = reason;
     ev.protocol = protocol;
     ev.location = (u64)tp_ptr(ctx, KF_OFF_LOCATION);
-    emit(ctx, &ev, sizeof(ev), K_DROP);
+    struct agg_key k = {};
+    int syn = ev.ip_proto == 6 && (ev.tcp_flags & (TCP_FLAG_SYN_ | TCP_FLAG_ACK_)) == TCP_FLAG_SYN_;
+    int use_s = !syn && ev.t.sport < ev.t.dport;
+    agg_addr(&k, &ev.t, use_s, use_s ? AGG_SRC : AGG_DST);
+    k.kind = K_DROP;
+    k.family = family;
+    k.reason = reason;
+    k.flags = ev.tcp_flags;
+    k.ip_proto = ev.ip_proto;
+    struct agg_val *v = agg_count(&k, ev.hdr.ts_ns);
+    if (emit(ctx, &ev, sizeof(ev), K_DROP))
+        agg_detail_lost(v);
     return 0;
 }
 #endif

@@ -1,12 +1,14 @@
 // tcp:tcp_send_reset and tcp:tcp_receive_reset -> K_RST_SENT / K_RST_RECEIVED.
 // Field offsets: -DSR_OFF_<FIELD> (send) and -DRR_OFF_<FIELD> (receive) from the format files;
 // -DSR_SOCKADDR when the addresses are sockaddr-sized (6.10+), -D<TP>_HAS_<FIELD> for optional fields.
-// Decoded by auditor/sources/live/decode_tcp_reset.py.
+// Decoded by auditor/sources/live/decode_tcp_reset.py; counted in the aggregates (aggregates.h).
+
+#include "aggregates.h"
 
 struct ev_tcp_reset {
     struct ev_hdr hdr;
     struct ev_tuple t;  // as the tracepoint reports it: saddr = this host's side
-    u32 state;          // TCP state of the socket (TCP_CLOSE = 7 when there is none)
+    u32 state;          // TCP state of the socket (0 when there is none)
     u32 reason;         // enum sk_rst_reason (send, 6.10+), else 0
     u32 trigger_flags;  // send without a socket: TCP flags of the packet answered (0: unknown)
 };
@@ -28,8 +30,9 @@ static __always_inline u16 split_family(const void *ctx, const int has_family, c
 }
 
 #ifdef TP_TCP_SEND_RESET
-int on_tcp_send_reset(void *ctx) {
-    EV_RESERVE(struct ev_tcp_reset, ev, K_RST_SENT);
+// The event (zeroed) from the record, and its aggregate key. The key's server side: the RST's sender
+// when it answered a SYN without a socket (a refusal), else the lower port's end (ties: the sender).
+static __always_inline void fill_send_reset(void *ctx, struct ev_tcp_reset *ev, struct agg_key *k) {
     const void *sk = tp_ptr(ctx, SR_OFF_SKADDR);
 #ifdef SR_HAS_SKBADDR
     const void *skb = tp_ptr(ctx, SR_OFF_SKBADDR);
@@ -64,14 +67,43 @@ int on_tcp_send_reset(void *ctx) {
         if (read_skb_tuple(skb, ev->hdr.family, &answered, &flags) == 6)
             ev->trigger_flags = flags;
     }
-    EV_SUBMIT(ctx, ev, K_RST_SENT);
+    int refusal = !sk && (ev->trigger_flags & (TCP_FLAG_SYN_ | TCP_FLAG_ACK_)) == TCP_FLAG_SYN_;
+    int use_s = refusal || ev->t.sport <= ev->t.dport;
+    agg_addr(k, &ev->t, use_s, use_s ? AGG_SRC : AGG_DST);
+    k->kind = K_RST_SENT;
+    k->family = ev->hdr.family;
+    k->state = ev->state;
+    k->reason = ev->reason;
+    k->flags = ev->trigger_flags;
+    k->ip_proto = 6;
+}
+
+int on_tcp_send_reset(void *ctx) {
+    struct agg_key k = {};
+#ifdef USE_RINGBUF
+    struct ev_tcp_reset *ev = ev_reserve(sizeof(struct ev_tcp_reset));
+    if (ev) {
+        __builtin_memset(ev, 0, sizeof(struct ev_tcp_reset));
+        fill_send_reset(ctx, ev, &k);
+        agg_count(&k, ev->hdr.ts_ns);
+        ev_submit(ev, K_RST_SENT);
+        return 0;
+    }
+#endif
+    struct ev_tcp_reset s = {};
+    fill_send_reset(ctx, &s, &k);
+    struct agg_val *v = agg_count(&k, s.hdr.ts_ns);
+    if (emit(ctx, &s, sizeof(s), K_RST_SENT))
+        agg_detail_lost(v);
     return 0;
 }
 #endif
 
 #ifdef TP_TCP_RECEIVE_RESET
-int on_tcp_receive_reset(void *ctx) {
-    EV_RESERVE(struct ev_tcp_reset, ev, K_RST_RECEIVED);
+// The event (zeroed) and its key. The record names the local socket (s) and the peer that sent the
+// RST (d); the key's server side: the peer when the local socket was connecting, else the lower
+// port's end (ties: the peer).
+static __always_inline void fill_receive_reset(void *ctx, struct ev_tcp_reset *ev, struct agg_key *k) {
     const void *sk = tp_ptr(ctx, RR_OFF_SKADDR);
     u32 state = 0;  // sk->__sk_common.skc_state (0: no socket)
     fill_hdr(&ev->hdr, K_RST_RECEIVED, netns_state_of_sk(sk, &state));
@@ -85,7 +117,31 @@ int on_tcp_receive_reset(void *ctx) {
     ev->t.dport = tp_u16(ctx, RR_OFF_DPORT);
     read_split_addrs(ctx, &ev->t, ev->hdr.family, RR_OFF_SADDR, RR_OFF_DADDR, RR_OFF_SADDR_V6,
                      RR_OFF_DADDR_V6);
-    EV_SUBMIT(ctx, ev, K_RST_RECEIVED);
+    int use_s = state != 2 && ev->t.sport < ev->t.dport;  // 2: TCP_SYN_SENT
+    agg_addr(k, &ev->t, use_s, use_s ? AGG_DST : AGG_SRC);
+    k->kind = K_RST_RECEIVED;
+    k->family = ev->hdr.family;
+    k->state = state;
+    k->ip_proto = 6;
+}
+
+int on_tcp_receive_reset(void *ctx) {
+    struct agg_key k = {};
+#ifdef USE_RINGBUF
+    struct ev_tcp_reset *ev = ev_reserve(sizeof(struct ev_tcp_reset));
+    if (ev) {
+        __builtin_memset(ev, 0, sizeof(struct ev_tcp_reset));
+        fill_receive_reset(ctx, ev, &k);
+        agg_count(&k, ev->hdr.ts_ns);
+        ev_submit(ev, K_RST_RECEIVED);
+        return 0;
+    }
+#endif
+    struct ev_tcp_reset s = {};
+    fill_receive_reset(ctx, &s, &k);
+    struct agg_val *v = agg_count(&k, s.hdr.ts_ns);
+    if (emit(ctx, &s, sizeof(s), K_RST_RECEIVED))
+        agg_detail_lost(v);
     return 0;
 }
 #endif

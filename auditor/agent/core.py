@@ -1,19 +1,33 @@
 """The agent: packet sources -> bounded queue -> writer (event log + live window); kube and dataplane
 inputs; episodes audited as they finish; metrics; a bounded, lossless shutdown.
 
-Threads: one poll loop per packet source, the writer, the kube watcher's, the dataplane watcher's,
-the metrics HTTP server; the caller's thread runs :meth:`Agent.run` (episodes, loss counters, summary,
-and every ``clock_resync_s`` the kernel -> wall clock offsets of the probes and of the dataplane
-watcher, re-measured: :mod:`auditor.agent.clocksync`).
+Threads: one poll loop per packet source, the writer, the counts reader, the memory guard, the kube
+watcher's, the dataplane watcher's, the metrics HTTP server; the caller's thread runs :meth:`Agent.run`
+(episodes, loss counters, summary, and every ``clock_resync_s`` the kernel -> wall clock offsets of the
+probes and of the dataplane watcher, re-measured: :mod:`auditor.agent.clocksync`).
 On :meth:`Agent.request_stop` (SIGTERM): sources stop and are drained, the writer empties the queue and
 finishes the log segment, then ``agent-<node>.json`` records received / written / lost. Every event a
 poll loop received is either written or counted as ``queue_full`` (``received == written + dropped``).
 
 Events move in batches: one packet table (pandas) per poll (``poll_frame`` where the source has it),
 through a queue bounded in batches and rows, to the event log and the live window (bounded in rows).
-Memory: those bounds keep it flat; above ``rss_limit_mb`` the window also sheds its oldest half
-(counted in ``window_evicted_packets``), since the kernel ring buffer, not the agent, is the place to
-absorb a storm.
+Memory (``rss_limit_mb``, the agent and its watch child together): the allocator is set to give freed
+memory back (:func:`~auditor.agent.memory.configure_allocator`); after start the buffers are sized from
+what the limit leaves above the agent's own size (:meth:`Agent._size_buffers`: the live window's rows,
+the queue's bytes); a memory thread samples both processes every ``memory_check_s``
+(:class:`~auditor.agent.memory.MemoryGuard`): above 85 % of the limit the window sheds its oldest half
+(counted in ``window_evicted_packets`` and ``memory.shed_rows``), above 95 % the poll loops take no
+detail until it is back under 85 % (``memory.detail_paused_s``): the kernel's ring buffer drops the
+events, counted per kind, while the in-kernel aggregates keep counting them. Detail is a budget, the
+counts are not.
+
+Counts are exact whatever detail was lost: the counts thread reads the sources' in-kernel aggregates
+every ``counts_interval_s`` (:mod:`auditor.agent.counts`), appends them to ``counts-<node>-<stamp>.jsonl``
+and keeps them for the summary (``counts``: events per kind, failures per server address and port,
+"detail sampled: X of Y events; counts exact"), the metrics (``events_counted_total``,
+``failures_counted_total``) and the episodes: a finished episode is counted from the records of the
+pod's addresses (its JSON line's ``counts``, its log line's ``counts=(...)``); where detail was lost,
+the failures the detail missed are added to ``connection_failures_total`` with ``cause="detail_lost"``.
 
 Restarted by the kubelet (after a crash, an OOM kill, an upgrade) on the same ``log_dir``, the agent
 continues the log (:mod:`auditor.sinks.eventlog`): leftovers settled, files it appends to cut back to
@@ -38,20 +52,39 @@ from typing import Any
 
 from auditor.agent.batchqueue import BatchQueue
 from auditor.agent.clocksync import ClockResync
-from auditor.agent.correlator import EpisodeReport, LiveCorrelator
-from auditor.agent.frames import as_packet_frame, kind_counts
+from auditor.agent.correlator import LOOKBACK_NS, EpisodeReport, LiveCorrelator
+from auditor.agent.counts import CountsFile, CountStore, PodAddresses
+from auditor.agent.frames import (
+    FRAME_ROW_BYTES,
+    as_packet_frame,
+    concat_packet_frames,
+    frame_bytes,
+    kind_counts,
+)
 from auditor.agent.inputs import DataplaneInput, KubeInput
-from auditor.agent.memory import release_unused, rss_bytes
+from auditor.agent.memory import (
+    MemoryGuard,
+    MemoryState,
+    configure_allocator,
+    heap_stats,
+    process_rss,
+    release_unused,
+    rss_bytes,
+    trim_heap,
+)
 from auditor.agent.sources import PacketSource
 from auditor.model.access import node_proxy_permission
+from auditor.model.counts import CountRecord
 from auditor.model.kube import format_time_ns
 from auditor.model.logfiles import (
+    counts_name,
     dataplane_name,
     episodes_name,
     kube_stream_name,
     segment_stamp,
     summary_name,
 )
+from auditor.model.packet import PacketEvent
 from auditor.sinks.eventlog import EventLog, seal_line_file
 from auditor.sinks.logauth import AccessReviewer, LogsAccess
 from auditor.sinks.metrics import AgentMetrics, MetricsServer
@@ -59,6 +92,16 @@ from auditor.sinks.metrics import AgentMetrics, MetricsServer
 log = logging.getLogger("auditor.agent")
 
 _STOP = object()
+# memory budget (measured with bench/bench_agent.py and a profile of the episode audit, bench/README.md)
+CHILD_ALLOWANCE = 64 << 20  # the watch process: ~46 MB imported, ~60-70 MB watching a cluster
+TRANSIENT_RESERVE = 48 << 20  # a poll batch being decoded, a JSON chunk and a Parquet row group being written
+WINDOW_ROW_BYTES = 330  # a live-window row: ~85 bytes held, ~240 more while an episode's audit copies it
+COUNT_RECORD_BYTES = 300  # an aggregate record kept for the episodes (a slotted object, its address text)
+BATCH_RECORD_BYTES = 1024  # a poll's event, decoded, queued and written (the first 32,768: +37 MB)
+MAX_POLL_RECORDS = 32_768
+MIN_POLL_RECORDS = 1_024
+MIN_WINDOW_ROWS = 10_000
+MIN_QUEUE_BYTES = 4 << 20
 PREVIOUS_RUNS_KEPT = 50  # runs remembered in agent-<node>.json (a crash loop must not grow it forever)
 
 
@@ -76,7 +119,9 @@ class AgentConfig:
     queue_batches: int = 4096  # poll batches waiting for the writer
     queue_rows: int = 262_144  # events waiting for the writer (about 60 bytes each)
     window_rows: int = 500_000  # packet events the live window keeps (its age bound: window_s)
-    rss_limit_mb: int = 640  # above it the window sheds (DaemonSet limit 768 Mi, minus headroom); 0: no check
+    rss_limit_mb: int = 512  # the agent and its watch child together (DaemonSet limit minus headroom); 0: none
+    memory_check_s: float = 0.1  # how often the memory guard samples both processes
+    queue_bytes: int = 64 << 20  # the queue's byte bound (the memory budget may lower it)
     queue_wait_s: float = 1.0  # a poll loop waits this long for room, then counts the batch lost
     stop_timeout_s: float = 10.0
     dataplane: str = "off"  # off | auto | iptables-nft | iptables-legacy | nftables
@@ -84,6 +129,8 @@ class AgentConfig:
     clock_resync_s: float = 60.0  # re-measure the kernel -> wall clock offsets this often (NTP); 0: never
     clock_drift_log_ms: float = 1.0  # log a resync whose correction exceeds this
     logs_auth: bool = True  # /logs only to bearer tokens the API server allows; False only for labs
+    counts_interval_s: float = 0.25  # read the in-kernel aggregates this often (buckets of 100 ms)
+    counts_records: int = 50_000  # aggregate records kept for episodes (~300 bytes each; age bound: window_s)
     extra: dict[str, Any] = field(default_factory=dict)  # copied into the summary
 
 
@@ -120,19 +167,21 @@ class Agent:
         self.summary_path = self.dir / summary_name(config.node)
         self.episodes_path = self.dir / episodes_name(config.node)
         self.previous_runs = previous_runs(self.summary_path)
+        self.counts = CountStore(config.window_s, config.counts_records)
+        self.pod_addresses = PodAddresses()
+        self.counts_file = CountsFile(self.dir / counts_name(config.node, stamp))
         # files this run appends to: a crash may have left them ending mid-line
         appended = [self.episodes_path, self.dir / kube_stream_name(config.node, stamp),
-                    self.dir / dataplane_name(config.node, stamp)]  # fmt: skip
+                    self.dir / dataplane_name(config.node, stamp), self.counts_file.path]  # fmt: skip
         cut = {p.name: n for p in appended if (n := seal_line_file(p))}
         self.recovery = {"removed": self.eventlog.recovered, "cut_bytes": cut}
         if self.eventlog.recovered or cut:
             log.warning("log directory recovered after an unclean stop: %d leftover file(s) removed, "
                         "half-written lines cut %s", self.eventlog.recovered, cut or "none")  # fmt: skip
-        self.kube = (
-            KubeInput(kube_client, self.dir / kube_stream_name(config.node, stamp), self.correlator)
-            if kube_client is not None
-            else None
-        )
+        self.kube: KubeInput | None = None
+        if kube_client is not None:
+            path = self.dir / kube_stream_name(config.node, stamp)
+            self.kube = KubeInput(kube_client, path, self.correlator, on_pod=self.pod_addresses.observe)
         self.dataplane: DataplaneInput | None = None
         self.dataplane_note = "off"
         if config.dataplane != "off":
@@ -143,18 +192,25 @@ class Agent:
                 self.correlator,
                 netns=config.dataplane_netns,
             )
-        self._queue = BatchQueue(config.queue_batches, config.queue_rows)
+        self._queue = BatchQueue(config.queue_batches, config.queue_rows, config.queue_bytes)
+        self.guard = MemoryGuard(config.rss_limit_mb << 20, rss_bytes, self._child_rss)
+        self._detail_paused = threading.Event()  # set by the memory guard: poll loops take nothing
+        self.detail_paused_s = 0.0
+        self.budget: dict[str, Any] = {}
+        self._sized = (0, 0)  # (own, child) bytes the budget was computed from
+        self.memory_state = MemoryState()
         self._lock = threading.Lock()
         self.received: Counter[str] = Counter()
         self.dropped = 0
         self.written = 0
         self.episode_verdicts: Counter[str] = Counter()
-        self.rss_bytes = self.peak_rss_bytes = 0
-        self.rss_over_limit = 0  # ticks that found the process above rss_limit_mb
         self.rss_shed_rows = 0  # window rows shed for memory (also in window_evicted_packets)
         self.released_bytes = 0  # given back by release_unused (compiler pages, free heap)
         self._pollers: list[threading.Thread] = []
         self._writer = threading.Thread(target=self._write_loop, name="agent-writer", daemon=True)
+        self._counter = threading.Thread(target=self._counts_loop, name="agent-counts", daemon=True)
+        self._memory = threading.Thread(target=self._memory_loop, name="agent-memory", daemon=True)
+        self._counts_lock = threading.Lock()  # one reader of the sources' aggregates at a time
         self._server: MetricsServer | None = None
         self._source_errors: dict[str, str] = {}
         self._clean = True
@@ -164,6 +220,7 @@ class Agent:
     def start(self) -> Agent:
         from auditor.errors import AuditorError
 
+        configure_allocator()  # before the threads (and their heap arenas) exist
         if self.config.metrics_addr:
             self._server = MetricsServer(
                 self.metrics, self.config.metrics_addr, self.health,
@@ -200,8 +257,13 @@ class Agent:
                 self.clock_resync.add(src.name, resync)
         if self.dataplane is not None:
             self.clock_resync.add("dataplane", self.dataplane.resync_clock)
+        _warm_up()  # the batch path's libraries in memory before the budget is measured
         self.released_bytes = release_unused()  # what compiling the probes left resident
+        self._size_buffers()
+        self._check_memory()  # already at the limit: the poll loops start paused
         self._writer.start()
+        self._counter.start()
+        self._memory.start()
         for src in self.sources:
             t = threading.Thread(target=self._poll_loop, args=(src,), name=f"poll-{src.name}", daemon=True)
             self._pollers.append(t)
@@ -250,6 +312,10 @@ class Agent:
         for t in self._pollers:
             t.join(max(0.0, deadline - time.monotonic() - 2.0))
         self._stop_inputs(max(0.5, min(3.0, deadline - time.monotonic() - 2.0)))
+        if self._counter.is_alive():
+            self._counter.join(max(0.1, min(2.0, deadline - time.monotonic() - 1.0)))
+        self._read_counts(final=True)  # what the sources read when they closed
+        self.counts_file.close()
         if self._writer.is_alive():
             self._queue.put_always(_STOP)
             self._writer.join(max(0.1, deadline - time.monotonic()))
@@ -279,7 +345,16 @@ class Agent:
 
         try:
             while not self.stop_event.is_set():
+                if self._detail_paused.is_set():  # over the memory limit: the ring buffer drops detail
+                    started = time.monotonic()
+                    self.stop_event.wait(0.02)
+                    with self._lock:
+                        self.detail_paused_s += time.monotonic() - started
+                    continue
                 self._enqueue(poll(100))
+            detach = getattr(src, "detach", None)  # nothing new after this: the drain can finish
+            if detach is not None:
+                detach()
             for _ in range(100):  # drain what is already waiting (bounded)
                 batch = poll(0)
                 if len(batch) == 0:
@@ -304,7 +379,7 @@ class Agent:
             self.received.update(kinds)
         for kind, n in kinds.items():
             self.metrics.count_received(kind, n)
-        if not self._queue.put(frame, len(frame), timeout=self.config.queue_wait_s):
+        if not self._queue.put(frame, len(frame), timeout=self.config.queue_wait_s, nbytes=frame_bytes(len(frame))):
             with self._lock:
                 self.dropped += len(frame)
 
@@ -337,33 +412,143 @@ class Agent:
                 last_flush = time.monotonic()
         self.eventlog.close()
 
+    def _counts_loop(self) -> None:
+        interval = max(0.01, self.config.counts_interval_s)
+        while not self.stop_event.wait(interval):
+            self._read_counts(final=False)
+
+    def _read_counts(self, final: bool) -> None:
+        """Take the finished buckets of every source's aggregates: counts file, store, metrics."""
+        with self._counts_lock:
+            for src in self.sources:
+                read = getattr(src, "read_counts", None)  # optional, like poll_frame
+                if read is None:
+                    continue
+                try:
+                    records: list[CountRecord] = read(final)
+                except Exception as exc:
+                    self._source_errors.setdefault(f"{src.name} counts", f"{type(exc).__name__}: {exc}")
+                    continue
+                uncounted = getattr(src, "uncounted", None)
+                if uncounted is not None:
+                    self.counts.set_uncounted(int(uncounted()), time.time_ns())
+                if not records:
+                    continue
+                self.counts_file.write(records)
+                self.counts.add(records)
+                self.metrics.count_counted(records)
+
+    # -- memory ------------------------------------------------------------------------------------
+    def _child_rss(self) -> int:
+        pid = getattr(getattr(self.kube, "watcher", None), "pid", None)  # the isolated watch's process
+        return process_rss(pid) if isinstance(pid, int) else 0
+
+    def _size_buffers(self, own: int | None = None, child: int | None = None) -> None:
+        """Size the live window and the queue from what the limit leaves above the agent's own size
+        after start (bcc, the libraries) and its watch child's (measured when running, else the size
+        measured under load, :data:`CHILD_ALLOWANCE`), minus :data:`TRANSIENT_RESERVE`: half of the rest
+        for the window (:data:`WINDOW_ROW_BYTES` a row: held, and copied by an episode's audit), a
+        quarter for the queue; the rest is slack for the allocator. Sized again (from the same own
+        size) when the watch child outgrows what was assumed for it (a large cluster listed)."""
+        limit = self.config.rss_limit_mb << 20
+        if not limit:
+            return
+        own = rss_bytes() if own is None else own
+        if child is None:
+            child = max(self._child_rss(), CHILD_ALLOWANCE) if self.kube is not None else 0
+        self._sized = (own, child)
+        free = limit - own - child - TRANSIENT_RESERVE - self.config.counts_records * COUNT_RECORD_BYTES
+        window = min(self.config.window_rows, max(MIN_WINDOW_ROWS, free // 2 // WINDOW_ROW_BYTES))
+        queue = min(self.config.queue_bytes, max(MIN_QUEUE_BYTES, free // 4))
+        # a poll's batch, decoded and written, peaks at ~1 KB an event: smaller batches when the room is small
+        poll = int(max(MIN_POLL_RECORDS, min(MAX_POLL_RECORDS, free // BATCH_RECORD_BYTES)))
+        for src in self.sources:
+            set_limit = getattr(src, "set_poll_limit", None)
+            if set_limit is not None:
+                set_limit(poll)
+        self.correlator.window.max_packets = int(window)
+        self._queue.max_bytes = int(queue)
+        self._queue.max_rows = max(1, min(self.config.queue_rows, int(queue) // FRAME_ROW_BYTES))
+        self.budget = {"own_mb": round(own / 2**20, 1), "child_mb": round(child / 2**20, 1),
+                       "free_mb": round(free / 2**20, 1), "window_rows": int(window),
+                       "queue_mb": round(queue / 2**20, 1), "poll_records": poll}  # fmt: skip
+        if free < MIN_WINDOW_ROWS * WINDOW_ROW_BYTES + MIN_QUEUE_BYTES:
+            log.warning(
+                "memory limit %d MB leaves %.0f MB above the agent's own %.0f MB (+ %.0f MB watch process): "
+                "detail will often be paused (counts stay exact); raise --memory-limit-mb",
+                self.config.rss_limit_mb, free / 2**20, own / 2**20, child / 2**20,
+            )  # fmt: skip
+
+    def _memory_loop(self) -> None:
+        interval = max(0.01, self.config.memory_check_s)
+        next_resize = time.monotonic() + 5.0
+        while not self.stop_event.wait(interval):
+            self._check_memory()
+            if time.monotonic() >= next_resize:
+                next_resize = time.monotonic() + 5.0
+                own, child = self._sized
+                if own and self.memory_state.child > child + (child >> 3):  # the child grew past its share
+                    self._size_buffers(own, self.memory_state.child)
+
+    def _check_memory(self) -> None:
+        """One sample of the guard: shed the window's oldest half and trim the heap above the soft line,
+        pause detail above the hard one (see :class:`~auditor.agent.memory.MemoryGuard`)."""
+        drained = self.correlator.window.packet_rows == 0 and self._queue.rows == 0
+        state = self.memory_state = self.guard.sample(drained)
+        if state.shed:
+            trim_heap()
+            shed = self.correlator.shed_packets(0.5)
+            self.rss_shed_rows += shed
+            if shed:
+                log.warning(
+                    "RSS %.0f MB (+ %.0f MB watch process) near the %d MB limit: shed %d packet events from "
+                    "the live window", state.rss / 2**20, state.child / 2**20, self.config.rss_limit_mb, shed,
+                )  # fmt: skip
+        if state.pause and not self._detail_paused.is_set():
+            self._detail_paused.set()
+            log.warning("RSS %.0f MB (+ %.0f MB watch process) at the %d MB limit: detail paused (the ring "
+                        "buffer drops events, counted; counts stay exact)", state.rss / 2**20,
+                        state.child / 2**20, self.config.rss_limit_mb)  # fmt: skip
+        elif not state.pause and self._detail_paused.is_set():
+            self._detail_paused.clear()
+            log.info("RSS %.0f MB: detail resumed", state.total / 2**20)
+
     # -- periodic ----------------------------------------------------------------------------------
     def _tick(self) -> None:
-        self._check_memory()
+        if not self._memory.is_alive():  # not started (tests) or stopped: sample here
+            self._check_memory()
         for kind, total in self.lost().items():
             self.metrics.set_lost_total(kind, total)
         for report in self.correlator.run_due():
             self._report(report)
+        self.counts.trim(time.time_ns())
 
-    def _check_memory(self) -> None:
-        """Sample RSS; above ``rss_limit_mb`` shed the oldest half of the live window (counted)."""
-        self.rss_bytes = rss_bytes()
-        self.peak_rss_bytes = max(self.peak_rss_bytes, self.rss_bytes)
-        limit = self.config.rss_limit_mb << 20
-        if not limit or self.rss_bytes <= limit:
-            return
-        self.rss_over_limit += 1
-        self.released_bytes += release_unused()
-        if rss_bytes() <= limit:
-            return
-        shed = self.correlator.shed_packets(0.5)
-        self.rss_shed_rows += shed
-        log.warning(
-            "RSS %.0f MB above the %d MB limit: shed %d packet events from the live window",
-            self.rss_bytes / 2**20, self.config.rss_limit_mb, shed,
-        )  # fmt: skip
+    def _episode_counts(self, report: EpisodeReport) -> dict[str, Any] | None:
+        """Exact counts of the episode's pod addresses over the episode's window (the correlator's:
+        ``LOOKBACK_NS`` before the deletion was seen, until now); None without its addresses."""
+        pod = self.pod_addresses.take(report.uid)
+        if pod is None or not pod[0] or not pod[1]:
+            return None
+        ips, deleted_ns = pod
+        return self.counts.episode(ips, deleted_ns - LOOKBACK_NS, time.time_ns())
 
     def _report(self, report: EpisodeReport) -> None:
+        counts = self._episode_counts(report)
+        extra: dict[str, Any] = {}
+        if counts is not None and sum(counts["events"].values()):
+            extra["counts"] = counts
+            report.line += (
+                f" counts=(refused {counts['refused']}, reset {counts['reset']}, unreachable "
+                f"{counts['unreachable']}; {counts['note']})"
+            )
+            if counts["detail_lost"]:  # the failures the sampled detail could not name a cause for
+                detail = Counter[str]()
+                for (failure, _), n in report.failures.items():
+                    detail[failure] += n
+                for failure in ("refused", "reset", "unreachable"):
+                    missed = counts[failure] - detail[failure]
+                    if missed > 0:
+                        self.metrics.count_failures(report.namespace, report.pod, failure, "detail_lost", missed)
         self.episode_verdicts[report.verdict] += 1
         self.metrics.count_episode(report.verdict)
         for (failure, cause), n in report.failures.items():
@@ -377,7 +562,7 @@ class Agent:
             self.metrics.observe_gap(gap)
         try:
             with self.episodes_path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(report.as_dict(), separators=(",", ":")) + "\n")
+                f.write(json.dumps({**report.as_dict(), **extra}, separators=(",", ":")) + "\n")
         except OSError as exc:
             log.warning("cannot append to %s: %s", self.episodes_path, exc.strerror)
         self.on_episode(report)
@@ -422,14 +607,28 @@ class Agent:
                 "window_evicted_packets": c.window.evicted_packets,
             },
             "memory": {
-                "rss_mb": round(self.rss_bytes / 2**20, 1),
-                "peak_rss_mb": round(self.peak_rss_bytes / 2**20, 1),
+                "rss_mb": round(self.memory_state.rss / 2**20, 1),
+                "child_rss_mb": round(self.memory_state.child / 2**20, 1),
+                "peak_rss_mb": round(self.guard.peak.rss / 2**20, 1),
+                "peak_total_mb": round(self.guard.peak.total / 2**20, 1),  # the agent and its watch child
+                "peak_child_rss_mb": round(self.guard.peak.child / 2**20, 1),
                 "limit_mb": self.config.rss_limit_mb,
-                "over_limit_ticks": self.rss_over_limit,
+                "budget": self.budget,
+                "over_limit_ticks": self.guard.over_limit,
                 "shed_rows": self.rss_shed_rows,
+                "sheds": self.guard.sheds,
+                "detail_pauses": self.guard.pauses,
+                "detail_paused_s": round(self.detail_paused_s, 2),
                 "released_mb": round(self.released_bytes / 2**20, 1),
+                "heap": heap_stats(),
                 "queue_peak_rows": self._queue.peak_rows,
+                "queue_peak_mb": round(self._queue.peak_bytes / 2**20, 1),
                 "window_rows": c.window.packet_rows,
+            },
+            "counts": {
+                **self.counts.notes(written),
+                "file": self.counts_file.path.name,
+                "write_errors": self.counts_file.errors,
             },
             "clock": self.clock_resync.notes(),
             "kube": self.kube.notes() if self.kube is not None else "off",
@@ -457,6 +656,25 @@ class Agent:
     @property
     def clean(self) -> bool:
         return self._clean
+
+
+def _warm_up() -> None:
+    """Run the batch path once on one event (a packet table, its JSON lines, an Arrow batch written as
+    Parquet to memory): pandas and pyarrow are loaded, and the code pages they run resident, before
+    the memory budget measures the agent's own size (else they come with the first events, ~50 MB
+    the budget would not have counted)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from auditor.model.packet import packet_arrow_schema, packet_frame
+    from auditor.sinks.eventfile import frame_json_lines
+
+    frame = packet_frame([PacketEvent(time.time_ns(), "refused", 4, "10.0.0.1", 1, "10.0.0.2", 2, node="warm-up")])
+    frame_json_lines(frame)
+    concat_packet_frames([frame, frame])
+    batch = pa.RecordBatch.from_pandas(frame, schema=packet_arrow_schema(), preserve_index=False)
+    with pq.ParquetWriter(pa.BufferOutputStream(), packet_arrow_schema(), compression="snappy") as writer:
+        writer.write_table(pa.Table.from_batches([batch]))
 
 
 def previous_runs(summary_path: Path) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,7 +26,14 @@ class KubeInput:
     ``kubernetes.client.ApiClient`` runs it in threads of this process.
     """
 
-    def __init__(self, api_client: Any, path: Path, correlator: LiveCorrelator) -> None:
+    def __init__(
+        self,
+        api_client: Any,
+        path: Path,
+        correlator: LiveCorrelator,
+        on_pod: Callable[[str, dict[str, Any], int], None] | None = None,
+    ) -> None:
+        """``on_pod(type, object, observed_ns)``: every pod event too, before the correlator has it."""
         from auditor.kubeapi import KINDS, KubeWatcher, StreamRecorder
         from auditor.kubeapi.isolated import IsolatedKubeWatcher, WatchProcess
 
@@ -33,6 +41,7 @@ class KubeInput:
         self._kind_names = {k: spec.kind for k, spec in KINDS.items()}
         self.recorder = StreamRecorder(path)
         self.correlator = correlator
+        self.on_pod = on_pod
         kinds = ("pods", "endpointslices", "events")
         self.watcher: Any
         if isinstance(api_client, WatchProcess):
@@ -42,8 +51,11 @@ class KubeInput:
 
     def _on_event(self, event: Any) -> None:
         self.recorder.write_event(event)
-        self.correlator.add_kube(self._kind_names.get(event.kind, event.kind), event.type, event.object,
-                                 event.observed_ns, relisted=bool(event.relisted))  # fmt: skip
+        kind = self._kind_names.get(event.kind, event.kind)
+        if kind == "Pod" and self.on_pod is not None:
+            self.on_pod(event.type, event.object, event.observed_ns)
+        self.correlator.add_kube(kind, event.type, event.object, event.observed_ns,
+                                 relisted=bool(event.relisted))  # fmt: skip
 
     def start(self) -> None:
         self.watcher.start()

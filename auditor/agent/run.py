@@ -66,8 +66,11 @@ def run_agent(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     lost = {k: v for k, v in summary["lost"].items() if v}
+    counts = summary.get("counts") or {}
+    failures = {k: v for k, v in (counts.get("failures") or {}).items() if v}
     log.info(
-        "agent stopped: received %d, written %d, lost %s, episodes %s",
+        "agent stopped: received %d, written %d, lost %s, episodes %s; counted failures %s (%s)",
         summary["received_total"], summary["written"], lost or "none", summary["episodes"]["by_verdict"] or "none",
+        failures or "none", counts.get("note", "no counts"),
     )  # fmt: skip
     return summary

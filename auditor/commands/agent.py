@@ -55,9 +55,11 @@ def _sources_options(f: Any) -> Any:
         click.option("--logs-auth", type=click.Choice(["on", "off"]), default="on", show_default=True,
                      help="serve /logs only to bearer tokens the API server authenticates and allows 'get' on "
                           "nodes/proxy of this node (TokenReview + SubjectAccessReview); 'off' only for labs."),
-        click.option("--memory-limit-mb", type=click.IntRange(min=0), default=640, show_default=True,
-                     help="above this RSS the live correlation window sheds its oldest half (counted; the "
-                          "event log keeps everything); keep it under the container's memory limit; 0: off."),
+        click.option("--memory-limit-mb", type=click.IntRange(min=0), default=512, show_default=True,
+                     help="RSS (MiB) of the agent and its Kubernetes watch process together: buffers are sized "
+                          "under it; near it the live correlation window sheds its oldest half, at it no more "
+                          "event detail is taken (counted; the in-kernel counts stay exact); keep it ~128 MiB "
+                          "under the container's memory limit; 0: off."),
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)
@@ -164,6 +166,10 @@ def print_session(directory: Path, node: str, summary: dict[str, Any], as_json: 
         f"recorded {summary['written']} of {summary['received_total']} events into {directory} "
         f"({len(segments)} segment(s)); lost: {lost or 'none'}"
     )
+    counts = summary.get("counts") or {}
+    if counts.get("events"):
+        failures = {k: v for k, v in (counts.get("failures") or {}).items() if v}
+        click.echo(f"counted in the kernel: failures {failures or 'none'} ({counts.get('note', '')})")
     if doc is not None:
         from auditor.report.terminal import render_terminal
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -94,7 +95,11 @@ class IsolatedKubeWatcher:
         return self
 
     def _spawn(self, relisted: bool) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(self._argv(relisted), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        # glibc: two heap arenas, big blocks mapped on their own, free memory given back: its RSS counts
+        # with the agent's under one memory limit (a list of a large cluster is parsed page by page)
+        env = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "262144", "MALLOC_TRIM_THRESHOLD_": "4194304",
+               **os.environ}  # fmt: skip
+        proc = subprocess.Popen(self._argv(relisted), stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         with self._lock:
             self._proc = proc
         return proc
@@ -185,6 +190,13 @@ class IsolatedKubeWatcher:
                 proc.wait(2)
             clean = False
         return clean
+
+    @property
+    def pid(self) -> int | None:
+        """The running watch process (its memory counts with the agent's), None between two."""
+        with self._lock:
+            proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
 
     def wait_synced(self, timeout: float) -> bool:
         return self._synced.wait(timeout)

@@ -256,7 +256,7 @@ class KubeWatcher:
         """LIST all pages, emit the diff against what the cursor knew, move the cursor to the list."""
         state = cursor.state
         spec = KINDS[kind]
-        items: list[dict[str, Any]] = []
+        fresh: _State = {}  # reduced page by page: a list never holds the full objects of every page
         token: str | None = None
         for _page in range(1_000_000):
             kwargs: dict[str, Any] = {"limit": self.page_size}
@@ -270,17 +270,16 @@ class KubeWatcher:
                 body = json.loads(resp.data)
             finally:
                 self._release(kind, resp)
-            items.extend(body.get("items") or [])
             meta = body.get("metadata") or {}
+            for item in body.get("items") or []:
+                obj = reduce_object({"kind": spec.kind, "apiVersion": spec.api_version, **item}, spec.kind)
+                fresh[_key(obj)] = obj
+            del body
             token = meta.get("continue") or None
             if not token:
                 break
         observed = self.clock()
         self._count("lists", kind)
-        fresh: _State = {}
-        for item in items:
-            obj = reduce_object({"kind": spec.kind, "apiVersion": spec.api_version, **item}, spec.kind)
-            fresh[_key(obj)] = obj
         initial = not self._synced[kind].is_set()
         for key in [k for k in state if k not in fresh]:
             self._emit(kind, "DELETED", state.pop(key), observed, relisted=True)

@@ -8,6 +8,9 @@ Every file the agent writes (``--log-dir``, ``auditor record --out``) carries th
     events-<node>-<stamp>-<seq>.parquet.part  Parquet being written (no footer yet): never read or served
     kube-<node>-<stamp>.json                  pods, EndpointSlices, Events as a watch stream with observedAt
     dataplane-<node>-<stamp>.jsonl            dataplane rule changes (docs/dataplane-record.md)
+    counts-<node>-<stamp>.jsonl               exact event counts per server address, kind and 100 ms bucket,
+                                              from the probes' in-kernel aggregates (model/counts.py): complete
+                                              where the events' detail was sampled (ring buffer full)
     episodes-<node>.jsonl                     one JSON object per finished termination episode
     agent-<node>.json                         counters: received / written / lost by kind (final at exit)
 
@@ -39,12 +42,13 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     "events": re.compile(rf"events-{_NODE}-{_STAMP}-\d+\.(?:parquet|jsonl)"),
     "kube": re.compile(rf"kube-{_NODE}-{_STAMP}\.json"),
     "dataplane": re.compile(rf"dataplane-{_NODE}-{_STAMP}\.jsonl"),
+    "counts": re.compile(rf"counts-{_NODE}-{_STAMP}\.jsonl"),
     "episodes": re.compile(rf"episodes-{_NODE}\.jsonl"),
     "agent": re.compile(rf"agent-{_NODE}\.json"),
 }
 # appended line by line, so the last line may be half-written: served up to the last newline
 # (agent-<node>.json is rewritten whole, and Parquet segments are finished, so they are served as is)
-APPENDED_KINDS = ("events", "kube", "dataplane", "episodes")
+APPENDED_KINDS = ("events", "kube", "dataplane", "counts", "episodes")
 LINE_SUFFIXES = (JSONL, ".json")
 
 
@@ -65,6 +69,10 @@ def kube_stream_name(node: str, stamp: str) -> str:
 
 def dataplane_name(node: str, stamp: str) -> str:
     return f"dataplane-{node}-{stamp}.jsonl"
+
+
+def counts_name(node: str, stamp: str) -> str:
+    return f"counts-{node}-{stamp}.jsonl"
 
 
 def episodes_name(node: str) -> str:
@@ -143,6 +151,11 @@ def list_dataplane_records(directory: str | Path, node: str | None = None) -> li
     return sorted(_glob(directory, "dataplane", node, JSONL), key=lambda p: p.name)
 
 
+def list_counts(directory: str | Path, node: str | None = None) -> list[Path]:
+    """``counts-<node>-<stamp>.jsonl`` files, by name."""
+    return sorted(_glob(directory, "counts", node, JSONL), key=lambda p: p.name)
+
+
 __all__ = [
     "APPENDED_KINDS",
     "JSONL",
@@ -153,11 +166,13 @@ __all__ = [
     "PATTERNS",
     "SEGMENT_SUFFIXES",
     "classify_log_file",
+    "counts_name",
     "dataplane_name",
     "episodes_name",
     "is_appended",
     "kube_stream_name",
     "last_segment_seq",
+    "list_counts",
     "list_dataplane_records",
     "list_kube_streams",
     "list_parts",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
 from auditor.errors import AuditorError
@@ -69,8 +69,17 @@ def _json_lines(n: int, columns: dict[str, Any]) -> str:
     return "".join([template % row for row in zip(*args, strict=True)])
 
 
+JSON_CHUNK_ROWS = 8192  # rows formatted at once: the per-row Python objects peak at ~900 bytes a row
+
+
 def frame_json_lines(frame: pd.DataFrame) -> str:
     """The JSONL rows of a packet table (``time`` as RFC 3339 UTC with nanoseconds)."""
+    return "".join(iter_frame_json_lines(frame))
+
+
+def iter_frame_json_lines(frame: pd.DataFrame, chunk_rows: int = JSON_CHUNK_ROWS) -> Iterator[str]:
+    """:func:`frame_json_lines` in pieces of ``chunk_rows`` rows: what a writer streams, so that a large
+    batch never holds its formatting objects (~900 bytes a row) all at once."""
     import pandas as pd
 
     columns: dict[str, Any] = {}
@@ -82,7 +91,11 @@ def frame_json_lines(frame: pd.DataFrame) -> str:
             columns[name] = (list(col.cat.categories), col.cat.codes.to_numpy())
         else:
             columns[name] = col.to_numpy()
-    return _json_lines(len(frame), columns)
+    n, step = len(frame), max(1, chunk_rows)
+    for start in range(0, n, step):
+        part = {k: (v[0], v[1][start : start + step]) if isinstance(v, tuple) else v[start : start + step]
+                for k, v in columns.items()}  # fmt: skip
+        yield _json_lines(min(step, n - start), part)
 
 
 def batch_json_lines(batch: pa.RecordBatch) -> str:

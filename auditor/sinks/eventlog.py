@@ -45,7 +45,7 @@ from auditor.model.logfiles import (
     segment_stamp,
 )
 from auditor.model.packet import PacketEvent
-from auditor.sinks.eventfile import frame_json_lines
+from auditor.sinks.eventfile import iter_frame_json_lines
 from auditor.sinks.logserve import complete_length
 
 if TYPE_CHECKING:
@@ -122,9 +122,9 @@ class EventLog:
         if self._jsonl is None:
             self._open()
         assert self._jsonl is not None
-        text = frame_json_lines(frame)
-        self._jsonl.write(text)
-        self._bytes += len(text)
+        for text in iter_frame_json_lines(frame):  # in pieces: bounded formatting memory
+            self._jsonl.write(text)
+            self._bytes += len(text)
         self.written += len(frame)
         if self.fmt == "parquet":
             self._pending.append(_record_batch(frame))

@@ -6,9 +6,14 @@ Series (all prefixed ``auditor_``):
 * ``events_written_total``: rows written to the event log;
 * ``events_lost_total{kind}``: what did not reach the log: in-kernel losses per event kind,
   ``perf_buffer``, ``decode``, ``queue_full``, ``kube_watch`` (errors and relists), ``dataplane``;
+* ``events_counted_total{kind}``: every event the probes saw, from their in-kernel aggregates: exact
+  whatever detail was lost (``events_received_total`` is the detail, sampled under a storm);
+* ``failures_counted_total{failure}``: refused / reset / unreachable connections on this node, from the
+  aggregates (exact; a refusal seen from both ends counts once), whatever pod they were for;
 * ``connection_failures_total{namespace,pod,failure,cause}``: refused / reset connections explained by
   a finished termination episode. Pods are labelled only when terminating, and at most ``max_pods``
-  distinct pods are named; the rest share ``pod="_other"`` (bounded cardinality);
+  distinct pods are named; the rest share ``pod="_other"`` (bounded cardinality). Where the episode's
+  detail was sampled, the failures its exact counts hold beyond the detail's have ``cause="detail_lost"``;
 * ``propagation_delay_seconds{consumer_kind,consumer}``: histogram of measured propagation delays per
   endpoint consumer: ``kube-proxy`` of a node (its rule removal), a ``pod`` dialing pod IPs itself (an
   ingress), an ``external`` address (ms buckets);
@@ -33,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor.errors import AuditorError
+from auditor.model.counts import CountRecord, failure_of
 from auditor.sinks.logauth import LogsAccess, unchecked_logs
 
 DELAY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -59,6 +65,18 @@ class AgentMetrics:
         )
         self.lost = Counter(
             "auditor_events_lost", "Events lost before the log, by kind or stage.", ["kind"], registry=r
+        )
+        self.counted = Counter(
+            "auditor_events_counted",
+            "Events the probes saw, from their in-kernel aggregates (exact, whatever detail was lost).",
+            ["kind"],
+            registry=r,
+        )
+        self.failures_counted = Counter(
+            "auditor_failures_counted",
+            "Refused, reset and unreachable connections on this node, from the in-kernel aggregates (exact).",
+            ["failure"],
+            registry=r,
         )
         self.failures = Counter(
             "auditor_connection_failures",
@@ -87,6 +105,28 @@ class AgentMetrics:
 
     def count_received(self, kind: str, n: int = 1) -> None:
         self.received.labels(kind=kind).inc(n)
+
+    def count_counted(self, records: list[CountRecord]) -> None:
+        """Aggregate records (exact counts): events per kind, failures per failure kind. A refusal seen
+        from both ends on this node is in two records of one bucket (the server's RST, the client's
+        ``refused``): per server and bucket the larger of the two counts, as in ``failure_counts``."""
+        kinds: dict[str, int] = {}
+        failures: dict[str, int] = {}
+        refusals: dict[tuple[str, int], list[int]] = {}  # (server, bucket) -> [by the server, by clients]
+        for r in records:
+            kinds[r.kind] = kinds.get(r.kind, 0) + r.events
+            failure = failure_of(r)
+            if failure == "refused":
+                pair = refusals.setdefault((r.server, r.time_ns), [0, 0])
+                pair[r.kind != "rst_sent"] += r.events
+            elif failure is not None:
+                failures[failure] = failures.get(failure, 0) + r.events
+        if refusals:
+            failures["refused"] = sum(max(pair) for pair in refusals.values())
+        for kind, n in kinds.items():
+            self.counted.labels(kind=kind).inc(n)
+        for failure, n in failures.items():
+            self.failures_counted.labels(failure=failure).inc(n)
 
     def count_written(self, n: int) -> None:
         self.written.inc(n)

@@ -126,3 +126,59 @@ def test_agent_sees_refusals_serves_metrics_and_stops_cleanly(tmp_path: Path, ne
     mine = rows.loc[(rows["netns"] == inum) & (rows["kind"].astype(str) == "refused")]
     assert len(mine) == 5
     assert set(mine["dport"]) == {CLOSED_PORT} and set(mine["node"].astype(str)) == {"agtest"}
+
+
+STORM = """
+import socket, sys
+addr, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+refused = 0
+for _ in range(count):
+    s = socket.socket()
+    try:
+        s.connect((addr, port))
+    except ConnectionRefusedError:
+        refused += 1
+    s.close()
+print(refused)
+"""
+
+
+def test_agent_counts_a_storm_exactly_when_detail_is_lost(tmp_path: Path, netns: tuple[str, int]) -> None:
+    """The agent with a 4 KiB ring buffer under a 20,000-connection refusal storm: detail events are
+    lost (counted), the summary, the counts file and the metrics still hold every refusal."""
+    _skip_unless_bcc()
+    import random
+
+    from auditor.agent import Agent, AgentConfig, ProbeSource
+    from auditor.model.counts import failure_counts
+    from auditor.model.logfiles import list_counts
+    from auditor.sources.counts_file import read_counts
+
+    name, _ = netns
+    addr, count = f"127.{random.randint(1, 250)}.{random.randint(1, 250)}.{random.randint(1, 250)}", 20_000
+    source = ProbeSource("agstorm", probe_options={"families": ("tcp_reset", "sock_state"), "ringbuf_pages": 1})
+    agent = Agent(AgentConfig(node="agstorm", log_dir=tmp_path, metrics_addr=None, rss_limit_mb=0, flush_ms=200),
+                  [source]).start()  # fmt: skip
+    try:
+        out = subprocess.run(["ip", "netns", "exec", name, sys.executable, "-c", STORM, addr, str(CLOSED_PORT),
+                              str(count)], capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    finally:
+        agent.request_stop()
+        summary = agent.run()
+    refused = int(out.stdout)
+    assert refused == count
+    server = f"{addr}:{CLOSED_PORT}"
+    counts = summary["counts"]
+    assert counts["servers"][server]["refused"] == refused and counts["exact"]
+    kernel = summary["sources"]["ebpf"]["kernel"]
+    assert sum(kernel[k]["lost"] for k in ("rst_sent", "rst_received", "refused")) > 0  # detail was lost
+    assert counts["events"]["refused"] >= refused and counts["detail_lost"]["refused"] > 0
+    assert counts["note"].startswith("detail sampled: ") and counts["note"].endswith("; counts exact")
+    for kind, c in kernel.items():
+        assert c["seen"] == c["counted"] + c["uncounted"] == counts["events"].get(kind, 0), kind
+    (path,) = list_counts(tmp_path, "agstorm")
+    records, bad = read_counts(path)
+    assert bad == 0 and failure_counts(records)[server].refused == refused
+    metrics = agent.metrics.exposition().decode()
+    line = next(x for x in metrics.splitlines() if x.startswith('auditor_failures_counted_total{failure="refused"}'))
+    assert float(line.split()[-1]) >= refused  # every refusal on the node (others too: it is host-wide)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from auditor.agent import AgentConfig, run_agent
+from auditor.agent import Agent, AgentConfig
 from auditor.agent.batchqueue import BatchQueue
 from auditor.agent.frames import concat_packet_frames, frame_events, kind_counts
 from auditor.agent.listeners import NetnsAddressBook
@@ -165,11 +165,14 @@ class FrameSource:
         return
 
 
-def test_agent_moves_frames_to_disk_and_sheds_window_over_rss_limit(tmp_path: Path) -> None:
+def test_agent_moves_frames_to_disk_and_sheds_window_near_the_memory_limit(tmp_path: Path) -> None:
     src = FrameSource(batches=40, rows=500)
     config = AgentConfig(node="n1", log_dir=tmp_path, metrics_addr=None, flush_ms=50, queue_rows=2000,
-                         window_rows=8000, rss_limit_mb=1)  # fmt: skip  # 1 MB: always over, always shedding
-    summary = run_agent(config, [src], duration_s=3)
+                         window_rows=8000, rss_limit_mb=100)  # fmt: skip
+
+    agent = Agent(config, [src])
+    agent.guard.rss = lambda: 90 << 20  # 90 %: above the soft line (shed), under the hard one (no pause)
+    summary = agent.start().run(duration_s=3)
     assert summary["clean_exit"] is True and src.frame_polls > 40
     assert summary["received_total"] == summary["written"] == src.produced == 20_000
     assert summary["received"] == {"refused": 6680, "rst_sent": 6680, "icmp_unreachable": 6640}
@@ -177,13 +180,96 @@ def test_agent_moves_frames_to_disk_and_sheds_window_over_rss_limit(tmp_path: Pa
     disk = pd.concat([read_events(p) for p in list_segments(tmp_path)], ignore_index=True)
     assert len(disk) == 20_000
     mem = summary["memory"]
-    assert mem["over_limit_ticks"] >= 1 and mem["rss_mb"] > 1 and mem["queue_peak_rows"] <= 2000
-    assert mem["window_rows"] <= 8000
+    assert mem["sheds"] >= 1 and mem["detail_pauses"] == 0 and mem["queue_peak_rows"] <= 2000
+    assert mem["window_rows"] <= 8000 and mem["over_limit_ticks"] == 0 and mem["peak_rss_mb"] == 90
     evicted = summary["episodes"]["window_evicted_packets"]
-    # every row that entered the window is still there or was evicted (row cap, age, or shed over the
-    # RSS limit; the shed rows are counted among the evicted ones too)
+    # every row that entered the window is still there or was evicted (row cap, age, or shed near the
+    # limit; the shed rows are counted among the evicted ones too)
     assert evicted + mem["window_rows"] == 20_000, (evicted, mem)
     assert 0 < mem["shed_rows"] <= evicted
+
+
+def test_detail_pauses_at_the_memory_limit_and_resumes_under_it(tmp_path: Path) -> None:
+    src = FrameSource(batches=10_000, rows=100)
+    config = AgentConfig(node="n1", log_dir=tmp_path, metrics_addr=None, flush_ms=50, rss_limit_mb=100,
+                         memory_check_s=0.02)  # fmt: skip
+    level = [50 << 20]
+    polls: list[int] = []
+
+    def pressure() -> None:
+        time.sleep(0.5)
+        level[0] = 97 << 20  # above the hard line: no detail taken
+        time.sleep(0.5)
+        polls.append(src.frame_polls)
+        time.sleep(0.5)
+        polls.append(src.frame_polls)
+        level[0] = 80 << 20  # back under the soft line: detail again
+
+    agent = Agent(config, [src])
+    agent.guard.rss = lambda: level[0]
+    agent.guard.child_rss = lambda: 1 << 20  # the watch process counts too
+    agent.start()
+    thread = threading.Thread(target=pressure)
+    thread.start()
+    summary = agent.run(duration_s=3)
+    thread.join(10)
+    mem = summary["memory"]
+    assert polls[1] == polls[0] and src.frame_polls > polls[1]  # nothing polled while paused, then again
+    assert mem["detail_pauses"] == 1 and 0.4 < mem["detail_paused_s"] < 2.0
+    assert mem["peak_total_mb"] == 98 and mem["peak_child_rss_mb"] == 1 and mem["over_limit_ticks"] == 0
+    assert summary["received_total"] == summary["written"] == src.produced  # what was taken is written
+
+
+def test_memory_budget_sizes_the_window_and_the_queue(tmp_path: Path) -> None:
+    from auditor.agent.core import COUNT_RECORD_BYTES, TRANSIENT_RESERVE, WINDOW_ROW_BYTES
+
+    agent = Agent(AgentConfig(node="n1", log_dir=tmp_path, metrics_addr=None, rss_limit_mb=1000), [])
+    own = 200 << 20
+    agent._size_buffers(own=own)
+    free = (1000 << 20) - own - TRANSIENT_RESERVE - 50_000 * COUNT_RECORD_BYTES
+    budget = agent.budget
+    assert budget["window_rows"] == min(500_000, free // 2 // WINDOW_ROW_BYTES) == agent.correlator.window.max_packets
+    assert agent._queue.max_bytes == min(64 << 20, free // 4)
+    agent.config.rss_limit_mb = 1  # below the agent's own size: the floors
+    agent._size_buffers(own=own)
+    assert agent.correlator.window.max_packets == 10_000 and agent._queue.max_bytes == 4 << 20
+    agent.eventlog.close()
+
+
+def test_memory_guard_sheds_then_pauses_then_resumes() -> None:
+    from auditor.agent.memory import MemoryGuard
+
+    now = [0.0]
+    rss = [0]
+    guard = MemoryGuard(1000, rss=lambda: rss[0], child_rss=lambda: 50, clock=lambda: now[0])
+    rss[0] = 700
+    s = guard.sample()
+    assert (s.total, s.shed, s.pause) == (750, False, False)
+    rss[0] = 820  # 870 > 850: shed once a second
+    assert guard.sample().shed and not guard.sample().shed
+    now[0] = 1.5
+    rss[0] = 910  # 960 > 950: pause, and shed again
+    s = guard.sample()
+    assert s.shed and s.pause and guard.pauses == 1
+    rss[0] = 850  # 900: still above the soft line, still paused
+    assert guard.sample().pause
+    rss[0] = 790  # 840: resumed
+    assert not guard.sample().pause and guard.pauses == 1 and guard.peak.total == 960
+    assert guard.over_limit == 0
+    rss[0] = 960  # 1010: paused again, over the limit itself
+    assert guard.sample().pause and guard.over_limit == 1 and guard.pauses == 2
+    rss[0] = 870  # 920: between the lines; nothing left to shed, so pausing cannot help: resumed
+    assert guard.sample().pause and not guard.sample(drained=True).pause
+    assert not MemoryGuard(0, rss=lambda: 10**12).sample().pause  # no limit
+
+
+def test_json_lines_in_pieces_are_the_same_text() -> None:
+    from auditor.sinks.eventfile import iter_frame_json_lines
+
+    frame = packet_frame(_events(100))
+    pieces = list(iter_frame_json_lines(frame, chunk_rows=7))
+    assert len(pieces) == 15 and "".join(pieces) == frame_json_lines(frame)
+    assert list(iter_frame_json_lines(packet_frame([]))) == []
 
 
 def test_wildcard_listeners_named_in_a_table(tmp_path: Path) -> None:

@@ -204,3 +204,67 @@ def test_cli_user_errors_are_one_line(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "kubeconfig file not found" in proc.stderr
+
+
+class CountsSource(CountingSource):
+    """Also hands out aggregate records: ``refusals`` refused connections to 10.244.1.7:8080 per read,
+    as the server's RSTs, of which the detail of ``lost`` never came (no detail events at all here)."""
+
+    def __init__(self, refusals: int = 1000, lost: int = 900, reads: int = 3) -> None:
+        super().__init__(batch=10, limit=10)
+        self.refusals, self.lost_detail, self.reads_left = refusals, lost, reads
+        self.final_reads = 0
+
+    def read_counts(self, final: bool = False) -> list[Any]:
+        from auditor.model.counts import CountRecord
+
+        self.final_reads += final
+        if self.reads_left <= 0:
+            return []
+        self.reads_left -= 1
+        t = time.time_ns() - 5 * 10**9
+        return [CountRecord(t, 100_000_000, "rst_sent", 4, "10.244.1.7", 8080, "src", 1, 0, 0x02, 6,
+                            self.refusals, self.lost_detail, "n1")]  # fmt: skip
+
+    def uncounted(self) -> int:
+        return 0
+
+
+def test_counts_go_to_the_counts_file_the_summary_the_metrics_and_the_episodes(tmp_path: Path) -> None:
+    from auditor.agent.correlator import EpisodeReport
+    from auditor.model.logfiles import list_counts
+    from auditor.sources.counts_file import read_counts
+
+    src = CountsSource(reads=3)
+    lines: list[str] = []
+    config = AgentConfig(node="n1", log_dir=tmp_path, metrics_addr=None, rss_limit_mb=0, counts_interval_s=0.05)
+    agent = Agent(config, [src], on_episode=lambda r: lines.append(r.line)).start()
+    deadline = time.monotonic() + 10
+    while src.reads_left and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # a terminating pod at 10.244.1.7 was deleted; its episode is counted from the aggregates
+    pod = {"metadata": {"uid": "u1", "name": "web-1", "namespace": "default"}, "status": {"podIP": "10.244.1.7"}}
+    agent.pod_addresses.observe("DELETED", pod, time.time_ns())
+    report = EpisodeReport("default", "web-1", "u1", "n1", "n1", "GAP", {"propagation_gap": 2})
+    report.failures[("refused", "propagation_gap")] = 2  # what the sampled detail explained
+    report.line = "episode default/web-1 verdict=GAP failed=2"
+    agent._report(report)
+    agent.request_stop()
+    summary = agent.run()
+    assert src.final_reads >= 1
+    counts = summary["counts"]
+    assert counts["failures"] == {"refused": 3000, "reset": 0, "unreachable": 0}
+    assert counts["servers"]["10.244.1.7:8080"]["refused"] == 3000 and counts["exact"]
+    assert counts["events"] == {"rst_sent": 3000} and counts["detail_lost"] == {"rst_sent": 2700}
+    assert counts["note"] == "detail sampled: 10 of 3,000 events; counts exact"  # 10 detail events written
+    (path,) = list_counts(tmp_path, "n1")
+    records, bad = read_counts(path)
+    assert bad == 0 and sum(r.events for r in records) == 3000
+    assert lines == ["episode default/web-1 verdict=GAP failed=2 counts=(refused 3000, reset 0, unreachable 0; "
+                     "detail sampled: 300 of 3,000 events; counts exact)"]  # fmt: skip
+    episode = json.loads((tmp_path / "episodes-n1.jsonl").read_text())
+    assert episode["counts"]["refused"] == 3000 and episode["failures"][0]["count"] == 2
+    metrics = agent.metrics.exposition().decode()
+    assert 'auditor_failures_counted_total{failure="refused"} 3000.0' in metrics
+    assert ('auditor_connection_failures_total{cause="detail_lost",failure="refused",namespace="default",'
+            'pod="web-1"} 2998.0') in metrics  # fmt: skip

@@ -316,8 +316,14 @@ def test_daemonset_runs_the_agent_as_the_issue_asks(built: tuple[str, list[Doc]]
         "/var/lib/auditor",
         "--metrics-addr",
         ":9808",
+        "--memory-limit-mb",
+        "512",
     ]
     assert not any(a.startswith("--logs-auth") for a in container["args"]), "/logs stays behind the token check"
+    # the agent keeps itself and its watch process under --memory-limit-mb; the container's limit leaves
+    # room above it for the BPF maps (kernel memory charged to the pod) and the page cache
+    limit_mib = int(container["resources"]["limits"]["memory"].removesuffix("Mi"))
+    assert limit_mib - 512 >= 96, limit_mib
     env = {e["name"]: e for e in container["env"]}
     assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     assert set(container["resources"]) == {"requests", "limits"}

@@ -103,3 +103,21 @@ def test_port_in_use_is_a_user_error(served: tuple[AgentMetrics, MetricsServer, 
     _, server, _ = served
     with pytest.raises(AuditorError, match="cannot listen"):
         MetricsServer(AgentMetrics(), f"127.0.0.1:{server.port}", lambda: (True, "ok"))
+
+
+def test_counted_events_and_failures_from_the_aggregates() -> None:
+    from auditor.model.counts import CountRecord
+
+    def rec(kind: str, events: int, t: int, state: int = 0, flags: int = 0x02) -> CountRecord:
+        return CountRecord(t, 100, kind, 4, "10.244.1.7", 8080, "src", 0, state, flags, 6, events, 0)
+
+    metrics = AgentMetrics()
+    # bucket 0: the server's RSTs and the client's refused sockets are the same 5 refusals; bucket 100: the
+    # server alone (a client on another node) refused 3, and one established connection was reset
+    metrics.count_counted([rec("rst_sent", 5, 0), rec("refused", 5, 0), rec("rst_received", 5, 0, state=2),
+                           rec("rst_sent", 3, 100), rec("rst_sent", 1, 100, state=1)])  # fmt: skip
+    text = metrics.exposition().decode()
+    assert 'auditor_failures_counted_total{failure="refused"} 8.0' in text
+    assert 'auditor_failures_counted_total{failure="reset"} 1.0' in text
+    assert 'auditor_events_counted_total{kind="rst_sent"} 9.0' in text
+    assert 'auditor_events_counted_total{kind="refused"} 5.0' in text

@@ -187,3 +187,84 @@ def test_batch_decoder_empty() -> None:
 
     df, bad = decode_records([], 0)
     assert len(df) == 0 and bad == 0 and "time" in df.columns
+
+
+# -- the in-kernel aggregates (probes/aggregates.h) ------------------------------------------------
+
+
+def agg_key(addr: bytes, bucket: int, reason: int, port: int, kind: int, family: int, state: int, flags: int,
+            side: int, proto: int) -> bytes:  # fmt: skip
+    """struct agg_key: addr[16], bucket, reason, port, kind, family, state, flags, side, ip_proto (32 bytes)."""
+    return struct.pack("<16sIIHBBBBBB", addr, bucket, reason, port, kind, family, state, flags, side, proto)
+
+
+def agg_values(*per_cpu: tuple[int, int]) -> bytes:
+    """struct agg_val per CPU: events, detail_lost."""
+    return b"".join(struct.pack("<QQ", e, d) for e, d in per_cpu)
+
+
+def test_aggregates_decode_and_sum_the_cpus() -> None:
+    from auditor.sources.live.decode_aggregates import decode_aggregates
+
+    bucket_ns = 100_000_000
+    keys = (
+        # 10.244.2.9.41000 > 10.244.1.7.8080 refused (SYN_SENT -> CLOSE), counted under its destination
+        agg_key(V4("10.244.1.7"), 17_000_000, 0, 8080, 3, AF_INET, 2, 0, 0, 6)
+        # 10.244.1.7.8080 > 10.244.2.9.*: Flags [R.] without a socket (state 0), answering a SYN: its source
+        + agg_key(V4("10.244.1.7"), 17_000_000, 1, 8080, 1, AF_INET, 0, SYN, 1, 6)
+        # [fd00::9].* > [fd00::7].8080 SYN dropped (reason 3 NO_SOCKET), one bucket later
+        + agg_key(v6("fd00::7"), 17_000_001, 3, 8080, 6, AF_INET6, 0, SYN, 0, 6)
+    )
+    values = agg_values((3, 1), (2, 0)) + agg_values((0, 0), (5, 5)) + agg_values((7, 0), (0, 0))
+    records, bad = decode_aggregates(keys, values, 2, OFFSET, bucket_ns, node="n1")
+    assert bad == 0
+    refused, rst, drop = records
+    assert (refused.kind, refused.addr, refused.port, refused.side) == ("refused", "10.244.1.7", 8080, "dst")
+    assert (refused.events, refused.detail_lost, refused.state_raw, refused.family) == (5, 1, 2, 4)
+    assert refused.time_ns == 17_000_000 * bucket_ns + OFFSET and refused.bucket_raw == 17_000_000
+    assert (rst.kind, rst.side, rst.state_raw, rst.flags_raw, rst.reason_raw) == ("rst_sent", "src", 0, SYN, 1)
+    assert (rst.events, rst.detail_lost, rst.node, rst.server) == (5, 5, "n1", "10.244.1.7:8080")
+    assert (drop.kind, drop.family, drop.addr, drop.reason_raw, drop.ip_proto) == ("drop", 6, "fd00::7", 3, 6)
+    assert drop.server == "[fd00::7]:8080" and drop.time_ns == refused.time_ns + bucket_ns
+
+
+def test_aggregates_skip_malformed_keys() -> None:
+    from auditor.sources.live.decode_aggregates import decode_aggregates, key_bucket
+
+    keys = (
+        agg_key(V4("10.0.0.1"), 5, 0, 80, 99, AF_INET, 0, 0, 0, 6)  # unknown kind
+        + agg_key(V4("10.0.0.1"), 6, 0, 80, 3, 0, 0, 0, 0, 6)  # unknown family
+        + agg_key(V4("10.0.0.1"), 7, 0, 80, 3, AF_INET, 2, 0, 0, 6)  # never counted
+    )
+    records, bad = decode_aggregates(keys, agg_values((1, 0)) * 2 + agg_values((0, 0)), 1, 0, 1)
+    assert (records, bad) == ([], 3)
+    assert [key_bucket(keys, i) for i in range(3)] == [5, 6, 7]
+    with pytest.raises(DecodeError, match="value bytes"):
+        decode_aggregates(keys, agg_values((1, 0)), 2, 0, 1)
+
+
+def test_counts_name_failures_as_the_engine_does() -> None:
+    from auditor.model.counts import CountRecord, failure_counts, failure_of, sampled_note, total_failures
+
+    def rec(kind: str, events: int, state: int = 0, flags: int = 0, port: int = 8080, lost: int = 0) -> CountRecord:
+        return CountRecord(0, 100_000_000, kind, 4, "10.244.1.7", port, "src", 0, state, flags, 6, events, lost)
+
+    assert failure_of(rec("rst_sent", 1, flags=SYN)) == "refused"  # socketless, answered a SYN
+    assert failure_of(rec("rst_sent", 1, flags=ACK)) == "reset"  # socketless, answered a late ACK
+    assert failure_of(rec("rst_sent", 1, state=1)) == "reset"  # an established socket reset
+    assert failure_of(rec("icmp_unreachable", 1)) == "unreachable"
+    assert failure_of(rec("rst_received", 1, state=2)) is None and failure_of(rec("drop", 1)) is None
+    records = [
+        rec("rst_sent", 40, flags=SYN, lost=30), rec("rst_sent", 2, flags=SYN),  # the server's side: 42
+        rec("refused", 30),  # the clients on this node saw 30 of them
+        rec("rst_sent", 3, state=1), rec("icmp_unreachable", 4), rec("refused", 5, port=9),
+    ]  # fmt: skip
+    servers = failure_counts(records)
+    assert servers["10.244.1.7:8080"].as_dict() == {
+        "refused": 42, "reset": 3, "unreachable": 4, "events": 79, "detail_lost": 30,
+    }  # fmt: skip
+    assert total_failures(servers.values()) == {"refused": 47, "reset": 3, "unreachable": 4}
+    assert sampled_note(1_100_000, 3_000_000) == "detail sampled: 1.1 M of 3.0 M events; counts exact"
+    assert sampled_note(500, 500).startswith("detail complete: 500 events")
+    line = records[0].to_json_line()
+    assert CountRecord.from_json(__import__("json").loads(line)) == records[0]

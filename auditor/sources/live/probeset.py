@@ -8,6 +8,10 @@
 
 A tracepoint this kernel lacks (or lays out without a field the probe needs) disables that
 signal with a warning, recorded in ``.disabled``; the rest keep running.
+
+Besides the events, the probes count every event in in-kernel aggregates (``probes/aggregates.h``):
+:meth:`ProbeSet.read_counts` returns the buckets that are over as :class:`CountRecord` and deletes
+them from the map, so the counts stay exact when the ring buffer loses detail events.
 """
 
 from __future__ import annotations
@@ -15,16 +19,19 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from auditor.errors import AuditorError
+from auditor.model.counts import CountRecord
 from auditor.model.packet import PacketEvent
 from auditor.sources.live.btf import load_vmlinux_btf
 from auditor.sources.live.clock import WallClockOffset
 from auditor.sources.live.decode import decode_event
+from auditor.sources.live.decode_aggregates import AGG_KEY, AGG_VALUE, decode_aggregates, key_bucket
 from auditor.sources.live.environment import BccEnvironment, prepare_bcc_environment
 from auditor.sources.live.events import KIND_CODES, N_KINDS, DecodeError
 from auditor.sources.live.layout import (
@@ -34,7 +41,8 @@ from auditor.sources.live.layout import (
     kernel_offset_cflags,
     pack_pod_cidr,
 )
-from auditor.sources.live.probes_dir import PROBES_DIR
+from auditor.sources.live.maps import MapReader
+from auditor.sources.live.probes_dir import PROBES_DIR, inline_local_includes
 from auditor.sources.live.tracefs import TracepointFormat, read_format
 
 if TYPE_CHECKING:
@@ -51,8 +59,15 @@ class ProbeConfig:
     ringbuf_pages: int = 1024  # power of two
     wakeup_batch: int = 64  # ring buffer: wake the reader every N events per CPU
     perf_pages: int = 256  # per CPU
+    # records one poll hands over at most (ring buffer): under a storm the reader would otherwise keep
+    # taking what the probes keep writing, and one batch (and its decoding) could grow without bound
+    max_poll_records: int = 32_768
     node: str = ""
     probes_dir: Path = PROBES_DIR
+    bucket_ms: int = 100  # time resolution of the in-kernel aggregates
+    # aggregate keys the map holds (keys x buckets not read yet): 16384 is ~3,000 distinct keys per
+    # 100 ms bucket read every 0.25 s; beyond, events are counted per kind only (``uncounted``)
+    agg_entries: int = 16384
 
 
 class ProbeSet:
@@ -78,7 +93,14 @@ class ProbeSet:
         self._received = [0] * N_KINDS
         self._bpf: Any = None
         self._raw: list[bytes] = []
+        self._max_batch = max(1, self.config.max_poll_records)
         self.wall_clock = wall_clock if wall_clock is not None else WallClockOffset()
+        self._agg: MapReader | None = None
+        self._agg_cpus = 1
+        self._agg_undeleted: set[bytes] = set()  # keys reported whose delete failed: never twice
+        self.counted = [0] * N_KINDS  # events read from the aggregates, per kind code
+        self.count_errors = 0  # aggregate keys that did not decode, or could not be deleted
+        self.detached = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> ProbeSet:
@@ -96,6 +118,7 @@ class ProbeSet:
             cflags = [*env.extra_cflags, *kernel_offset_cflags(btf)]
         except KeyError as exc:
             raise AuditorError(f"kernel BTF lacks a struct member the probes read: {exc}") from exc
+        included: set[str] = {"common.h"}
         sources = [(cfg.probes_dir / "common.h").read_text()]
         hooks = []
         for family in cfg.families:
@@ -119,7 +142,9 @@ class ProbeSet:
                     continue
                 usable.append(hook)
             if usable:
-                sources.append((cfg.probes_dir / c_file).read_text())
+                sources.append(
+                    inline_local_includes((cfg.probes_dir / c_file).read_text(), cfg.probes_dir, included)
+                )
                 hooks += usable
         if not hooks:
             raise AuditorError(
@@ -134,9 +159,18 @@ class ProbeSet:
             f"-DN_POD_CIDRS={len(cidrs)}",
             f"-DWAKEUP_BATCH={max(1, cfg.wakeup_batch)}",
             f"-DRINGBUF_PAGES={cfg.ringbuf_pages}",
+            f"-DAGG_BUCKET_NS={self.bucket_ns}ULL",
+            f"-DAGG_ENTRIES={max(64, cfg.agg_entries)}",
         ]
         want_ringbuf = cfg.output == "ringbuf" or (cfg.output == "auto" and env.ringbuf)
         self._bpf = self._compile("\n".join(sources), cflags, want_ringbuf)
+        try:
+            table = self._bpf["aggregates"]
+        except KeyError:  # probes without aggregates.h (another probes directory): no exact counts
+            self._disable("aggregates", "the probes keep no in-kernel aggregates (probes/aggregates.h)")
+        else:
+            self._agg = MapReader(table)
+            self._agg_cpus = max(1, self._agg.value_size // AGG_VALUE.size)
         if cidrs:
             table = self._bpf["pod_cidrs"]
             for i, packed in enumerate(cidrs):
@@ -152,6 +186,7 @@ class ProbeSet:
         if not self.attached:
             self.close()
             raise AuditorError("no probe could be attached: " + "; ".join(self.disabled.values()))
+        self.detached = False
         return self
 
     def _compile(self, text: str, cflags: list[str], ringbuf: bool) -> Any:
@@ -180,10 +215,23 @@ class ProbeSet:
         else:
             table.open_perf_buffer(self._on_event, page_cnt=self.config.perf_pages, lost_cb=self._on_lost)
 
+    def detach(self) -> None:
+        """Stop the probes (nothing more is counted or sent); what they made can still be read, and
+        :meth:`read_counts` then returns every bucket. Idempotent."""
+        if self._bpf is None or self.detached:
+            return
+        for tp in list(self.attached):
+            try:
+                self._bpf.detach_tracepoint(tp=tp)
+            except Exception as exc:  # bcc raises plain Exception
+                log.warning("detaching %s: %s", tp, exc)
+        self.detached = True
+
     def close(self) -> None:
         if self._bpf is not None:
             self._bpf.cleanup()
             self._bpf = None
+            self._agg = None
 
     def __enter__(self) -> ProbeSet:
         return self.start()
@@ -198,18 +246,21 @@ class ProbeSet:
         code = raw[8] if size > 8 else 0  # ev_hdr.kind (u32 LE, < 256)
         if code < len(self._received):
             self._received[code] += 1
-        return 0
+        # a negative return ends the ring buffer's consume loop (this record is taken): a bounded batch
+        return -1 if len(self._raw) >= self._max_batch else 0
 
     def _on_lost(self, lost: int) -> None:
         self.perf_lost += lost
 
     def poll_raw(self, timeout_ms: int = 100) -> list[bytes]:
-        """Undecoded records (the fast path: decode later, in batches); see :meth:`poll`."""
+        """Undecoded records (the fast path: decode later, in batches), at most ``max_poll_records``
+        from the ring buffer (the rest stays there for the next poll); see :meth:`poll`."""
         if self._bpf is None:
             raise AuditorError("probes are not started", hint="call start() first")
         if self.output == "ringbuf":
             self._bpf.ring_buffer_poll(timeout_ms)
-            self._bpf.ring_buffer_consume()
+            if len(self._raw) < self._max_batch:
+                self._bpf.ring_buffer_consume()
         else:
             self._bpf.perf_buffer_poll(timeout_ms)
         out, self._raw = self._raw, []
@@ -241,6 +292,51 @@ class ProbeSet:
         self.decode_errors += bad
         return frame
 
+    # -- the aggregates -----------------------------------------------------------------------------
+    def set_poll_limit(self, records: int) -> None:
+        """Change ``max_poll_records`` (the agent sizes its batches from its memory budget)."""
+        self._max_batch = max(1, records)
+
+    @property
+    def bucket_ns(self) -> int:
+        return max(1, self.config.bucket_ms) * 1_000_000
+
+    def read_counts(self, final: bool = False) -> list[CountRecord]:
+        """The aggregate buckets that are over (no probe writes to them any more: older than the
+        current bucket and the one before), removed from the map; every bucket once the probes are
+        detached, or with ``final``. Each key and bucket comes once, stamped in UTC."""
+        if self._agg is None:
+            return []
+        keys, values = self._agg.lookup_all()
+        size, per_key = AGG_KEY.size, self._agg.value_size
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // self.bucket_ns
+        upto = None if (final or self.detached) else now - 2
+        present = [keys[i * size : (i + 1) * size] for i in range(len(keys) // size)]
+        if self._agg_undeleted:  # reported before but still there: retry the delete, never report again
+            self._agg_undeleted &= set(present)
+            self._agg.delete(b"".join(self._agg_undeleted))
+        take_k, take_v = bytearray(), bytearray()
+        for i, key in enumerate(present):
+            if (upto is not None and key_bucket(keys, i) > upto) or key in self._agg_undeleted:
+                continue
+            take_k += key
+            take_v += values[i * per_key : (i + 1) * per_key]
+        if not take_k:
+            return []
+        records, bad = decode_aggregates(
+            bytes(take_k), bytes(take_v), self._agg_cpus, self.wall_clock.ns, self.bucket_ns, self.config.node
+        )
+        self.count_errors += bad
+        if self._agg.delete(bytes(take_k)) < len(take_k) // size:
+            left, _ = self._agg.lookup_all()
+            still = {left[i * size : (i + 1) * size] for i in range(len(left) // size)}
+            stuck = {bytes(take_k[i * size : (i + 1) * size]) for i in range(len(take_k) // size)} & still
+            self.count_errors += len(stuck)
+            self._agg_undeleted |= stuck
+        for r in records:
+            self.counted[_CODES[r.kind]] += r.events
+        return records
+
     @property
     def received(self) -> dict[str, int]:
         """Records delivered to Python so far, per kind (decoded or not)."""
@@ -257,17 +353,25 @@ class ProbeSet:
         return self.wall_clock.resync()
 
     def counters(self) -> dict[str, dict[str, int]]:
-        """Per kind: ``seen`` and ``lost`` counted in the kernel, ``received`` by Python."""
+        """Per kind: ``seen`` and ``lost`` (detail events the output had no room for) counted in the
+        kernel, ``received`` by Python; ``counted`` read from the aggregates so far and ``uncounted``
+        (the aggregate map was full). Once every bucket is read: seen == counted + uncounted."""
         if self._bpf is None:
             raise AuditorError("probes are not started", hint="call start() first")
         table = self._bpf["counters"]
+        full = self._bpf["agg_full"] if self._agg is not None else None
         out: dict[str, dict[str, int]] = {}
         for code, kind in KIND_CODES.items():
             seen = sum(int(v) for v in table[ctypes.c_int(code * 2)])
             lost = sum(int(v) for v in table[ctypes.c_int(code * 2 + 1)])
-            out[kind.value] = {"seen": seen, "lost": lost, "received": self._received[code]}
+            uncounted = sum(int(v) for v in full[ctypes.c_int(code)]) if full is not None else 0
+            out[kind.value] = {"seen": seen, "lost": lost, "received": self._received[code],
+                               "counted": self.counted[code], "uncounted": uncounted}  # fmt: skip
         return out
 
     def _disable(self, what: str, why: str) -> None:
         self.disabled[what] = why
         log.warning("probe %s disabled: %s", what, why)
+
+
+_CODES = {kind.value: code for code, kind in KIND_CODES.items()}
