@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import exclusive_host
 from tests.lab.rollout import LabConfig, remove_stale_namespaces, run_rollout
 
 
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "clean":
         if os.geteuid() != 0:
             parser.error("needs root")
-        print("removed:", " ".join(remove_stale_namespaces()) or "nothing")
+        with exclusive_host():  # never while another session's lab runs
+            print("removed:", " ".join(remove_stale_namespaces()) or "nothing")
         return 0
     if args.replicas < 1 or args.delay < 0 or args.prestop < 0 or args.qps < 1 or args.workers < 1:
         parser.error("replicas, qps, workers must be >= 1; prestop and delay >= 0")

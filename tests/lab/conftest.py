@@ -11,8 +11,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import require_root, require_tool
+from tests.conftest import exclusive_host, require_root, require_tool
 from tests.lab import LabConfig, LabRun, run_rollout
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_the_host() -> Iterator[None]:
+    """Lab tests assert exact counts: no other session's lab or storm may run beside them."""
+    with exclusive_host():
+        yield
 
 
 def _run(tmp_path_factory: pytest.TempPathFactory, name: str, cfg: LabConfig) -> LabRun:

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from tests.conftest import exclusive_host
 from tests.lab import netns
 from tests.lab.agent import AgentProcess, ApiMirror
 from tests.lab.client import count_packets, count_rsts_from, count_stale_unreachables, parse_hey
@@ -528,12 +529,13 @@ class _Lab:
 def run_rollout(config: LabConfig, out_dir: Path) -> LabRun:
     """Run one lab rollout as root; every namespace, process and rule is gone when it returns."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_namespaces()
-    lab = _Lab(config, out_dir)
-    try:
-        truth = lab.run()
-    finally:
-        lab.close()
+    with exclusive_host():  # another session's lab would lose its namespaces to the cleanup below
+        remove_stale_namespaces()
+        lab = _Lab(config, out_dir)
+        try:
+            truth = lab.run()
+        finally:
+            lab.close()
     truth_path = out_dir / "truth.json"
     truth_path.write_text(json.dumps(truth, indent=2) + "\n")
     return LabRun(out_dir, out_dir / "node.pcap", out_dir / "kube.json", truth_path,
