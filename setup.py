@@ -1,4 +1,5 @@
-"""Build hooks: the one native piece, the capture scanner's hot loop (auditor/sources/_scan.c), and
+"""Build hooks: the native pieces, the capture scanner's hot loop (auditor/sources/_scan.c) and the
+capture engine of ``auditor capture`` (auditor/sources/_pcapcap.c, libpcap loaded at run time), and
 the probes' C sources (probes/), copied into the package as auditor/_probes/ so an installed agent
 (the DaemonSet image) can compile them with bcc.
 
@@ -13,6 +14,8 @@ from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
 _SCAN = "auditor/sources/_scan.c"
+_PCAPCAP = "auditor/sources/_pcapcap.c"
+_CFLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 _PROBES = Path("probes")
 
 
@@ -30,12 +33,12 @@ class BuildWithProbes(build_py):
 setup(
     cmdclass={"build_py": BuildWithProbes},
     ext_modules=[
-        Extension(
-            "auditor.sources._scan",
-            sources=[_SCAN],
-            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        Extension(name, sources=[src], extra_compile_args=_CFLAGS, libraries=libs)
+        for name, src, libs in (
+            ("auditor.sources._scan", _SCAN, []),
+            # libpcap is dlopen()ed: no build dependency on its headers, a clear message without it
+            ("auditor.sources._pcapcap", _PCAPCAP, ["dl"]),
         )
-    ]
-    if os.path.exists(_SCAN)
-    else [],
+        if os.path.exists(src)
+    ],
 )

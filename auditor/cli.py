@@ -25,6 +25,7 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
     "auditor.commands.collect": ("collect",),
     "auditor.commands.load": ("load",),
     "auditor.commands.rollout_test": ("rollout_test",),
+    "auditor.commands.capture": ("capture",),
 }
 
 

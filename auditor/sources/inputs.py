@@ -105,11 +105,12 @@ def capture_coverage(packets: pd.DataFrame, captures: list[dict[str, Any]]) -> l
     t = pcap["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
     frame = pd_frame({"node": pcap["node"].astype(str).to_numpy(), "file": pcap["file"].astype(str).to_numpy(), "t": t})
     truncated = {(str(c["node"]), Path(str(c["file"])).name) for c in captures if c.get("truncated")}
+    dropped = {(str(c["node"]), Path(str(c["file"])).name): int(c.get("dropped") or 0) for c in captures}
     out = []
     for (node, file), g in frame.groupby(["node", "file"], sort=True):
         key = (str(node), str(file))
         out.append(Coverage(key[0], "capture", int(g["t"].min()), int(g["t"].max()), key[1],
-                            truncated=key in truncated))  # fmt: skip
+                            lost=dropped.get(key, 0), truncated=key in truncated))  # fmt: skip
     return out
 
 

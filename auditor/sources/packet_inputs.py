@@ -1,7 +1,8 @@
 """Read packet events from captures (pcap/pcapng) and event files (Parquet/JSONL/CSV) into one table.
 
 Shared by ``auditor analyze`` and the notebook API. A path may be ``NODE=FILE``; otherwise the node is
-the given default or the file's stem.
+the one the capture names (a pcapng interface description ``node=NAME``, written by ``auditor capture``),
+else the given default or the file's stem.
 
 Segments of an agent's event log (``events-<node>-<stamp>-<seq>.*``, :mod:`auditor.model.logfiles`,
 and a ``.parquet.part`` a crash left) are read leniently (:func:`auditor.sources.eventfile.read_segment`):
@@ -73,14 +74,19 @@ def read_packet_inputs(
                 ev["node"] = ev["node"].astype(str).replace("", name)
             frames.append(ev)
             continue
-        cap = read_capture(path, node=name)
+        named = "=" in os.fspath(value) and not Path(os.fspath(value)).exists()  # NODE=FILE wins
+        cap = read_capture(path, node=name, node_from_file=not named)
         frames.append(cap.events)
         s = cap.summary
+        name = s.node if s.node and not named else name
         info["capture_frames"] += s.frames
         info["capture_skipped"] += s.skipped
+        if s.dropped:  # the capturing kernel's drops (pcapng statistics): lost input
+            info["capture_dropped"] = info.get("capture_dropped", 0) + s.dropped
         info["captures"].append({
             "file": str(path), "node": name, "frames": s.frames, "skipped": s.skipped,
             "truncated": any("truncated" in e for e in s.errors),  # the file ends mid-record
+            "dropped": s.dropped or 0,
         })  # fmt: skip
         info["problems"] += [f"{path.name}: {e}" for e in s.errors]
     packets = pd.concat(frames, ignore_index=True) if frames else packet_frame()

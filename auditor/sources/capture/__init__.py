@@ -1,6 +1,6 @@
 """The capture reader: pcap/pcapng -> packet event table (``auditor.model.packet``) + counts.
 
-    read_capture(path, node="") -> CaptureResult       # .events (pandas), .summary
+    read_capture(path, node="", node_from_file=False) -> CaptureResult  # .events (pandas), .summary
     iter_event_batches(path, node="") -> Iterator[pyarrow.RecordBatch]   # streaming, bounded memory
     summarize_capture(path) -> CaptureSummary
 
@@ -35,9 +35,14 @@ class CaptureResult:
 
 
 def iter_event_batches(
-    path: str | os.PathLike[str], node: str = "", summary: CaptureSummary | None = None
+    path: str | os.PathLike[str],
+    node: str = "",
+    summary: CaptureSummary | None = None,
+    node_from_file: bool = False,
 ) -> Iterator[pa.RecordBatch]:
     """Stream the event table as record batches; ``summary`` (if given) is filled as the file is read.
+    ``node_from_file``: the node a pcapng interface description names (``node=NAME``, as ``auditor
+    capture`` writes it) wins over ``node``.
 
     Raises ``InputError`` for a file that cannot be read at all (possibly after the last batch).
     """
@@ -52,6 +57,8 @@ def iter_event_batches(
     rows = 0
     names: list[str] = []
     for ev, names in scan_file(path, summary):
+        if node_from_file and summary.node:
+            builder.node = summary.node  # the interface blocks come before the packets
         pending.append(ev)
         rows += len(ev)
         if rows >= BATCH_ROWS:
@@ -71,13 +78,14 @@ def summarize_capture(path: str | os.PathLike[str]) -> CaptureSummary:
     return summary
 
 
-def read_capture(path: str | os.PathLike[str], node: str = "") -> CaptureResult:
-    """The whole event table as pandas (categorical addresses, UTC ns times) plus the counts."""
+def read_capture(path: str | os.PathLike[str], node: str = "", node_from_file: bool = False) -> CaptureResult:
+    """The whole event table as pandas (categorical addresses, UTC ns times) plus the counts
+    (``node_from_file``: see :func:`iter_event_batches`)."""
     import pyarrow as pa
 
     from auditor.model.packet import normalize_packet_frame, packet_arrow_schema
 
     summary = CaptureSummary()
-    batches = list(iter_event_batches(path, node, summary))
+    batches = list(iter_event_batches(path, node, summary, node_from_file))
     table = pa.Table.from_batches(batches, schema=packet_arrow_schema())
     return CaptureResult(normalize_packet_frame(table.to_pandas()), summary)

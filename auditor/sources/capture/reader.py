@@ -9,6 +9,7 @@ becomes a one-line message in ``summary.errors``; a file that cannot be read at 
 from __future__ import annotations
 
 import os
+import re
 import struct
 import sys
 from collections.abc import Iterator
@@ -26,6 +27,9 @@ CHUNK = 4 << 20  # bytes read per step
 MAX_RECORD = 16 << 20  # larger record/block lengths are damage, not data
 SHB = 0x0A0D0D0A
 IDB = 1
+ISB = 5
+AUDITOR_WRITER = "auditor capture"  # shb_userappl of auditor capture's files (they end with an ISB)
+_NODE_RE = re.compile(r"(?:^|\s)node=(\S+)")
 _PCAP_MAGIC = {  # first four bytes -> (byte order, nanosecond timestamps)
     b"\xd4\xc3\xb2\xa1": ("<", False),
     b"\xa1\xb2\xc3\xd4": (">", False),
@@ -53,6 +57,9 @@ class _State:
     counters: np.ndarray = field(default_factory=lambda: np.zeros(L.N_COUNTERS, dtype=np.uint64))
     interfaces: list[str] = field(default_factory=list)  # global interface names, by index
     unsupported: set[str] = field(default_factory=set)
+    # (section, interface) -> (osdrop, ifdrop) of its last statistics block (the counts are cumulative)
+    drops: dict[tuple[int, int], tuple[int | None, int | None]] = field(default_factory=dict)
+    sections: int = 0
 
     def interface_index(self, name: str) -> int:
         if name not in self.interfaces:
@@ -102,6 +109,15 @@ def scan_file(
 
 def _finish(state: _State) -> None:
     s, c = state.summary, state.counters
+    osdrops = [d[0] for d in state.drops.values() if d[0] is not None]
+    ifdrops = [d[1] for d in state.drops.values() if d[1] is not None]
+    s.dropped = sum(osdrops) if osdrops else None
+    s.if_dropped = sum(ifdrops) if ifdrops else None
+    if s.dropped:
+        s.errors.append(f"capture dropped {s.dropped} packet(s) in the kernel (ring full): lost input")
+    if s.writer.startswith(AUDITOR_WRITER) and not state.drops:
+        s.errors.append("no interface statistics block at the end: the capture was cut before it finished "
+                        "(killed, disk full?); its kernel drops are unknown")  # fmt: skip
     s.frames = int(c[L.C_FRAMES])
     s.tcp, s.tcp_rst, s.tcp_syn, s.tcp_fin = (int(c[i]) for i in (L.C_TCP, L.C_RST, L.C_SYN, L.C_FIN))
     s.icmp_unreachable = int(c[L.C_UNREACH])
@@ -231,6 +247,9 @@ def _read_idb(body: bytes, sec: _Section, state: _State) -> None:
             break
         if code == 2:
             name = value.split(b"\0", 1)[0].decode("utf-8", "replace")
+        elif code == 3 and not state.summary.node:
+            m = _NODE_RE.search(value.split(b"\0", 1)[0].decode("utf-8", "replace"))
+            state.summary.node = m.group(1) if m else ""
         elif code == 9 and length >= 1:
             res_kind, res_exp = (1, value[0] & 0x7F) if value[0] & 0x80 else (0, value[0])
         elif code == 14 and length >= 8:
@@ -247,6 +266,38 @@ def _read_idb(body: bytes, sec: _Section, state: _State) -> None:
     sec.remap.append(state.interface_index(name))
     if linktype not in L.SUPPORTED_LINKTYPES:
         state.unsupported.add(f"{L.linktype_name(linktype)} ({linktype})")
+
+
+def _options(body: bytes, order: str) -> Iterator[tuple[int, bytes]]:
+    i = 0
+    while i + 4 <= len(body):
+        code, length = struct.unpack(order + "HH", body[i : i + 4])
+        value = body[i + 4 : i + 4 + length]
+        if code == 0 or len(value) < length:
+            return
+        yield code, value
+        i += 4 + ((length + 3) & ~3)
+
+
+def _shb_userappl(options: bytes, order: str) -> str:
+    for code, value in _options(options, order):
+        if code == 4:
+            return value.split(b"\0", 1)[0].decode("utf-8", "replace")
+    return ""
+
+
+def _read_isb(body: bytes, sec: _Section, state: _State) -> None:
+    """Interface statistics: isb_osdrop (7, dropped by the capturing OS) and isb_ifdrop (5)."""
+    o = sec.order
+    ifid = struct.unpack(o + "I", body[0:4])[0]
+    osdrop = ifdrop = None
+    for code, value in _options(body[12:], o):
+        if code == 7 and len(value) >= 8:
+            osdrop = struct.unpack(o + "Q", value[:8])[0]
+        elif code == 5 and len(value) >= 8:
+            ifdrop = struct.unpack(o + "Q", value[:8])[0]
+    if osdrop is not None or ifdrop is not None:
+        state.drops[(state.sections, ifid)] = (osdrop, ifdrop)
 
 
 def _known_version(buf: bytearray, pos: int, blen: int, order: str, base: int, state: _State) -> bool:
@@ -334,8 +385,14 @@ def _scan_pcapng(f: BufferedReader, head: bytes, state: _State) -> Iterator[tupl
             break
         if btype == SHB and not _known_version(win.data, pos, blen, sec.order, win.base, state):
             break
+        if btype == SHB:
+            state.sections += 1
+            if state.sections == 1:
+                state.summary.writer = _shb_userappl(bytes(buf[pos + 24 : pos + blen - 4]), sec.order)
         if btype == IDB and blen >= 20:
             _read_idb(bytes(buf[pos + 8 : pos + blen - 4]), sec, state)
+        if btype == ISB and blen >= 24:
+            _read_isb(bytes(buf[pos + 8 : pos + blen - 4]), sec, state)
         pos += blen
     if sec is not None:
         _close_section(sec, state)

@@ -20,6 +20,13 @@ class CaptureSummary:
     skipped: int = 0  # records that could not be decoded (unsupported link type, damage, malformed)
     malformed: int = 0  # of which: an IP or TCP header contradicting itself or the frame (not decoded)
     link_types: dict[str, int] = field(default_factory=dict)
+    # pcapng: the node an interface description names (``node=NAME``, written by ``auditor capture``)
+    node: str = ""
+    # pcapng interface statistics (ISB, last per interface, summed): packets the capturing kernel dropped
+    # (isb_osdrop: ring full) and the interfaces dropped (isb_ifdrop); None: the file says nothing
+    dropped: int | None = None
+    if_dropped: int | None = None
+    writer: str = ""  # pcapng shb_userappl of the first section
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
