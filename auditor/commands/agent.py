@@ -1,4 +1,5 @@
-"""``auditor agent`` (the live node agent) and ``auditor record`` (a bounded recording session).
+"""``auditor agent`` (the live node agent) and ``auditor record`` (a bounded recording session; with
+``--kube-only`` the Kubernetes API alone, without root or bcc: :mod:`auditor.commands.record`).
 
 Both write the log directory (``--log-dir`` / ``--out``) described in :mod:`auditor.model.logfiles`:
 event segments, the Kubernetes watch stream, dataplane rule changes, finished episodes and the agent's
@@ -42,6 +43,10 @@ def _sources_options(f: Any) -> Any:
         click.option("--dataplane-netns", metavar="NAME|PATH",
                      help="watch the rules of this network namespace (an `ip netns` name or /proc/PID/ns/net): "
                           "for an agent outside the host network namespace, and for labs and tests."),
+        click.option("--source", type=click.Choice(("auto", "ebpf", "capture")), default="auto", show_default=True,
+                     help="packets from the eBPF probes, or a packet capture (libpcap, every interface of the node; "
+                          "in --dataplane-netns when given) for nodes where eBPF cannot run: no kernel reasons; "
+                          "'auto': the probes, the capture when they cannot load (said in the log and summary)."),
         click.option("--format", "log_format", type=click.Choice(["parquet", "jsonl"]), default="parquet",
                      show_default=True, help="format of finished event segments."),
         click.option("--rotate-mb", type=click.IntRange(min=1), default=64, show_default=True),
@@ -69,7 +74,8 @@ def _sources_options(f: Any) -> Any:
 def _run(
     params: dict[str, Any], log_dir: str, metrics_addr: str | None, duration_s: float | None
 ) -> dict[str, Any]:
-    from auditor.agent import AgentConfig, ProbeSource, configure_logging, run_agent
+    from auditor.agent import AgentConfig, configure_logging, run_agent
+    from auditor.agent.sources import open_packet_source
 
     configure_logging()
     node = str(params["node_name"] or "").strip()
@@ -101,7 +107,9 @@ def _run(
         dataplane_netns=params["dataplane_netns"] or None,
         logs_auth=params["logs_auth"] == "on",
     )
-    source = ProbeSource(node, tuple(params["pod_cidrs"]))
+    netns = params["dataplane_netns"] or None
+    netns = f"/run/netns/{netns}" if netns and "/" not in netns else netns
+    source = open_packet_source(params["source"], node, tuple(params["pod_cidrs"]), netns)
     return run_agent(config, [source], kube_client=kube_client, duration_s=duration_s, log_reviewer=reviewer)
 
 
@@ -120,15 +128,46 @@ def agent(log_dir: str, metrics_addr: str, **params: Any) -> None:
 
 
 @click.command("record")
-@click.option("--duration", default="60s", show_default=True, help="session length: 500ms, 60s, 2m, 1h.")
+@click.option("--duration", default=None, show_default="60s; with --kube-only: until Ctrl-C",
+              help="session length: 500ms, 60s, 2m, 1h.")  # fmt: skip
 @click.option("--out", "out", required=True, metavar="DIR", help="directory to record into.")
+@click.option("--kube-only", is_flag=True,
+              help="only the Kubernetes API (pods, EndpointSlices, Events with receipt times): no root, no "
+                   "bcc, from any machine with a kubeconfig; a progress line on a terminal; stops on Ctrl-C, "
+                   "SIGTERM or --duration. Takes --out, --duration, --kubeconfig, --namespace, --selector, "
+                   "--node-name (the file's name), --json.")  # fmt: skip
+@click.option("-n", "--namespace", default=None, metavar="NS", help="with --kube-only: one namespace (default: all).")
+@click.option("-l", "--selector", default="", metavar="LABELS",
+              help="with --kube-only: only pods with these labels (e.g. app=web); EndpointSlices and Events "
+                   "of the namespace all.")  # fmt: skip
 @click.option("--metrics-addr", default="off", show_default=True, metavar="HOST:PORT",
               help="also serve /metrics and /healthz during the session.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="print the final summary as JSON.")
 @_sources_options
-def record(duration: str, out: str, metrics_addr: str, as_json: bool, **params: Any) -> None:
-    """Record a bounded session (the agent's sources) into a directory, then print the analysis."""
-    seconds = parse_duration(duration)
+@click.pass_context
+def record(ctx: click.Context, /, duration: str | None, out: str, kube_only: bool, namespace: str | None,
+           selector: str, metrics_addr: str, as_json: bool, **params: Any) -> None:  # fmt: skip
+    """Record a bounded session (the agent's sources) into a directory, then print the analysis; with
+    --kube-only, the Kubernetes side only, from anywhere, without privileges."""
+    if kube_only:
+        from click.core import ParameterSource
+
+        from auditor.commands.record import KUBE_ONLY_OPTIONS, record_kube_only
+
+        given = [max(p.opts, key=len) for p in ctx.command.params if p.name and p.name not in KUBE_ONLY_OPTIONS
+                 and ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE]  # fmt: skip
+        if given:
+            raise AuditorError(f"not with --kube-only: {', '.join(given)}", "record",
+                               "--kube-only records the Kubernetes API only; drop them or drop --kube-only")  # fmt: skip
+        code = record_kube_only(out, str(params["node_name"] or "").strip(), params["kubeconfig"], namespace,
+                                selector, parse_duration(duration) if duration else None, as_json)  # fmt: skip
+        if code:
+            sys.exit(code)
+        return
+    if namespace or selector:
+        raise AuditorError("--namespace and --selector need --kube-only", "record",
+                           "the agent's sources watch the whole cluster")  # fmt: skip
+    seconds = parse_duration(duration or "60s")
     addr = None if metrics_addr.lower() in ("off", "none", "") else metrics_addr
     summary = _run(params, out, addr, seconds)
     print_session(Path(out), str(summary["node"]), summary, as_json)

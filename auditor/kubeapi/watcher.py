@@ -1,4 +1,5 @@
-"""List-then-watch of pods, EndpointSlices and Events, cluster-wide, that never misses a change.
+"""List-then-watch of pods, EndpointSlices and Events, cluster-wide (or in one namespace, pods optionally
+by a label selector), that never misses a change.
 
 One thread per kind runs: LIST (paginated) -> emit the difference with what it knew before -> WATCH
 from the list's resourceVersion (with bookmarks) -> on a clean end, watch again from the last version
@@ -40,15 +41,18 @@ class KindSpec:
     method: str  # cluster-wide list method
     kind: str
     api_version: str
+    namespaced: str = ""  # list method of one namespace (its first argument: the namespace)
 
 
 KINDS: dict[str, KindSpec] = {
-    "pods": KindSpec("CoreV1Api", "list_pod_for_all_namespaces", "Pod", "v1"),
+    "pods": KindSpec("CoreV1Api", "list_pod_for_all_namespaces", "Pod", "v1", "list_namespaced_pod"),
     "endpointslices": KindSpec(
-        "DiscoveryV1Api", "list_endpoint_slice_for_all_namespaces", "EndpointSlice", "discovery.k8s.io/v1"
+        "DiscoveryV1Api", "list_endpoint_slice_for_all_namespaces", "EndpointSlice", "discovery.k8s.io/v1",
+        "list_namespaced_endpoint_slice",
     ),
-    "events": KindSpec("CoreV1Api", "list_event_for_all_namespaces", "Event", "v1"),
+    "events": KindSpec("CoreV1Api", "list_event_for_all_namespaces", "Event", "v1", "list_namespaced_event"),
 }
+SELECTED_KINDS = ("pods",)  # the kinds a label selector applies to (slices and Events carry other labels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +143,8 @@ class KubeWatcher:
         connect_timeout_s: float = 10.0,
         list_read_timeout_s: float = 60.0,
         initial_relisted: bool = False,
+        namespace: str | None = None,
+        label_selector: str = "",
     ) -> None:
         unknown = [k for k in kinds if k not in KINDS]
         if unknown:
@@ -158,6 +164,8 @@ class KubeWatcher:
         self._threads: list[threading.Thread] = []
         self._synced = {k: threading.Event() for k in self.kinds}
         self.initial_relisted = initial_relisted  # a restarted watch: its first list is a relist too
+        self.namespace = namespace or None  # one namespace, else cluster-wide
+        self.label_selector = label_selector  # for SELECTED_KINDS (pods) only
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> KubeWatcher:
@@ -238,6 +246,10 @@ class KubeWatcher:
 
         spec = KINDS[kind]
         api = getattr(client, spec.api)(self.api_client)
+        if self.label_selector and kind in SELECTED_KINDS:
+            kwargs["label_selector"] = self.label_selector
+        if self.namespace:
+            return getattr(api, spec.namespaced)(self.namespace, _preload_content=False, **kwargs)
         return getattr(api, spec.method)(_preload_content=False, **kwargs)
 
     def _track(self, kind: str, resp: Any) -> None:

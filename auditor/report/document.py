@@ -7,7 +7,8 @@ INCONCLUSIVE verdict lacks), ``exit_code`` (of ``--fail-on-gap``), ``recommendat
 seen, and ``consumers``: kube-proxy of a node, a pod dialing pod IPs, an external address, each with its
 last new connection, refusals and propagation delay), ``client``, ``reconciliation``,
 ``inputs`` (what was read, and counts of anything unparsed or unmatched) and ``precision`` (which times
-are precise).
+are precise; with delays measured from one-second object timestamps, by how much the recommendation may
+be inflated and a ``statement`` that says so: :func:`precision_statement`).
 Times are RFC 3339 UTC strings with nanoseconds; durations are seconds (float).
 """
 
@@ -22,7 +23,8 @@ import pandas as pd
 
 from auditor.correlate.audit import AuditResult
 from auditor.correlate.causes import CAUSES
-from auditor.correlate.episodes import MISSING_NS
+from auditor.correlate.episodes import COARSE_SLACK_NS, MISSING_NS
+from auditor.correlate.recommend import recommend
 from auditor.model.audit import EXIT_CODES
 from auditor.model.kube import format_time_ns
 
@@ -90,6 +92,55 @@ def _consumers(res: AuditResult) -> dict[int, list[dict[str, Any]]]:
             "propagation_delay_s": _num(r.propagation_delay_s),
             "propagation_delay_precise": r.propagation_delay_precise, "gap_s": _num(r.gap_s),
         })  # fmt: skip
+    return out
+
+
+PRECISE_RECORDER = "auditor record --kube-only --out DIR"
+
+
+def precision_statement(doc: dict[str, Any]) -> dict[str, Any]:
+    """What the one-second resolution of object timestamps may do to the recommendation.
+
+    A delay measured from a deletion known only by its object timestamp (``propagation_delay_precise``
+    false: no ``observedAt``) can be up to one second too long (the timestamp is truncated to the
+    second, so the deletion looks earlier than it was). When such a delay is the largest one, the
+    recommended preStop may be inflated: ``prestop_seconds_at_least`` is what the engine's own rule
+    gives with those delays one second shorter (but not below a precise delay). ``statement`` (None when
+    every delay is precise) says it in one sentence and names the precise recorder."""
+    slack = COARSE_SLACK_NS / 1e9
+    coarse: list[float] = []  # every measured delay (per node, per consumer), by precision
+    precise: list[float] = []
+    coarse_eps = measured_eps = 0  # terminations with a measured delay, and those with a coarse one
+    for e in doc["episodes"]:
+        flags = []
+        for row in [*e["nodes"], *e["consumers"]]:
+            d = row.get("propagation_delay_s")
+            if d is not None:
+                flags.append(bool(row.get("propagation_delay_precise")))
+                (precise if flags[-1] else coarse).append(float(d))
+        measured_eps += bool(flags)
+        coarse_eps += not all(flags)
+    out: dict[str, Any] = {"coarse_delays": len(coarse), "precise_delays": len(precise),
+                           "resolution_s": slack, "inflation_s": 0.0, "prestop_seconds_at_least": None,
+                           "statement": None}  # fmt: skip
+    if not coarse:
+        return out
+    rec = doc.get("recommendation") or {}
+    prestop, worst = rec.get("prestop_seconds"), rec.get("max_propagation_delay_s")
+    what = (f"the propagation delays of {coarse_eps} of {measured_eps} terminations are measured from Kubernetes "
+            f"object timestamps ({slack:g} s resolution, no receipt times), so each may be up to {slack:g} s too long")  # fmt: skip
+    if prestop and worst is not None and max(coarse) >= max(precise, default=-1.0):
+        lower = max(max(coarse) - slack, max(precise, default=0.0), 0.0)
+        at_least = recommend(lower, rec.get("max_drain_s"), float(rec.get("margin_seconds") or 0.0)).prestop_seconds
+        out["prestop_seconds_at_least"] = at_least
+        out["inflation_s"] = float(prestop - (at_least or 0))
+        if at_least is not None and at_least < prestop:
+            what += (f": the largest ({worst:.3f} s) may really be {lower:.3f} s, so the recommended preStop of "
+                     f"{prestop} s may be {prestop - at_least} s more than needed ({at_least} s would do then)")  # fmt: skip
+        else:
+            what += f"; the recommended preStop of {prestop} s stays the same either way"
+    out["statement"] = (f"precision: {what}. For exact times record with `{PRECISE_RECORDER}` (receipt times, "
+                        "no root) or the agent while you roll out.")  # fmt: skip
     return out
 
 
@@ -161,7 +212,7 @@ def build_document(res: AuditResult) -> dict[str, Any]:
                     "causes": {c: int(nfl.get(c, 0)) for c in CAUSES},
                 }
             )
-    return {
+    doc = {
         "schema_version": SCHEMA_VERSION,
         "verdict": res.verdict,
         "verdict_line": res.verdict_line,
@@ -180,3 +231,5 @@ def build_document(res: AuditResult) -> dict[str, Any]:
             "coarse": "Kubernetes object timestamps (deletionTimestamp, finishedAt, ...): one-second resolution",
         },
     }
+    doc["precision"].update(precision_statement(doc))
+    return doc

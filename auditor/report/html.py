@@ -56,6 +56,7 @@ def write_report(res: AuditResult, doc: dict[str, Any], path: str | Path) -> lis
     out = Path(path)
     figs = _figures(res)
     rec = doc["recommendation"] or {}
+    statement = (doc.get("precision") or {}).get("statement")
     if out.suffix.lower() in (".md", ".markdown"):
         written = []
         lines = [f"# auditor report\n\n**{doc['verdict_line']}**\n"]
@@ -68,6 +69,8 @@ def write_report(res: AuditResult, doc: dict[str, Any], path: str | Path) -> lis
                 f"Recommendation: preStop sleep >= {rec['prestop_seconds']} s, terminationGracePeriodSeconds >= "
                 f"{rec['termination_grace_period_seconds']} s ({rec['basis']}).\n"
             )
+        if statement:
+            lines.append(f"> {statement}\n")
         lines.append("| " + " | ".join(CAUSES) + " |\n|" + "---|" * len(CAUSES))
         lines.append("| " + " | ".join(str(doc["causes"][c]) for c in CAUSES) + " |\n")
         lines.append("| " + " | ".join(HEADERS) + " |\n|" + "---|" * len(HEADERS))
@@ -100,6 +103,8 @@ def write_report(res: AuditResult, doc: dict[str, Any], path: str | Path) -> lis
             f"<p>Recommendation: preStop sleep &ge; {rec['prestop_seconds']} s, terminationGracePeriodSeconds "
             f"&ge; {rec['termination_grace_period_seconds']} s <small>({esc(rec['basis'])})</small></p>"
         )
+    if statement:
+        parts.append(f"<p class='precision'><b>{esc(statement)}</b></p>")
     parts.append("<h2>Failed connections by cause</h2><table><tr>")
     parts += [f"<th>{c}</th>" for c in CAUSES] + ["</tr><tr>"]
     parts += [f"<td>{doc['causes'][c]}</td>" for c in CAUSES] + ["</tr></table>"]

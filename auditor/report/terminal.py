@@ -89,6 +89,9 @@ def render_terminal(doc: dict[str, Any], console: Console | None = None) -> None
             f"recommendation: preStop sleep >= {rec['prestop_seconds']} s, terminationGracePeriodSeconds >= "
             f"{rec['termination_grace_period_seconds']} s  ({rec['basis']})"
         )
+    statement = (doc.get("precision") or {}).get("statement")
+    if statement:
+        con.print(f"[yellow]{escape(statement)}[/yellow]", soft_wrap=True)
     recon = doc.get("reconciliation")
     if recon:
         con.print(

@@ -42,6 +42,18 @@ Workloads and the load of ``auditor rollout-test`` (the controllers are emulated
   a callable returning them, called on each read; ``follow`` is answered with the log so far);
 * ``GET /version``: :meth:`FakeApiServer.set_version` (default v1.31.0).
 
+What the real ``kubectl`` asks before and while it gets and watches (``kubectl get pods -A --watch
+--output-watch-events -o json``, checked with ``-v=8`` against kubectl 1.32):
+
+* discovery: ``/api`` (APIVersions), ``/apis`` (APIGroupList), ``/api/v1`` and ``/apis/<group>/<version>``
+  (APIResourceList of the kinds above, namespaced, verbs, short names); asked with the aggregated-discovery
+  ``Accept`` (``...;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList``), ``/api`` and ``/apis`` answer
+  the aggregated form (``APIGroupDiscoveryList``, that ``Content-Type``) so kubectl needs no further request;
+* tables: a LIST or WATCH asked with ``Accept: application/json;as=Table;v=v1;g=meta.k8s.io`` (kubectl's
+  human output) gets ``meta.k8s.io/v1`` Tables (a column set per kind, each row with the object's metadata),
+  a watch one Table per event;
+* ``labelSelector`` applies to WATCH too (not only LIST).
+
 RBAC, off by default: :attr:`FakeApiServer.enforce_rbac` makes every resource request need a bearer token
 given to :meth:`FakeApiServer.add_token` (else 401) and a :meth:`FakeApiServer.grant` of its verb (get,
 list, watch, create, patch, delete) on the resource (subresource ``log``), else 403 with the message
@@ -486,6 +498,117 @@ class FakeApiServer:
             return changes, max([rv, *(c.rv for c in changes)]), self._drop_generation
 
 
+_SHORT = {"pods": ["po"], "services": ["svc"], "deployments": ["deploy"], "statefulsets": ["sts"],
+          "daemonsets": ["ds"], "events": ["ev"]}  # fmt: skip
+_VERBS = ["create", "delete", "get", "list", "patch", "watch"]
+_DISCOVERY_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+
+
+def _group_versions() -> dict[str, list[Resource]]:
+    """``"v1"`` / ``"apps/v1"`` -> the resources served there, in RESOURCES order."""
+    out: dict[str, list[Resource]] = {}
+    for res in RESOURCES.values():
+        out.setdefault(res.api_version, []).append(res)
+    return out
+
+
+def _resource_entry(res: Resource) -> dict[str, Any]:
+    return {"name": res.plural, "singularName": res.kind.lower(), "namespaced": True, "kind": res.kind,
+            "verbs": _VERBS, "shortNames": _SHORT.get(res.plural, [])}  # fmt: skip
+
+
+def discovery_document(path: str, accept: str) -> tuple[dict[str, Any], str] | None:
+    """The discovery answer for ``path`` (``/api``, ``/apis``, ``/api/v1``, ``/apis/<g>/<v>``) and its
+    content type, or None when the path is not a discovery path."""
+    path = path.rstrip("/")
+    groups = _group_versions()
+    aggregated = "g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList" in accept.replace(" ", "")
+    if path in ("/api", "/apis"):
+        legacy = path == "/api"
+        wanted = {gv: r for gv, r in groups.items() if ("/" not in gv) == legacy}
+        if aggregated:
+            items = []
+            for gv, resources in wanted.items():
+                group, _, version = gv.rpartition("/")
+                items.append({"metadata": {"name": group, "creationTimestamp": None}, "versions": [{
+                    "version": version, "freshness": "Current", "resources": [{
+                        "resource": r.plural, "singularResource": r.kind.lower(), "scope": "Namespaced",
+                        "verbs": _VERBS, "shortNames": _SHORT.get(r.plural, []),
+                        "responseKind": {"group": group, "version": version, "kind": r.kind}}
+                        for r in resources]}]})  # fmt: skip
+            return {"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2",
+                    "metadata": {}, "items": items}, _DISCOVERY_V2  # fmt: skip
+        if legacy:
+            return {"kind": "APIVersions", "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}, (
+                "application/json")  # fmt: skip
+        group_list = []
+        for gv in wanted:
+            group, _, version = gv.rpartition("/")
+            entry = {"groupVersion": gv, "version": version}
+            group_list.append({"name": group, "versions": [entry], "preferredVersion": entry})
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": group_list}, "application/json"
+    for gv, resources in groups.items():
+        if path == ("/api/" if "/" not in gv else "/apis/") + gv:
+            return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
+                    "resources": [_resource_entry(r) for r in resources]}, "application/json"  # fmt: skip
+    return None
+
+
+def wants_table(accept: str) -> bool:
+    """kubectl's human output asks ``application/json;as=Table;v=v1;g=meta.k8s.io`` first."""
+    first = accept.split(",")[0].replace(" ", "")
+    return "as=Table" in first and "g=meta.k8s.io" in first
+
+
+def _age(created: str) -> str:
+    try:
+        t = time.mktime(time.strptime(created, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    except (TypeError, ValueError):
+        return "<unknown>"
+    secs = max(0, int(time.time() - t))
+    return f"{secs}s" if secs < 120 else f"{secs // 60}m" if secs < 7200 else f"{secs // 3600}h"
+
+
+_COLUMNS: dict[str, list[str]] = {
+    "pods": ["Name", "Ready", "Status", "Restarts", "Age", "IP", "Node"],
+    "endpointslices": ["Name", "AddressType", "Ports", "Endpoints", "Age"],
+}
+
+
+def _cells(plural: str, obj: dict[str, Any]) -> list[Any]:
+    meta = obj.get("metadata") or {}
+    age = _age(str(meta.get("creationTimestamp") or ""))
+    if plural == "pods":
+        st = obj.get("status") or {}
+        cs = st.get("containerStatuses") or []
+        ready = f"{sum(1 for c in cs if c.get('ready'))}/{len((obj.get('spec') or {}).get('containers') or cs)}"
+        phase = "Terminating" if meta.get("deletionTimestamp") else st.get("phase") or "Unknown"
+        restarts = sum(int(c.get("restartCount") or 0) for c in cs)
+        return [meta.get("name"), ready, phase, restarts, age, st.get("podIP") or "<none>",
+                (obj.get("spec") or {}).get("nodeName") or "<none>"]  # fmt: skip
+    if plural == "endpointslices":
+        ports = ",".join(str(p.get("port")) for p in obj.get("ports") or []) or "<unset>"
+        addrs = ",".join(a for e in obj.get("endpoints") or [] for a in e.get("addresses") or []) or "<unset>"
+        return [meta.get("name"), obj.get("addressType") or "", ports, addrs, age]
+    return [meta.get("name"), age]
+
+
+def table_of(res: Resource, objects: list[dict[str, Any]], resource_version: str = "") -> dict[str, Any]:
+    """A ``meta.k8s.io/v1`` Table of ``objects`` (each row carries the object's metadata, as
+    ``includeObject=Metadata`` does), the form kubectl prints without ``-o``."""
+    names = _COLUMNS.get(res.plural, ["Name", "Age"])
+    columns = [{"name": n, "type": "integer" if n == "Restarts" else "string", "format": "name" if n == "Name" else "",
+                "description": n, "priority": 1 if n in ("IP", "Node") else 0} for n in names]  # fmt: skip
+    rows = []
+    for obj in objects:
+        meta = copy.deepcopy(obj.get("metadata") or {})
+        rows.append({"cells": _cells(res.plural, obj), "object": {
+            "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta}})  # fmt: skip
+    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": resource_version},
+            "columnDefinitions": columns, "rows": rows}  # fmt: skip
+
+
 _REVIEWS = {
     "/apis/authentication.k8s.io/v1/tokenreviews": ("TokenReview", "authentication.k8s.io/v1"),
     "/apis/authorization.k8s.io/v1/subjectaccessreviews": ("SubjectAccessReview", "authorization.k8s.io/v1"),
@@ -536,8 +659,8 @@ def forbidden_status(user: str, verb: str, res: Resource, ns: str | None, name: 
     return body
 
 
-def _in(change: _Change, ns: str | None) -> bool:
-    return ns is None or change.obj["metadata"].get("namespace") == ns
+def _in(change: _Change, ns: str | None, selector: str = "") -> bool:
+    return (ns is None or change.obj["metadata"].get("namespace") == ns) and _selected(change.obj, selector)
 
 
 def _route(path: str) -> tuple[str, str | None] | None:
@@ -623,6 +746,10 @@ def _make_handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
             if parts.path in ("/version", "/version/"):
                 self._send_json(200, dict(server.version))
                 return
+            discovery = discovery_document(parts.path, self.headers.get("Accept", ""))
+            if discovery is not None:
+                self._send_bytes(200, json.dumps(discovery[0]).encode(), discovery[1])
+                return
             found = _object_route(unquote(parts.path))
             if found is not None:
                 self._get_object(*found)
@@ -644,6 +771,11 @@ def _make_handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
             body = server._list(plural, ns, int(query.get("limit", "0") or 0), token, query.get("labelSelector", ""))
             if body is None:
                 self._send_json(410, _status(410, "Expired", "the continue token has expired"))
+                return
+            if wants_table(self.headers.get("Accept", "")):
+                table = table_of(RESOURCES[plural], body["items"], body["metadata"]["resourceVersion"])
+                table["metadata"].update({k: v for k, v in body["metadata"].items() if k == "continue"})
+                self._send_json(200, table)
                 return
             self._send_json(200, body)
 
@@ -785,6 +917,8 @@ def _make_handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                 return
             assert isinstance(start, tuple)
             initial, sent_rv, generation = start
+            selector = query.get("labelSelector", "")
+            table = wants_table(self.headers.get("Accept", ""))
             timeout = float(query.get("timeoutSeconds", "0") or 0) or 1800.0
             bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
             deadline = time.monotonic() + timeout
@@ -792,8 +926,8 @@ def _make_handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                 server._watch_socks.add(self.connection)
             try:
                 for change in initial:
-                    if _in(change, ns):
-                        self._send_change(res, change)
+                    if _in(change, ns, selector):
+                        self._send_change(res, change, table)
                 next_bookmark = time.monotonic() + server.bookmark_interval
                 while True:
                     with server._cond:
@@ -806,8 +940,8 @@ def _make_handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                             continue
                         current_rv = server._rv
                     for change in pending:
-                        if _in(change, ns):
-                            self._send_change(res, change)
+                        if _in(change, ns, selector):
+                            self._send_change(res, change, table)
                         sent_rv = change.rv
                     now = time.monotonic()
                     if bookmarks and now >= next_bookmark:
@@ -816,6 +950,8 @@ def _make_handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                             "apiVersion": res.api_version,
                             "metadata": {"resourceVersion": str(max(sent_rv, current_rv))},
                         }
+                        if table:  # a watch of Tables bookmarks with a Table, as kube-apiserver does
+                            mark = table_of(res, [], mark["metadata"]["resourceVersion"])
                         self._chunk({"type": "BOOKMARK", "object": mark})
                         sent_rv = max(sent_rv, current_rv)
                         next_bookmark = now + server.bookmark_interval
@@ -830,10 +966,13 @@ def _make_handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                 with server._cond:
                     server._watch_socks.discard(self.connection)
 
-        def _send_change(self, res: Resource, change: _Change) -> None:
+        def _send_change(self, res: Resource, change: _Change, table: bool = False) -> None:
             obj = copy.deepcopy(change.obj)
             obj.setdefault("kind", res.kind)
             obj.setdefault("apiVersion", res.api_version)
+            if table:
+                rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+                obj = table_of(res, [obj], rv)
             at = time.time_ns()
             self._chunk({"type": change.type, "object": obj})
             server._sent.setdefault((res.plural, change.rv), at)
