@@ -54,10 +54,11 @@ class _LastWarning(logging.Handler):
             click.echo(f"auditor record: {self.last}{more}", err=True)
 
 
-def _progress(counts: dict[str, Any], elapsed: float, warning: str) -> str:
+def _progress(counts: dict[str, Any], elapsed: float, warning: str, listed: bool) -> str:
     objects = counts["objects"]
     line = (
-        f"recording {int(elapsed) // 60}:{int(elapsed) % 60:02d}  objects {sum(objects.values())} "
+        f"{'watching' if listed else 'listing '} {int(elapsed) // 60}:{int(elapsed) % 60:02d}  "
+        f"objects {sum(objects.values())} "
         f"(pods {objects.get('pods', 0)}, endpointslices {objects.get('endpointslices', 0)}, "
         f"Events {objects.get('events', 0)})  watch events {counts['events']}  "
         f"pod deletions {counts['pod_deletions']}"
@@ -121,11 +122,17 @@ def record_kube_only(
     started_wall = time.time_ns()
     t0 = clock()
     session.start()
+    announced = False
     try:
         while not stop.wait(_TICK_S):
             elapsed = clock() - t0
+            listed = session.listed()
+            if listed and not announced and not tty:  # when the rollout may start: said once
+                objects = session.counts()["objects"]
+                click.echo("listed " + ", ".join(f"{k} {n}" for k, n in objects.items()) + "; watching", err=True)
+            announced = announced or listed
             if tty:
-                line = _progress(session.counts(), elapsed, warnings.last)
+                line = _progress(session.counts(), elapsed, warnings.last, listed)
                 sys.stderr.write("\r\x1b[2K" + line)
                 sys.stderr.flush()
             if duration_s is not None and elapsed >= duration_s:

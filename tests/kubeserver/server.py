@@ -945,13 +945,14 @@ def _make_handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                         sent_rv = change.rv
                     now = time.monotonic()
                     if bookmarks and now >= next_bookmark:
-                        mark = {
+                        mark_rv = str(max(sent_rv, current_rv))
+                        mark: dict[str, Any] = {
                             "kind": res.kind,
                             "apiVersion": res.api_version,
-                            "metadata": {"resourceVersion": str(max(sent_rv, current_rv))},
+                            "metadata": {"resourceVersion": mark_rv},
                         }
                         if table:  # a watch of Tables bookmarks with a Table, as kube-apiserver does
-                            mark = table_of(res, [], mark["metadata"]["resourceVersion"])
+                            mark = table_of(res, [], mark_rv)
                         self._chunk({"type": "BOOKMARK", "object": mark})
                         sent_rv = max(sent_rv, current_rv)
                         next_bookmark = now + server.bookmark_interval

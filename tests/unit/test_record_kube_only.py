@@ -222,7 +222,7 @@ def test_progress_line_on_a_terminal(api: FakeApiServer, work: tuple[Path, Path]
         os.close(master)
     text = seen.decode(errors="replace")
     assert code == 0, text
-    lines = [chunk for chunk in text.split("\r") if "recording 0:0" in chunk]
+    lines = [chunk for chunk in text.split("\r") if "watching 0:0" in chunk]
     assert lines, text
     assert "objects 1 (pods 1, endpointslices 0, Events 0)" in lines[-1] and "watch events 1" in lines[-1], lines
     assert "pod deletions 0" in lines[-1]
