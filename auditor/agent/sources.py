@@ -1,7 +1,9 @@
-"""Packet sources the agent polls: the eBPF probes, or anything with the same small interface."""
+"""Packet sources the agent polls: the eBPF probes, a packet capture where they cannot load, or
+anything with the same small interface."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -10,6 +12,14 @@ from auditor.model.packet import PacketEvent
 
 if TYPE_CHECKING:
     import pandas as pd
+
+log = logging.getLogger("auditor.agent")
+
+SOURCE_CHOICES = ("auto", "ebpf", "capture")
+NO_REASONS = (
+    "packet capture (no eBPF): refusals, resets and unreachables are recorded as on the wire, without the "
+    "kernel's reasons (reset reason, drop reason, socket state)"
+)
 
 
 class PacketSource(Protocol):
@@ -62,11 +72,14 @@ class ProbeSource:
         self.listeners = NetnsAddressBook()
         self.probes = ProbeSet(ProbeConfig(pod_cidrs=pod_cidrs, node=node, **(probe_options or {})))
         self._last_counters: dict[str, dict[str, int]] = {}
+        self._last_skipped: dict[str, int] = {}  # per tracepoint: runs the kernel skipped (last read)
         self._started = False
         self._lock = threading.Lock()  # read_counts (counts thread) vs close (poll thread)
         self._final_counts: list[CountRecord] = []  # what close() read last, for the next read_counts
 
     def start(self) -> None:
+        if self._started:  # started early by open_packet_source (to fall back if the probes cannot load)
+            return
         self.probes.start()
         self._started = True
 
@@ -95,8 +108,9 @@ class ProbeSource:
         self.probes.set_poll_limit(records)
 
     def uncounted(self) -> int:
-        """Events the kernel could not aggregate (its map was full), as of the last counters read."""
-        return sum(c.get("uncounted", 0) for c in self._last_counters.values())
+        """Events the kernel could not aggregate (its map was full, or it skipped the probe's run: see
+        ``ProbeSet.skipped_runs``), as of the last counters read."""
+        return sum(c.get("uncounted", 0) + c.get("skipped", 0) for c in self._last_counters.values())
 
     def detach(self) -> None:
         with self._lock:
@@ -107,7 +121,10 @@ class ProbeSource:
         with self._lock:  # not while close() tears the maps down
             if self._started:
                 self._last_counters = self.probes.counters()
-        out = {kind: c["lost"] for kind, c in self._last_counters.items()}
+                self._last_skipped = self.probes.skipped_runs()
+        # a run of the probe the kernel skipped (another tracing program was running on that CPU) is an
+        # event of that kind that reached neither the log nor the aggregates
+        out = {kind: c["lost"] + c.get("skipped", 0) for kind, c in self._last_counters.items()}
         out["perf_buffer"] = self.probes.perf_lost
         out["decode"] = self.probes.decode_errors
         return out
@@ -118,6 +135,9 @@ class ProbeSource:
             "attached": list(self.probes.attached),
             "disabled": dict(self.probes.disabled),
             "kernel": self._last_counters,
+            # every probe's runs the kernel skipped (another tracing program ran on that CPU); for the
+            # filtered ones (inet_sock_set_state, icmp_send, kfree_skb) most were no event of ours
+            "skipped_runs": self._last_skipped,
             "listen_close": {"resolved": self.listeners.resolved, "unresolved": self.listeners.unresolved},
         }
 
@@ -129,3 +149,93 @@ class ProbeSource:
                 self._last_counters = self.probes.counters()
                 self._started = False
             self.probes.close()
+
+
+class CaptureSource:
+    """A libpcap capture (:mod:`auditor.sources.pcaplive`) as a :class:`PacketSource`: for nodes where
+    the eBPF probes cannot load. Its losses are the kernel's drops of matching packets (ring full)."""
+
+    name = "capture"
+
+    def __init__(self, node: str, interface: str = "any", netns: str | None = None, buffer_mb: int = 32) -> None:
+        from auditor.sources.pcaplive import LiveCapture
+        from auditor.sources.pcaplive.live import LiveDecoder
+
+        self.interface, self.netns = interface, netns
+        self.capture = LiveCapture(interface, node, buffer_mb=buffer_mb, netns=netns)
+        self.decoder = LiveDecoder(self.capture, node, interface)
+        self.fallback_reason = ""  # why the probes were not used (auto)
+        self._stats = (0, 0, 0)
+        self._lock = threading.Lock()
+        self._open = True
+
+    def start(self) -> None:
+        pass  # capturing since it was opened; the ring holds what arrived meanwhile
+
+    def poll_frame(self, timeout_ms: int) -> pd.DataFrame:
+        return self.decoder.poll_frame(timeout_ms)
+
+    def poll(self, timeout_ms: int) -> list[PacketEvent]:
+        from auditor.agent.frames import frame_events
+
+        return frame_events(self.poll_frame(timeout_ms))
+
+    def lost(self) -> dict[str, int]:
+        with self._lock:
+            if self._open:
+                self._stats = self.capture.stats()
+        return {"capture_kernel_drop": self._stats[1], "decode": self.decoder.malformed()}
+
+    def notes(self) -> dict[str, Any]:
+        recv, drop, ifdrop = self._stats
+        return {
+            "engine": self.capture.name,
+            "interface": self.interface,
+            "netns": self.netns or "own",
+            "snaplen": self.capture.snaplen,
+            "filter": self.capture.filter,
+            "kernel": {"received": recv, "dropped": drop, "if_dropped": ifdrop},
+            "kernel_reasons": "absent: " + NO_REASONS,
+            "fallback_reason": self.fallback_reason,
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            if self._open:
+                self._stats = self.capture.stats()
+                self._open = False
+                self.capture.close()
+
+
+def open_packet_source(
+    choice: str,
+    node: str,
+    pod_cidrs: tuple[str, ...] = (),
+    netns: str | None = None,
+    probe_options: dict[str, Any] | None = None,
+) -> PacketSource:
+    """The agent's packet source: ``ebpf`` (the probes), ``capture`` (libpcap on every interface of
+    ``netns``, default: this one), or ``auto``: the probes, started here so that when they cannot load
+    (no BTF, no bcc, CAP_BPF refused...) the capture takes over, saying so."""
+    if choice == "capture":
+        src = CaptureSource(node, netns=netns)
+        log.warning("packet source: capture, as asked: %s", NO_REASONS)
+        return src
+    if choice == "ebpf":
+        return ProbeSource(node, pod_cidrs, probe_options)
+    probe: ProbeSource | None = None
+    try:
+        probe = ProbeSource(node, pod_cidrs, probe_options)
+        probe.start()
+        return probe
+    except Exception as exc:  # any failure to load: the capture is the fallback
+        reason = f"{type(exc).__name__}: {exc}"
+        if probe is not None:
+            try:
+                probe.close()
+            except Exception as close_exc:
+                log.debug("closing the probes that failed to load: %s", close_exc)
+    src = CaptureSource(node, netns=netns)
+    src.fallback_reason = reason
+    log.warning("the eBPF probes cannot load (%s): falling back to packet capture; %s", reason, NO_REASONS)
+    return src

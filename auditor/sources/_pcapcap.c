@@ -394,7 +394,7 @@ static PyObject *Handle_dispatch(Handle *self, PyObject *args)
     if (fd >= 0)
         return Py_BuildValue("(KKy#)", (unsigned long long)self->packets, written, "", (Py_ssize_t)0);
     PyObject *r = Py_BuildValue("(KKy#)", (unsigned long long)self->packets, (unsigned long long)self->out.n,
-                                (const char *)self->out.b, (Py_ssize_t)self->out.n);
+                                self->out.b ? (const char *)self->out.b : "", (Py_ssize_t)self->out.n);
     self->out.n = 0;
     return r;
 }

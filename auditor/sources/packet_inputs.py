@@ -52,6 +52,7 @@ def read_packet_inputs(
 
     frames: list[pd.DataFrame] = []
     info: dict[str, Any] = {"capture_frames": 0, "capture_skipped": 0, "captures": [], "problems": []}
+    captured: set[str] = set()
     for value in paths:
         name, path = input_spec(value, default_node)
         if not path.exists():
@@ -66,6 +67,8 @@ def read_packet_inputs(
             ev = seg.frame
             if len(ev) and (ev["node"].astype(str) == "").any():
                 ev["node"] = ev["node"].astype(str).replace("", name)
+            if len(ev):  # an agent whose source was a packet capture (no eBPF): no kernel reasons
+                captured |= set(ev.loc[ev["source"].astype(str) == "pcap", "node"].astype(str))
             frames.append(ev)
             continue
         if path.suffix.lower() in EVENT_SUFFIXES:
@@ -89,6 +92,10 @@ def read_packet_inputs(
             "dropped": s.dropped or 0,
         })  # fmt: skip
         info["problems"] += [f"{path.name}: {e}" for e in s.errors]
+    info["problems"] += [
+        f"{n}: the agent recorded packets by capture (no eBPF): refusals and resets without the kernel's reasons"
+        for n in sorted(captured)
+    ]
     packets = pd.concat(frames, ignore_index=True) if frames else packet_frame()
     for col in TEXT_COLUMNS:
         packets[col] = packets[col].astype(str).astype("category")
