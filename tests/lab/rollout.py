@@ -70,6 +70,8 @@ class LabConfig:
     ingress: str = ""
     ingress_delay: float = 1.5
     service_client: bool = False  # with an ingress: a second hey through the ClusterIP (hey-service.txt)
+    capture: bool = False  # also `auditor capture` on the node, next to tcpdump (capture.pcapng, same filter)
+    agent_source: str = ""  # the agent's --source (auto | ebpf | capture); "": its default
 
     def __post_init__(self) -> None:
         if self.ingress not in ("", "nginx"):
@@ -370,7 +372,7 @@ class _Lab:
             assert self.api is not None
             backend = {"nft": "iptables-nft", "legacy": "iptables-legacy"}.get(cfg.backend, cfg.backend)
             self.agent = AgentProcess(self.out / "agent", self.api.kubeconfig, backend, self.node,
-                                      cfg.agent_settle)  # fmt: skip
+                                      cfg.agent_settle, ("--source", cfg.agent_source) if cfg.agent_source else ())  # fmt: skip
             self.agent.wait_ready()
 
         captures = self.start_capture()
@@ -493,8 +495,25 @@ class _Lab:
             bpf += " and tcp[tcpflags] & (tcp-syn|tcp-rst|tcp-fin) != 0"
         # immediate mode for the few ICMPs: otherwise a packet waits in a ring block until the block's 1 s
         # timeout retires it, and one of the last second is lost when tcpdump stops (2 of 6 tries in netns)
-        return [self._tcpdump("node", bpf, self.cfg.snaplen),
-                self._tcpdump("icmp", "icmp[icmptype] == icmp-unreach", 128, "--immediate-mode")]
+        procs = [self._tcpdump("node", bpf, self.cfg.snaplen),
+                 self._tcpdump("icmp", "icmp[icmptype] == icmp-unreach", 128, "--immediate-mode")]
+        if self.cfg.capture:  # auditor's own capture of the same interface, narrowed by the same filter
+            procs.append(self._auditor_capture(bpf))
+        return procs
+
+    def _auditor_capture(self, bpf: str) -> subprocess.Popen[bytes]:
+        path, log = self.out / "capture.pcapng", self.out / "capture.log"
+        err = log.open("wb")
+        self.files.append(err)
+        argv = [sys.executable, "-m", "auditor", "capture", "-i", "any", "--node", "lab-node", "-w", str(path),
+                "--filter", bpf, "--json", "-q"]  # fmt: skip
+        proc = self.procs.start(self.node, argv, stdout=err, stderr=err)
+        deadline = time.monotonic() + 20.0
+        while not (path.exists() and path.stat().st_size > 0):  # the header is written once it captures
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"auditor capture did not start within 20 s (see {log.name})")
+            time.sleep(0.02)
+        return proc
 
     def _tcpdump(self, name: str, bpf: str, snaplen: int, *extra: str) -> subprocess.Popen[bytes]:
         log = self.out / ("tcpdump.log" if name == "node" else f"tcpdump-{name}.log")
