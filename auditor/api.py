@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -267,13 +268,15 @@ def analyze(
     margin_s: float = 0.5,
     node: str | None = None,
     client_format: str | None = None,
+    client_start: datetime | str | None = None,
 ) -> Audit:
     """Run the offline audit, like ``auditor analyze``.
 
     ``pcaps``/``events``: paths (``NODE=FILE`` allowed) or, for ``events``, a table from
     :func:`load_events`; ``kube``: watch-stream paths or a :class:`KubeInput` from :func:`load_kube`;
     ``dataplane``: rule-change JSONL files; ``client``: the load client's result (fortio JSON or access log,
-    vegeta, k6, hey; ``client_format`` forces one of ``auditor.sources.client_result.CLIENT_FORMATS``).
+    vegeta, k6, hey; ``client_format`` forces one of ``auditor.sources.client_result.CLIENT_FORMATS``;
+    ``client_start``: when the client run started, for hey's outputs, as ``--client-start``).
     """
     if not math.isfinite(margin_s) or margin_s < 0:
         raise AuditorError(f"margin_s must be a number >= 0, not {margin_s!r}", "analyze")
@@ -282,6 +285,7 @@ def analyze(
         raise AuditorError("nothing to analyze", "analyze", "give pcaps= or events=")
     if kube is None:
         raise AuditorError("no Kubernetes input", "analyze", "give kube= (kubectl --watch output)")
+    from auditor.sources.client_result import parse_client_start
     from auditor.sources.inputs import load_inputs
 
     inputs = load_inputs(
@@ -292,6 +296,7 @@ def analyze(
         node,
         events=events if isinstance(events, pd.DataFrame) else None,
         client_format=client_format,
+        client_start=parse_client_start(client_start) if isinstance(client_start, str) else client_start,
     )
     res = audit(inputs, AuditOptions(margin_s=margin_s))
     return Audit(res, inputs.packets, inputs.kube)

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from auditor.errors import InputError
-from auditor.sources.client_result import CLIENT_FORMATS
+from auditor.sources.client_result import CLIENT_FORMATS, parse_client_start
 
 
 def expand_dirs(
@@ -85,6 +85,8 @@ def _collect_problems(manifest: Path) -> list[str]:
               help="the load generator's result: fortio -json or access log, vegeta encode (json/csv), "
                    "k6 --out json, hey's output or hey -o csv (detected).")
 @click.option("--client-format", type=click.Choice(CLIENT_FORMATS), help="the --client file's format.")
+@click.option("--client-start", metavar="TIME",
+              help="when the client run started (RFC 3339 or Unix seconds), for hey's outputs: they carry no time.")  # fmt: skip
 @click.option("--node", help="node name for captures given without NODE= (default: the file name).")
 @click.option(
     "--margin", type=float, default=0.5, show_default=True, help="seconds added to the worst delay."
@@ -103,6 +105,7 @@ def analyze(
     dataplane: tuple[str, ...],
     client: str | None,
     client_format: str | None,
+    client_start: str | None,
     node: str | None,
     margin: float,
     as_json: bool,
@@ -131,8 +134,9 @@ def analyze(
             "no Kubernetes input", "analyze", "give --kube FILE, or a --dir holding kube-<node>-*.json"
         )
     inputs = load_inputs(
-        [*pcaps, *event_files], kube, dataplane, client, node, agents=agents, client_format=client_format
-    )
+        [*pcaps, *event_files], kube, dataplane, client, node, agents=agents, client_format=client_format,
+        client_start=parse_client_start(client_start) if client_start is not None else None,
+    )  # fmt: skip
     if dirs:
         inputs.info["log_dirs"] = dir_info
         inputs.problems += dir_problems

@@ -1,10 +1,11 @@
 """The load client's failures on the timeline, and what the client saw against what the nodes saw.
 
 Per-request results (fortio's access log, vegeta, k6, hey ``-o csv``) are placed on the episodes: a
-client failure is **matched** to a node failure of the same kind (refused to a refusal, reset to a
-reset) within :data:`MATCH_TOLERANCE_NS`, in time order, one to one, and takes that failure's episode
-and cause; an unmatched client failure inside an episode's window is **unexplained** there (the nodes
-did not see it: a node without a capture, a proxy's 5xx...), and outside every window it is a failure
+client failure is **matched** to a node failure it can be (refused to a refusal, reset to a reset, and an
+HTTP 502 to a refused or reset upstream connection of a proxy: a consumer that dials pod addresses) within
+:data:`MATCH_TOLERANCE_NS`, in time order, one to one, and takes that failure's episode, cause and
+consumer; an unmatched client failure inside an episode's window is **unexplained** there (the nodes did
+not see it: a node without a capture, a proxy's 5xx...), and outside every window it is a failure
 **outside any termination**.
 
 An aggregate result (counts only) is reconciled with the nodes only when its run overlaps the inputs'
@@ -32,8 +33,14 @@ MATCH_TOLERANCE_NS = 200_000_000
 # removal (else the pod's exit) plus this
 WINDOW_TAIL_NS = NS
 
-# client class -> the node failure it can be
-_NODE_KIND = {ErrorClass.REFUSED: FailureKind.REFUSED, ErrorClass.RESET: FailureKind.RESET}
+# client class -> the node failures it can be, and whether only a proxy's (a consumer dialing pod addresses:
+# nginx answers 502 when its upstream connection is refused or reset), in matching order
+_NODE_KINDS: tuple[tuple[ErrorClass, tuple[FailureKind, ...], bool], ...] = (
+    (ErrorClass.REFUSED, (FailureKind.REFUSED,), False),
+    (ErrorClass.RESET, (FailureKind.RESET,), False),
+    (ErrorClass.HTTP_502, (FailureKind.REFUSED, FailureKind.RESET), True),
+)
+_PROXIES = (ConsumerKind.POD, ConsumerKind.EXTERNAL)
 PLACEMENTS = ("matched", "unexplained", "outside")
 
 
@@ -69,9 +76,16 @@ def inputs_window(packets: pd.DataFrame, episodes: pd.DataFrame) -> tuple[int, i
 
 
 def episode_spans(episodes: pd.DataFrame, timelines: pd.DataFrame) -> pd.DataFrame:
-    """Per episode, when a client could see its failures: (episode, start_ns, end_ns)."""
+    """Per episode, when a client could see its failures: (episode, pod, start_ns, end_ns)."""
     if episodes.empty:
-        return pd.DataFrame({"episode": [], "start_ns": [], "end_ns": []}, dtype="int64")
+        return pd.DataFrame(
+            {
+                "episode": pd.Series(dtype="int64"),
+                "pod": pd.Series(dtype=object),
+                "start_ns": pd.Series(dtype="int64"),
+                "end_ns": pd.Series(dtype="int64"),
+            }
+        )
     end = episodes["exited_ns"].to_numpy(dtype="int64").copy()
     deleted = episodes["deleted_ns"].to_numpy(dtype="int64")
     grace = np.nan_to_num(episodes["grace_s"].to_numpy(dtype=float), nan=30.0)
@@ -86,50 +100,81 @@ def episode_spans(episodes: pd.DataFrame, timelines: pd.DataFrame) -> pd.DataFra
         end = np.maximum(end, r)
     return pd.DataFrame({
         "episode": episodes["episode"].to_numpy(dtype="int64"),
+        "pod": episodes["pod"].astype(str).to_numpy(dtype=object),
         "start_ns": deleted - NS,
         "end_ns": end + WINDOW_TAIL_NS,
     })  # fmt: skip
 
 
+PLACED_COLUMNS = (
+    "time",
+    "error_class",
+    "status",
+    "episode",
+    "pod",
+    "cause",
+    "consumer",
+    "placement",
+    "node_failure",
+)
+
+
 def place_requests(client: ClientResult, failures: pd.DataFrame, spans: pd.DataFrame) -> pd.DataFrame:
-    """The client's failed requests with ``episode``, ``cause`` (the matched node failure's, else ""),
-    ``placement`` (matched | unexplained | outside) and ``node_failure`` (row of ``failures``, -1)."""
+    """The client's failed requests with ``episode`` and ``pod`` (-1, "": none), ``cause`` and ``consumer``
+    (the matched node failure's, else ""), ``placement`` (matched | unexplained | outside) and
+    ``node_failure`` (row of ``failures``, -1)."""
     table = client.requests_table
     if table is None or table.empty or not client.time_known:
-        return pd.DataFrame(
-            columns=["time", "error_class", "status", "episode", "cause", "placement", "node_failure"]
-        )
+        return pd.DataFrame(columns=list(PLACED_COLUMNS))
     failed = table.loc[table["error_class"].astype(str) != ErrorClass.NONE].reset_index(drop=True)
     t = failed["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
     cls = failed["error_class"].astype(str).to_numpy(dtype=object)
     episode = np.full(len(failed), -1, dtype="int64")
+    pod = np.full(len(failed), "", dtype=object)
     cause = np.full(len(failed), "", dtype=object)
+    consumer = np.full(len(failed), "", dtype=object)
     node_row = np.full(len(failed), -1, dtype="int64")
     if not failures.empty:
         ft = failures["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
-        fkind = failures["failure"].astype(str).to_numpy(dtype=object)
-        related = failures["cause"].astype(str).to_numpy(dtype=object) != Cause.UNRELATED
-        for client_class, node_kind in _NODE_KIND.items():
-            mine = np.flatnonzero(cls == client_class)
-            theirs = np.flatnonzero((fkind == node_kind) & related)
+        fkind = failures["failure"].astype(str)
+        free = (failures["cause"].astype(str) != Cause.UNRELATED).to_numpy(dtype=bool, copy=True)
+        proxy = (
+            failures["consumer_kind"].astype(str).isin([k.value for k in _PROXIES]).to_numpy(dtype=bool)
+            if "consumer_kind" in failures
+            else np.zeros(len(failures), dtype=bool)
+        )
+        for client_class, node_kinds, proxies_only in _NODE_KINDS:
+            candidates = free & fkind.isin([k.value for k in node_kinds]).to_numpy(dtype=bool)
+            if proxies_only:
+                candidates &= proxy
+            mine, theirs = np.flatnonzero(cls == client_class), np.flatnonzero(candidates)
             for i, j in _match_in_order(t[mine], ft[theirs], MATCH_TOLERANCE_NS):
                 node_row[mine[i]] = theirs[j]
+                free[theirs[j]] = False  # one client failure per node failure, across classes too
         hit = node_row >= 0
-        episode[hit] = failures["episode"].to_numpy(dtype="int64")[node_row[hit]]
-        cause[hit] = failures["cause"].astype(str).to_numpy(dtype=object)[node_row[hit]]
+        rows = node_row[hit]
+        episode[hit] = failures["episode"].to_numpy(dtype="int64")[rows]
+        cause[hit] = failures["cause"].astype(str).to_numpy(dtype=object)[rows]
+        if "pod" in failures:
+            pod[hit] = failures["pod"].astype(str).to_numpy(dtype=object)[rows]
+        if "consumer" in failures:
+            consumer[hit] = failures["consumer"].astype(str).to_numpy(dtype=object)[rows]
     placement = np.where(node_row >= 0, "matched", "outside").astype(object)
     if not spans.empty:
-        starts = spans["start_ns"].to_numpy(dtype="int64")
-        ends = spans["end_ns"].to_numpy(dtype="int64")
-        ids = spans["episode"].to_numpy(dtype="int64")
-        for k in np.flatnonzero(node_row < 0):
-            inside = np.flatnonzero((starts <= t[k]) & (t[k] <= ends))
-            if len(inside):
-                episode[k] = ids[inside[np.argmax(starts[inside])]]  # the latest deletion before it
-                placement[k] = "unexplained"
+        # the latest deletion whose window holds the failure: spans in deletion order, later ones overwrite
+        names = spans["pod"].astype(str).to_numpy(dtype=object) if "pod" in spans else None
+        unmatched = node_row < 0
+        order = np.argsort(spans["start_ns"].to_numpy(dtype="int64"), kind="stable")
+        for k, (ep, lo, hi) in enumerate(
+            spans[["episode", "start_ns", "end_ns"]].to_numpy(dtype="int64")[order]
+        ):
+            inside = unmatched & (t >= lo) & (t <= hi)
+            episode[inside] = ep
+            pod[inside] = names[order[k]] if names is not None else ""
+            placement[inside] = "unexplained"
     return pd.DataFrame({
-        "time": failed["time"], "error_class": cls, "status": failed["status"].to_numpy(),
-        "episode": episode, "cause": cause, "placement": placement, "node_failure": node_row,
+        "time": failed["time"], "error_class": cls, "status": failed["status"].to_numpy(), "episode": episode,
+        "pod": pod, "cause": cause, "consumer": consumer, "placement": placement, "node_failure": node_row,
     })  # fmt: skip
 
 
@@ -170,7 +215,9 @@ def reconcile(
     )
     proxy_refused = int((refused & direct).sum())
     service_refused = node_refused - proxy_refused
-    node_reset = int(((failures["failure"] == FailureKind.RESET) & related).sum())
+    reset = (failures["failure"] == FailureKind.RESET) & related
+    node_reset = int(reset.sum())
+    proxy_reset = int((reset & direct).sum())  # accepted, then reset by the pod: a 502 for the proxy's client
     unrelated = int((~related).sum())
     explained = int(
         failures["cause"].isin([Cause.PROPAGATION_GAP, Cause.INFLIGHT_RESET, Cause.AFTER_REMOVAL]).sum()
@@ -193,13 +240,13 @@ def reconcile(
             notes.append(
                 f"client saw {client_refused} refused, kube-proxy's connections met {service_refused}"
             )
-        if client_502 != proxy_refused:
+        if client_502 != proxy_refused + proxy_reset:
             notes.append(
                 f"client saw {client_502} HTTP 502, the proxies' upstream connections were refused {proxy_refused} "
-                "time(s): "
+                f"and reset {proxy_reset} time(s): "
                 + ("a proxy that retries another upstream turns a refusal into a success"
-                   if client_502 < proxy_refused else
-                   "the other 502s came from upstream connections reset or timed out, or from other proxies")
+                   if client_502 < proxy_refused + proxy_reset else
+                   "the other 502s came from upstream connections that timed out, or from other proxies")
             )  # fmt: skip
     elif client_refused != node_refused:
         notes.append(
@@ -224,6 +271,7 @@ def reconcile(
         "reconciled": overlaps,
         "node_refused": node_refused,
         "node_refused_by_proxies": proxy_refused,
+        "node_reset_by_proxies": proxy_reset,
         "client_502": int(client.by_class.get("http_502", 0)),
         "node_reset": node_reset,
         "node_unrelated": unrelated,
@@ -239,7 +287,8 @@ def reconcile(
 
 
 def _placed_summary(placed: pd.DataFrame) -> dict[str, Any]:
-    """Client failures by placement and class, and per episode by class and cause."""
+    """Client failures by placement and class, and per episode (its pod) by class, cause, the consumer whose
+    failure each matched, and how many matched or stayed unexplained."""
     by_placement = {
         p: {
             str(c): int(n)
@@ -249,9 +298,15 @@ def _placed_summary(placed: pd.DataFrame) -> dict[str, Any]:
     }
     per_episode: dict[str, dict[str, Any]] = {}
     for ep, g in placed.loc[placed["episode"] >= 0].groupby("episode"):
+        matched = g.loc[g["placement"] == "matched"]
         per_episode[str(ep)] = {
+            "pod": str(g["pod"].iloc[0]) if "pod" in g else "",
             "by_class": {str(c): int(n) for c, n in g["error_class"].value_counts().items()},
-            "by_cause": {str(c): int(n) for c, n in g.loc[g["cause"] != "", "cause"].value_counts().items()},
+            "by_cause": {str(c): int(n) for c, n in matched["cause"].value_counts().items()},
+            "by_consumer": {str(c): int(n) for c, n in matched["consumer"].value_counts().items()}
+            if "consumer" in g
+            else {},
+            "matched": len(matched),
             "unexplained": int((g["placement"] == "unexplained").sum()),
         }
     return {

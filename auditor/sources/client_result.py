@@ -10,7 +10,8 @@ Formats (``CLIENT_FORMATS``), detected from the content unless one is forced:
                        error, body, attack, seq, method, url, headers)
 ``k6-json``            ``k6 run --out json=FILE`` (NDJSON points; one request = one ``http_reqs`` point)
 ``hey``                hey's text report, with or without its ``Summary:`` block
-``hey-csv``            ``hey -o csv`` (offsets from the start of the run: absolute times need ``start``)
+``hey-csv``            ``hey -o csv`` (offsets from the start of the run: absolute times need ``start``,
+                       ``--client-start``: hey writes no time of its own)
 
 The per-request formats fill ``ClientResult.requests_table``. A file that no format reads (or that the
 forced format does not read) raises one :class:`~auditor.errors.InputError` line naming the formats
@@ -51,6 +52,7 @@ CLIENT_FORMATS: tuple[str, ...] = (
     "fortio-json", "fortio-access-log", "vegeta-json", "vegeta-csv", "k6-json", "hey", "hey-csv",
 )  # fmt: skip
 HEY_MAX_RESULTS = 1_000_000  # hey keeps at most this many results (requester/report.go, maxRes)
+_NEEDS_START = ("hey", "hey-csv")  # the formats without a time of their own
 
 _TOOLS = {"fortio-json": "fortio", "fortio-access-log": "fortio", "vegeta-json": "vegeta", "vegeta-csv": "vegeta",
           "k6-json": "k6", "hey": "hey", "hey-csv": "hey"}  # fmt: skip
@@ -89,7 +91,9 @@ def read_client_result(
     """
     p = Path(path)
     if format is not None and format not in CLIENT_FORMATS:
-        raise AuditorError(f"unknown client format {format!r}", None, "use one of " + ", ".join(CLIENT_FORMATS))
+        raise AuditorError(
+            f"unknown client format {format!r}", None, "use one of " + ", ".join(CLIENT_FORMATS)
+        )
     try:
         raw = p.read_bytes()
     except OSError as exc:
@@ -101,6 +105,32 @@ def read_client_result(
             raise InputError(f"damaged gzip file ({exc})", str(p), "check the --client file") from None
     text = raw.decode("utf-8", errors="replace").lstrip("\ufeff")
     inp = _Input(text, p.name, _ns(start) if start is not None else None)
+    result = _detect(inp, p, format)
+    if start is not None and result.format not in _NEEDS_START:
+        result.warnings.append(
+            f"the given start time is not used: {result.format} results carry their own times"
+        )
+    return result
+
+
+def parse_client_start(text: str) -> datetime:
+    """``--client-start``: an RFC 3339 time (``2026-12-02T06:40:00.123456Z``; no zone = UTC) or Unix
+    seconds (``date +%s.%N``). Raises one :class:`AuditorError` line otherwise."""
+    raw = text.strip()
+    try:
+        if re.fullmatch(r"\d+(\.\d+)?", raw):
+            whole, _, frac = raw.partition(".")
+            return _dt(int(whole) * 1_000_000_000 + int((frac + "000000000")[:9]))
+        return _dt(parse_time_ns(raw)[0])
+    except (ValueError, OverflowError):
+        raise AuditorError(
+            f"--client-start {text!r} is not a time", None,
+            "give an RFC 3339 time (date -u +%Y-%m-%dT%H:%M:%S.%NZ) or Unix seconds (date +%s.%N)",
+        ) from None  # fmt: skip
+
+
+def _detect(inp: _Input, p: Path, format: str | None) -> ClientResult:
+    text = inp.text
     if format is not None:
         try:
             return _READERS[format](inp)
@@ -208,6 +238,20 @@ class _Damage:
         if not self.count:
             return []
         return [f"{self.count} unreadable line(s) skipped ({'; '.join(self.first)})"]
+
+
+def _json_objects(text: str, damage: _Damage) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of every JSON-object line, lazily; any other non-blank line goes to ``damage``."""
+    for n, line in _lines(text):
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            damage.add(n, "not JSON")
+            continue
+        if isinstance(obj, dict):
+            yield n, obj
+        else:
+            damage.add(n, "not a JSON object")
 
 
 @dataclass(slots=True)
@@ -350,7 +394,9 @@ def _fortio_json(inp: _Input) -> ClientResult:
     calls = _count((doc.get("DurationHistogram") or {}).get("Count"))
     if calls is not None and calls > requests:  # calls whose result was not coded
         groups[(0, "", ErrorClass.OTHER)] += calls - requests
-        warnings.append(f"{calls - requests} call(s) of the duration histogram have no return code: classed other")
+        warnings.append(
+            f"{calls - requests} call(s) of the duration histogram have no return code: classed other"
+        )
         requests = calls
     if requests == 0:
         warnings.append("the result counts no request")
@@ -359,7 +405,9 @@ def _fortio_json(inp: _Input) -> ClientResult:
         try:
             start_ns = parse_time_ns(doc["StartTime"])[0]
         except ValueError:
-            warnings.append(f"StartTime {doc['StartTime']!r} is not an RFC 3339 time: the run's time is unknown")
+            warnings.append(
+                f"StartTime {doc['StartTime']!r} is not an RFC 3339 time: the run's time is unknown"
+            )
     else:
         warnings.append("no StartTime: the run's time is unknown")
     qps = _number(doc.get("ActualQPS"))
@@ -376,7 +424,9 @@ def _fortio_duration(raw: Any, requests: int, qps: float | None, warnings: list[
         return None
     seconds = value / 1e9
     if requests > 1 and qps and seconds < 0.001 and 0.5 < value * qps / requests < 2:
-        warnings.append(f"ActualDuration {raw!r} read as seconds (as nanoseconds it disagrees with ActualQPS)")
+        warnings.append(
+            f"ActualDuration {raw!r} read as seconds (as nanoseconds it disagrees with ActualQPS)"
+        )
         return value
     return seconds
 
@@ -406,23 +456,13 @@ def _fortio_access_log(inp: _Input) -> ClientResult:
         raise _Mismatch("no line has fortio's access-log fields (latency, timestamp in ns, thread)")
     damage = _Damage()
     records: list[ClientRequest] = []
-    no_outcome = 0
-    for n, line in _lines(inp.text):
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            damage.add(n, "not JSON")
-            continue
-        if not isinstance(obj, dict):
-            damage.add(n, "not a JSON object")
-            continue
+    for n, obj in _json_objects(inp.text, damage):
         ts, latency = obj.get("timestamp"), _number(obj.get("latency"))
         if not isinstance(ts, int) or isinstance(ts, bool) or latency is None:
             damage.add(n, "no timestamp (ns) or latency")
             continue
         ok, details = obj.get("ok"), obj.get("details")
         if not isinstance(ok, bool) or not isinstance(details, str):
-            no_outcome += 1
             damage.add(n, "no ok/details (fortio before 1.28 logs no outcome)")
             continue
         details = details.strip()
@@ -449,15 +489,7 @@ def _vegeta_json(inp: _Input) -> ClientResult:
         raise _Mismatch("no line has vegeta's result fields (timestamp, latency, code)")
     damage = _Damage()
     records: list[ClientRequest] = []
-    for n, line in _lines(inp.text):
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            damage.add(n, "not JSON")
-            continue
-        if not isinstance(obj, dict):
-            damage.add(n, "not a JSON object")
-            continue
+    for n, obj in _json_objects(inp.text, damage):
         code, latency, error = obj.get("code"), obj.get("latency"), obj.get("error") or ""
         try:
             ts = parse_time_ns(str(obj.get("timestamp")))[0]
@@ -527,13 +559,8 @@ def _k6_json(inp: _Input) -> ClientResult:
     reqs: list[tuple[int, str, dict[str, Any]]] = []  # (end ns, pairing key, tags)
     durations: dict[str, deque[float]] = {}
     other_reqs: Counter[str] = Counter()
-    for n, line in _lines(inp.text):
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            damage.add(n, "not JSON")
-            continue
-        if not isinstance(obj, dict) or obj.get("type") not in ("Point", "Metric"):
+    for n, obj in _json_objects(inp.text, damage):
+        if obj.get("type") not in ("Point", "Metric"):
             damage.add(n, "not a k6 Point or Metric")
             continue
         good += 1
@@ -683,18 +710,26 @@ def _hey_csv(inp: _Input) -> ClientResult:
             damage.add(n, f"not {len(names)} numbers")
             continue
         records.append(ClientRequest(base + round(offset * 1e9), latency, status, _class_of(status), ""))
-    damage.check(len(records), "hey CSV rows")
+    if records or damage.count:
+        damage.check(len(records), "hey CSV rows")
     warnings = damage.warnings()
+    if not records and not damage.count:  # the header alone: no request got a response
+        warnings.append("no response at all: every request may have failed (hey -o csv lists none of them)")
     warnings.append(
         "hey -o csv lists only the requests that got an HTTP response: connection errors (refused, reset, "
         "timeout) are not in it (hey's text report counts them)"
     )
     if inp.start_ns is None:
-        warnings.append("hey -o csv gives offsets from the start of the run, not times: the run's time is unknown")
+        warnings.append(
+            "hey -o csv gives offsets from the start of the run, not times: the run's time is unknown (give the "
+            "time hey was started with --client-start to place its requests on the timeline)"
+        )
     capped = len(records) >= HEY_MAX_RESULTS
     if capped:
         warnings.append(f"hey keeps at most {HEY_MAX_RESULTS:,} results: later responses are not in the file")
-    return _from_records(inp, "hey-csv", records, warnings, time_known=inp.start_ns is not None, capped=capped)
+    return _from_records(
+        inp, "hey-csv", records, warnings, time_known=inp.start_ns is not None, capped=capped
+    )
 
 
 _READERS: dict[str, Callable[[_Input], ClientResult]] = {

@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,12 +34,14 @@ def load_inputs(
     events: pd.DataFrame | None = None,
     agents: Sequence[PathLike] = (),
     client_format: str | None = None,
+    client_start: datetime | None = None,
 ) -> AuditInputs:
     """Read captures and event files (``[NODE=]FILE``; pcap/pcapng, Parquet/JSONL/CSV by suffix), the
     Kubernetes watch streams (or an already read :class:`KubeInput`), dataplane records and the load
     client's result. ``events``: a packet table already in memory, added to the files' events;
     ``agents``: node agents' summaries (``agent-<node>.json``): when each agent ran and what it lost;
-    ``client_format``: the client file's format (one of ``CLIENT_FORMATS``; default: detected)."""
+    ``client_format``: the client file's format (one of ``CLIENT_FORMATS``; default: detected);
+    ``client_start``: when the client run started, for hey's outputs (they carry no time)."""
     from auditor.sources.packet_inputs import read_packet_inputs
 
     if captures:
@@ -75,7 +78,7 @@ def load_inputs(
     if client is not None:
         from auditor.sources.client_result import read_client_result
 
-        result = read_client_result(os.fspath(client), client_format)
+        result = read_client_result(os.fspath(client), client_format, start=client_start)
         problems += [f"{result.file}: {w}" for w in result.warnings]
     coverage = capture_coverage(packets, info.get("captures", []))
     for path in agents:

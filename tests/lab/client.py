@@ -1,7 +1,9 @@
-"""Client truth and capture truth, read independently of auditor: hey's report and tcpdump -r counts."""
+"""Client truth and capture truth, read independently of auditor: hey's report (or csv) and tcpdump -r counts."""
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import subprocess
 from pathlib import Path
@@ -37,6 +39,30 @@ def parse_hey(text: str) -> dict[str, Any]:
         "timeout": sum(n for msg, n in errors.items() if "Timeout" in msg or "timeout" in msg),
         "requests_per_s": float(rps.group(1)) if rps else 0.0,
     }
+
+
+def parse_hey_csv(text: str) -> dict[str, Any]:
+    """Counts from ``hey -o csv``: a row per response (hey leaves out the requests that failed without one:
+    refused, reset, timeout), so ``total`` counts responses and the error counts are unknown (None).
+    ``failed_offsets``: per non-2xx/3xx status, the rows' offsets (seconds from hey's start), in file order."""
+    rows = [r for r in csv.reader(io.StringIO(text)) if r]
+    if not rows or rows[0][:1] != ["response-time"] or "status-code" not in rows[0] or "offset" not in rows[0]:
+        raise ValueError("not hey -o csv output (no response-time,...,status-code,offset header)")
+    i_status, i_offset = rows[0].index("status-code"), rows[0].index("offset")
+    statuses: dict[str, int] = {}
+    failed: dict[str, list[float]] = {}
+    for row in rows[1:]:
+        code = row[i_status]
+        statuses[code] = statuses.get(code, 0) + 1
+        if not code.startswith(("2", "3")):
+            failed.setdefault(code, []).append(float(row[i_offset]))
+    return {
+        "total": len(rows) - 1,
+        "ok": sum(n for code, n in statuses.items() if code.startswith("2")),
+        "status": statuses,
+        "failed_offsets": failed,
+        "errors": None, "error_total": None, "refused": None, "reset": None, "unreachable": None, "timeout": None,
+    }  # fmt: skip
 
 
 def count_packets(pcap: Path, bpf: str, timeout: float = 60.0) -> int:

@@ -2,7 +2,7 @@
 
 ``run_rollout(LabConfig(prestop=0, delay=1.0), Path("/tmp/labrun"))`` leaves in the directory:
 ``node.pcap`` (tcpdump on the node), ``icmp.pcap`` (the node's ICMP unreachables, for the truth),
-``kube.json`` (watch stream), ``hey.txt`` (client report),
+``kube.json`` (watch stream), ``hey.txt`` (client report; with ``hey_csv``, ``hey.csv``: hey -o csv),
 ``truth.json`` (what really happened), ``pods/*.jsonl`` (server ground truth), ``rules.log``.
 With ``ingress="nginx"`` also ``ingress/`` (nginx's configuration and error log, the controller's reloads in
 ``controller.jsonl``) and, with ``service_client``, ``hey-service.txt``.
@@ -25,7 +25,13 @@ from typing import IO, Any
 from tests.conftest import exclusive_host
 from tests.lab import netns
 from tests.lab.agent import AgentProcess, ApiMirror
-from tests.lab.client import count_packets, count_rsts_from, count_stale_unreachables, parse_hey
+from tests.lab.client import (
+    count_packets,
+    count_rsts_from,
+    count_stale_unreachables,
+    parse_hey,
+    parse_hey_csv,
+)
 from tests.lab.ingress import INGRESS_PORT, IngressPod, NginxIngress, read_reloads, write_upstream
 from tests.lab.kube import EndpointSlice, LabPod, ReplicaSet, WatchStream, safe_suffix
 from tests.lab.probe import http_ready
@@ -72,6 +78,9 @@ class LabConfig:
     service_client: bool = False  # with an ingress: a second hey through the ClusterIP (hey-service.txt)
     capture: bool = False  # also `auditor capture` on the node, next to tcpdump (capture.pcapng, same filter)
     agent_source: str = ""  # the agent's --source (auto | ebpf | capture); "": its default
+    # hey -o csv into hey.csv (a row per response: status, offset from hey's start; no failed request) instead
+    # of its text report; truth["t_hey_launch"]: the wall clock just before the lab launched hey
+    hey_csv: bool = False
 
     def __post_init__(self) -> None:
         if self.ingress not in ("", "nginx"):
@@ -376,17 +385,19 @@ class _Lab:
             self.agent.wait_ready()
 
         captures = self.start_capture()
-        hey_out = (self.out / "hey.txt").open("wb")
+        hey_out = (self.out / self.hey_file).open("wb")
         self.files.append(hey_out)
         per_worker = max(1, round(cfg.qps / cfg.workers))
         service_url = f"http://{self.svc.cluster_ip}:{self.svc.port}/"
         target = f"http://{INGRESS_IP}:{INGRESS_PORT}/" if cfg.ingress else service_url
 
-        def hey_argv(url: str) -> list[str]:
-            return ["hey", "-z", "600s", "-c", str(cfg.workers), "-q", str(per_worker), "-t", "2",
+        def hey_argv(url: str, *extra: str) -> list[str]:
+            return ["hey", *extra, "-z", "600s", "-c", str(cfg.workers), "-q", str(per_worker), "-t", "2",
                     *([] if cfg.keepalive else ["-disable-keepalive"]), url]
 
-        hey = self.procs.start(self.client, hey_argv(target), stdout=hey_out, stderr=subprocess.STDOUT)
+        t_hey_launch = time.time_ns()
+        hey = self.procs.start(self.client, hey_argv(target, *(["-o", "csv"] if cfg.hey_csv else [])),
+                               stdout=hey_out, stderr=subprocess.STDOUT)  # fmt: skip
         hey2 = None
         if cfg.ingress and cfg.service_client:
             hey2_out = (self.out / "hey-service.txt").open("wb")
@@ -419,7 +430,7 @@ class _Lab:
                 ep.update(self.consumer_truth(pcap, ep))
         extra: dict[str, Any] = {}
         if self.ingress is not None:
-            hey_truth = parse_hey((self.out / "hey.txt").read_text(errors="replace"))
+            hey_truth = self.hey_truth()
             extra = {
                 "ingress": {"kind": cfg.ingress, "namespace": self.ingress.namespace, "name": self.ingress.name,
                             "consumer": f"{self.ingress.namespace}/{self.ingress.name}", "ip": INGRESS_IP,
@@ -443,9 +454,18 @@ class _Lab:
             "t_load_start": t_load, "t_load_end": t_load_end,
             "old_pods": episodes,
             "unreachable_elsewhere": stale,  # stale-conntrack unreachables for other addresses (none expected)
-            "client": parse_hey((self.out / "hey.txt").read_text(errors="replace")),
+            "client": self.hey_truth(),
+            "t_hey_launch": t_hey_launch,
             "kube_events": self.stream.count,
         }
+
+    @property
+    def hey_file(self) -> str:
+        return "hey.csv" if self.cfg.hey_csv else "hey.txt"
+
+    def hey_truth(self) -> dict[str, Any]:
+        text = (self.out / self.hey_file).read_text(errors="replace")
+        return parse_hey_csv(text) if self.cfg.hey_csv else parse_hey(text)
 
     def consumer_truth(self, pcap: Path, ep: dict[str, Any]) -> dict[str, Any]:
         """Per consumer of the old pod, counted by tcpdump -r: RSTs it sent answering a SYN (refusals) of the
@@ -558,4 +578,4 @@ def run_rollout(config: LabConfig, out_dir: Path) -> LabRun:
     truth_path = out_dir / "truth.json"
     truth_path.write_text(json.dumps(truth, indent=2) + "\n")
     return LabRun(out_dir, out_dir / "node.pcap", out_dir / "kube.json", truth_path,
-                  out_dir / "hey.txt", truth)
+                  out_dir / ("hey.csv" if config.hey_csv else "hey.txt"), truth)

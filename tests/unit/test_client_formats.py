@@ -364,6 +364,92 @@ def test_hey_csv_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert not read_client_result(tmp_path / "small.csv").capped
 
 
+def test_hey_csv_header_only_is_no_response_not_an_error(tmp_path: Path) -> None:
+    header = (DATA / "hey-rollout.csv").read_text().splitlines()[0]
+    (tmp_path / "hey.csv").write_text(header + "\n")  # what hey -o csv writes when every request failed
+    r = read_client_result(tmp_path / "hey.csv")
+    assert r.format == "hey-csv" and (r.requests, r.failed) == (0, 0)
+    assert r.warnings[0] == "no response at all: every request may have failed (hey -o csv lists none of them)"
+
+
+def test_client_start_rfc3339_or_unix_seconds() -> None:
+    from auditor.sources.client_result import parse_client_start
+
+    want = datetime(2026, 11, 26, 8, 0, 0, 1200, tzinfo=UTC)
+    assert parse_client_start("2026-11-26T08:00:00.0012Z") == want
+    assert parse_client_start("2026-11-26T09:00:00.001200+01:00") == want
+    assert parse_client_start("1795680000.001200345") == want  # date +%s.%N (µs kept)
+    with pytest.raises(AuditorError) as info:
+        parse_client_start("yesterday")
+    assert "\n" not in str(info.value) and "'yesterday' is not a time" in str(info.value)
+
+
+def test_a_start_is_said_unused_by_a_format_with_its_own_times() -> None:
+    r = read_client_result(DATA / "vegeta-results.json", start=datetime(2030, 1, 1, tzinfo=UTC))
+    assert r.warnings == ["the given start time is not used: vegeta-json results carry their own times"]
+    assert r.start is not None and r.start.year == 2026
+
+
+def test_real_hey_csv_on_loopback(tmp_path: Path) -> None:
+    """The real hey's -o csv, read back: a row per response with its status, offsets that, from the time
+    hey was launched, land within the match tolerance before the server saw each request; refused
+    requests are missing (the header alone)."""
+    import shutil
+    import socket
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from auditor.correlate.client import MATCH_TOLERANCE_NS
+
+    if shutil.which("hey") is None:
+        pytest.skip("needs the 'hey' command (installed by .ci/install)")
+    arrivals: list[tuple[int, int]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            code = 502 if len(arrivals) % 3 == 2 else 200
+            arrivals.append((time.time_ns(), code))
+            self.send_response(code)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        launched = time.time_ns()
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        proc = subprocess.run(["hey", "-n", "30", "-c", "1", "-o", "csv", url], capture_output=True, timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert proc.returncode == 0, proc.stderr
+    (tmp_path / "hey.csv").write_bytes(proc.stdout)
+    r = read_client_result(tmp_path / "hey.csv", start=datetime.fromtimestamp(launched // 1000 / 1e6, UTC))
+    assert r.format == "hey-csv" and r.time_known and r.requests == len(arrivals) == 30
+    assert nonzero(r.by_class) == {"http_502": sum(1 for _, c in arrivals if c == 502)} == {"http_502": 10}
+    t = r.requests_table
+    assert t is not None
+    placed = sorted(zip(times_ns(t), t["status"].tolist(), strict=True))  # -c 1: one request after another
+    for (at, status), (seen, code) in zip(placed, arrivals, strict=True):
+        assert status == code and at <= seen <= at + MATCH_TOLERANCE_NS, (at, seen)
+
+    with socket.socket() as s:  # a port nobody listens on: every request refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    refused = subprocess.run(["hey", "-n", "5", "-c", "1", "-o", "csv", f"http://127.0.0.1:{port}/"],
+                             capture_output=True, timeout=60)  # fmt: skip
+    (tmp_path / "refused.csv").write_bytes(refused.stdout)
+    assert refused.stdout.decode().strip() == (DATA / "hey-rollout.csv").read_text().splitlines()[0]
+    assert read_client_result(tmp_path / "refused.csv").requests == 0
+
+
 # ------------------------------------------------------------------------------------------- bad input
 
 
@@ -398,6 +484,18 @@ def test_analyze_exits_non_zero_with_one_line(tmp_path: Path) -> None:
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "client.out" in lines[0] and "tried fortio-json" in lines[0]
+
+
+def test_analyze_bad_client_start_is_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "auditor", "analyze", "--pcap", str(REPO / "examples" / "rollout" / "node.pcap"),
+         "--kube", str(REPO / "examples" / "rollout" / "kube.json"), "--client", str(DATA / "hey-rollout.csv"),
+         "--client-start", "08:00"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--client-start '08:00' is not a time" in lines[0], proc.stderr
 
 
 def test_json_document_counts_the_table_rows() -> None:

@@ -133,3 +133,75 @@ def test_a_client_result_from_another_time_is_not_reconciled(tmp_path: Path) -> 
     (note,) = recon["notes"]
     assert note.startswith("the client ran 2019-07-10T12:00:00Z") and "not reconciled" in note
     assert a.verdict == "GAP"  # the nodes' own evidence still holds
+
+
+# ------------------------------------------------------------------------------------------- 502s via a proxy
+
+T = 1795680000 * NS  # 2026-11-26T08:00:00Z
+INGRESS = "ingress-nginx/ingress-nginx-controller-abc"
+
+
+def _node_failure(
+    t: int, kind: str, cause: str, episode: int, pod: str, consumer_kind: str, consumer: str
+) -> dict:
+    return {"time": t, "failure": kind, "cause": cause, "episode": episode, "pod": pod,
+            "consumer_kind": consumer_kind, "consumer": consumer}  # fmt: skip
+
+
+def test_hey_csv_502s_are_placed_on_the_proxy_failures_of_their_episode(tmp_path: Path) -> None:
+    """hey -o csv through an ingress: each 502 (a row with its offset from hey's start) takes the episode of
+    the ingress's refused or reset upstream connection it met; a 502 that only coincides with kube-proxy's
+    refusal is not the ingress's (unexplained), one after the rollout is outside every termination."""
+    from auditor.correlate.client import place_requests, reconcile
+    from auditor.sources.client_result import read_client_result
+
+    ms = 1_000_000
+    ingress_ep0 = [T + 100 * ms + i * 20 * ms for i in range(5)]  # the ingress's refusals, web-a's gap
+    ingress_ep1 = [T + 10 * NS + 150 * ms + i * 20 * ms for i in range(3)]
+    reset_ep1 = T + 10 * NS + 400 * ms  # accepted by web-b, reset when its listener closed
+    proxy_ep0 = T + 700 * ms  # kube-proxy's refusal (a ClusterIP client, not behind the ingress)
+    rows = [_node_failure(t, "refused", "propagation_gap", 0, "web-a", "pod", INGRESS) for t in ingress_ep0]
+    rows += [_node_failure(t, "refused", "propagation_gap", 1, "web-b", "pod", INGRESS) for t in ingress_ep1]
+    rows += [_node_failure(reset_ep1, "reset", "inflight_reset", 1, "web-b", "pod", INGRESS)]
+    rows += [_node_failure(proxy_ep0, "refused", "propagation_gap", 0, "web-a", "kube-proxy", "lab-node")]
+    failures = pd.DataFrame(rows)
+    failures["time"] = pd.to_datetime(failures["time"], unit="ns", utc=True)
+    spans = pd.DataFrame({"episode": [0, 1], "pod": ["web-a", "web-b"],
+                          "start_ns": [T - NS, T + 9 * NS], "end_ns": [T + 3 * NS, T + 12 * NS]})  # fmt: skip
+
+    start = T - 5 * NS  # when hey started: offsets count from it
+    outside = T + 30 * NS
+    five_oh_two = [t - ms for t in [*ingress_ep0, *ingress_ep1, reset_ep1, proxy_ep0]] + [outside]
+    ok = [T - 4 * NS + i * 50 * ms for i in range(700)]
+    lines = ["response-time,DNS+dialup,DNS,Request-write,Response-delay,Response-read,status-code,offset"]
+    for t, code in sorted([(t, 200) for t in ok] + [(t, 502) for t in five_oh_two]):
+        lines.append(f"0.0012,0.0003,0.0000,0.0000,0.0008,0.0001,{code},{(t - start) / NS:.4f}")
+    path = tmp_path / "hey.csv"
+    path.write_text("\n".join(lines) + "\n")
+    client = read_client_result(path, start=datetime.fromtimestamp(start / NS, UTC))
+    assert client.format == "hey-csv" and client.time_known
+    assert client.by_class["http_502"] == len(five_oh_two) == 11
+
+    placed = place_requests(client, failures, spans)
+    matched = placed.loc[placed["placement"] == "matched"]
+    assert (matched.groupby("episode").size().to_dict()) == {0: 5, 1: 4}  # = the ingress's refused + reset
+    assert set(matched["consumer"]) == {INGRESS} and -1 not in set(matched["node_failure"])
+    assert int(failures.loc[matched["node_failure"], "consumer_kind"].eq("kube-proxy").sum()) == 0
+    unexplained = placed.loc[placed["placement"] == "unexplained"]
+    assert unexplained[["episode", "pod"]].values.tolist() == [[0, "web-a"]]
+    assert placed.loc[placed["placement"] == "outside", "time"].tolist() == [
+        pd.Timestamp(outside, tz="UTC")
+    ]
+
+    recon = reconcile(client, failures, placed, (T - 10 * NS, T + 20 * NS))
+    summary = recon["placed"]
+    assert summary["episodes"]["0"] == {
+        "pod": "web-a", "by_class": {"http_502": 6}, "by_cause": {"propagation_gap": 5},
+        "by_consumer": {INGRESS: 5}, "matched": 5, "unexplained": 1,
+    }  # fmt: skip
+    assert summary["episodes"]["1"]["by_cause"] == {"propagation_gap": 3, "inflight_reset": 1}
+    assert (recon["node_refused_by_proxies"], recon["node_reset_by_proxies"]) == (8, 1)
+    refused_note, note = recon["notes"]  # hey met no refusal itself; 11 502s: 9 are the ingress's
+    assert refused_note == "client saw 0 refused, kube-proxy's connections met 1"
+    assert summary["outside_terminations"] == 1 and summary["unexplained"] == 1 and summary["matched"] == 9
+    assert "11 HTTP 502" in note and "refused 8 and reset 1" in note
