@@ -128,7 +128,7 @@ def _download(files: AgentFiles, name: str, size: int, target: Path) -> int:
             for block in files.stream(name):
                 out.write(block)
                 got += len(block)
-        if got != size:
+        if got < size:  # more is fine: a live file grew (whole lines) between the listing and its download
             raise OSError(f"{name}: got {got} of {size} bytes")
         os.replace(tmp, target)
     finally:

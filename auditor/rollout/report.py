@@ -55,8 +55,31 @@ def test_lines(run: TestRun) -> list[str]:
         f"  evidence: {'node agents + client' if a.mode == 'agents' else 'the client alone'}; "
         f"{a.terminations} termination(s) analyzed",
     ]
+    lines += attribution_lines(run)
     lines += [f"  note: {n}" for n in run.notes + a.notes]
     lines.append(f"  {a.line}")
+    return lines
+
+
+def attribution_lines(run: TestRun) -> list[str]:
+    """Where the client's failed requests went on the nodes' timeline (agents' evidence only): matched one
+    to one to a node's failure of a termination, unexplained inside one, or outside any; and the
+    reconciliation's notes on a difference."""
+    recon = run.analysis.document.get("reconciliation") if run.analysis.mode == "agents" else None
+    if not isinstance(recon, dict):
+        return []
+    placed = recon.get("placed")
+    lines = []
+    if isinstance(placed, dict) and placed.get("requests_failed"):
+        matched = (placed.get("by_placement") or {}).get("matched") or {}
+        by_class = ", ".join(f"{c} {n:,}" for c, n in sorted(matched.items())) or "-"
+        lines.append(
+            f"  attributed: {placed['matched']:,} of the client's {placed['requests_failed']:,} failed request(s) "
+            f"matched one to one to the nodes' failures of the terminations ({by_class}); "
+            f"{placed['unexplained']:,} unexplained inside terminations, {placed['outside_terminations']:,} "
+            "outside any termination"
+        )  # fmt: skip
+    lines += [f"  attribution note: {n}" for n in recon.get("notes") or []]
     return lines
 
 
@@ -123,4 +146,4 @@ def document(outcome: Outcome, patch_out: Path | None, cleanup: list[str]) -> di
     }
 
 
-__all__ = ["before_after", "client_line", "closing_lines", "document", "patch_lines", "pct", "static_lines", "test_lines"]
+__all__ = ["attribution_lines", "before_after", "client_line", "closing_lines", "document", "patch_lines", "pct", "static_lines", "test_lines"]

@@ -53,7 +53,9 @@ from auditor.rollout.status import RolloutState, generation, restart_patch, roll
 from auditor.rollout.workload import (
     WorkloadRef,
     containers,
+    grace_seconds,
     hook_action,
+    match_labels,
     replicas,
     serving_containers,
     template_labels,
@@ -262,6 +264,8 @@ class RolloutTester:
         outcome.apply_rollout_s = self._apply(patch)
         outcome.applied = True
         self.emit(f"applied: {'; '.join(patch.changes)}; rollout complete in {outcome.apply_rollout_s:.1f} s")
+        settled = self._settle(obj, rec)
+        self.emit(f"before the re-run: {settled}")
         after = self._test("after", url, agents)
         outcome.tests.append(after)
         self._emit_test(after)
@@ -568,6 +572,41 @@ class RolloutTester:
         self._check_applied(patch, patched)
         rollout_s, _ = self._wait_rollout("apply: rollout", generation(patched))
         return rollout_s
+
+    def _settle(self, obj: dict[str, Any], rec: Recommendation | None) -> str:
+        """Before the re-run: a rollout is complete once its last old pod is *deleted*, not gone, and the nodes
+        route to the old pods (which have no fix yet) until they learn of it; load started at once measures
+        their gap, not the fix's. So wait until no pod of the workload is terminating (bounded by the old
+        grace period + 30 s), then the propagation delay measured (else the default preStop) + margin.
+        Returns what was waited for."""
+        ref, o = self.o.ref, self.o
+        selector = match_labels(obj)
+        start = self.clock()
+        note = ""
+        if selector:
+            limit = grace_seconds(obj) + 30.0
+            while True:
+                pods = self.api.list_pods(ref.namespace, selector)
+                left = [p for p in pods if (p.get("metadata") or {}).get("deletionTimestamp")]
+                if not left:
+                    break
+                if self.clock() - start > limit:
+                    note = f"; {len(left)} old pod(s) still terminating after {limit:g} s: the re-run may see them"
+                    break
+                self._phase("apply: settle", f"{len(left)} old pod(s) still terminating")
+                self._update_counts()
+                self.sleep(self.o.poll_s)
+        else:
+            note = "; the workload's selector has no matchLabels: its terminating pods were not watched"
+        waited = self.clock() - start
+        measured = rec is not None and rec.max_propagation_delay_s is not None
+        delay = rec.max_propagation_delay_s if rec is not None and rec.max_propagation_delay_s is not None else float(o.default_prestop_s)
+        allowance = delay + o.margin_s
+        self._phase("apply: settle", f"{allowance:.1f} s for every node to stop routing to the old pods")
+        self._wait(allowance)
+        what = "the propagation delay measured" if measured else "the default preStop (no delay measured)"
+        return (f"the old pods were gone {waited:.1f} s after the rollout completed{note}; then {allowance:.1f} s "
+                f"({what} + margin) for the nodes to stop routing to them")  # fmt: skip
 
     def _check_applied(self, patch: FixPatch, patched: dict[str, Any]) -> None:
         """A server whose PodLifecycleSleepAction gate is off drops ``lifecycle.preStop.sleep`` silently."""

@@ -64,6 +64,13 @@ def parse_ref(text: str, namespace: str) -> WorkloadRef:
     return WorkloadRef(canonical, name, namespace)
 
 
+def match_labels(obj: dict[str, Any]) -> str:
+    """The workload's ``spec.selector.matchLabels`` as a label selector (``a=b,c=d``); "" when it has none
+    (a selector of matchExpressions only)."""
+    labels = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) if isinstance(labels, dict) else ""
+
+
 def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
     spec = ((obj.get("spec") or {}).get("template") or {}).get("spec")
     return spec if isinstance(spec, dict) else {}
@@ -182,6 +189,7 @@ __all__ = [
     "hook_action",
     "int_or_percent",
     "looks_shell_less",
+    "match_labels",
     "needs_shell",
     "parse_ref",
     "pod_spec",
