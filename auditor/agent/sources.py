@@ -72,6 +72,7 @@ class ProbeSource:
         self.listeners = NetnsAddressBook()
         self.probes = ProbeSet(ProbeConfig(pod_cidrs=pod_cidrs, node=node, **(probe_options or {})))
         self._last_counters: dict[str, dict[str, int]] = {}
+        self._last_skipped: dict[str, int] = {}  # per tracepoint: runs the kernel skipped (last read)
         self._started = False
         self._lock = threading.Lock()  # read_counts (counts thread) vs close (poll thread)
         self._final_counts: list[CountRecord] = []  # what close() read last, for the next read_counts
@@ -107,8 +108,9 @@ class ProbeSource:
         self.probes.set_poll_limit(records)
 
     def uncounted(self) -> int:
-        """Events the kernel could not aggregate (its map was full), as of the last counters read."""
-        return sum(c.get("uncounted", 0) for c in self._last_counters.values())
+        """Events the kernel could not aggregate (its map was full, or it skipped the probe's run: see
+        ``ProbeSet.skipped_runs``), as of the last counters read."""
+        return sum(c.get("uncounted", 0) + c.get("skipped", 0) for c in self._last_counters.values())
 
     def detach(self) -> None:
         with self._lock:
@@ -119,7 +121,10 @@ class ProbeSource:
         with self._lock:  # not while close() tears the maps down
             if self._started:
                 self._last_counters = self.probes.counters()
-        out = {kind: c["lost"] for kind, c in self._last_counters.items()}
+                self._last_skipped = self.probes.skipped_runs()
+        # a run of the probe the kernel skipped (another tracing program was running on that CPU) is an
+        # event of that kind that reached neither the log nor the aggregates
+        out = {kind: c["lost"] + c.get("skipped", 0) for kind, c in self._last_counters.items()}
         out["perf_buffer"] = self.probes.perf_lost
         out["decode"] = self.probes.decode_errors
         return out
@@ -130,6 +135,9 @@ class ProbeSource:
             "attached": list(self.probes.attached),
             "disabled": dict(self.probes.disabled),
             "kernel": self._last_counters,
+            # every probe's runs the kernel skipped (another tracing program ran on that CPU); for the
+            # filtered ones (inet_sock_set_state, icmp_send, kfree_skb) most were no event of ours
+            "skipped_runs": self._last_skipped,
             "listen_close": {"resolved": self.listeners.resolved, "unresolved": self.listeners.unresolved},
         }
 

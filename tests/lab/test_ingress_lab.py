@@ -200,16 +200,14 @@ def ingress_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[La
 
 
 def _lost(run: LabRun) -> int:
+    """Events the agent says it lost: ring buffer full, queue full, undecodable, and runs of a probe the
+    kernel skipped (``recursion_misses``: another tracing program was running on that CPU when the reset
+    went out; no event, no counter, no aggregate -- the cause of the one refusal missing once in CI, 271
+    for 272, when the agent still said 0 lost)."""
     summary = json.loads((run.out_dir / "agent" / "agent-lab-node.json").read_text())
     return int(sum(summary["lost"].values()))
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open: once in a clean CI run (commit 60f696e) the live agent attributed 271 refusals to the "
-    "ingress where tcpdump counted 272 RSTs answering its SYNs for one old pod (0 events lost); the root "
-    "cause (a retransmitted SYN answered twice? an accept-queue reset?) is not found yet",
-)
 def test_agent_ingress_refusals_and_delay(ingress_agent: tuple[LabRun, dict[str, Any]]) -> None:
     """The agent's log directory, analyzed afterwards: the ingress consumer named, its refusals, its delay (a
     lower bound live: its last refused connection, no SYNs), the recommendation."""
@@ -221,12 +219,9 @@ def test_agent_ingress_refusals_and_delay(ingress_agent: tuple[LabRun, dict[str,
         consumer = _ingress_consumer(run, eps[p["name"]])
         if lost == 0:
             assert consumer["refused"] == p["rst_refused_to_ingress"], (p["name"], consumer, p)
-        else:
-            assert 0.98 * p["rst_refused_to_ingress"] <= consumer["refused"] <= p["rst_refused_to_ingress"], (
-                lost,
-                consumer,
-                p,
-            )
+        else:  # each refusal missing needs at least one event lost
+            truth = p["rst_refused_to_ingress"]
+            assert max(0.98 * truth, truth - lost) <= consumer["refused"] <= truth, (lost, consumer, p)
         delay_ns = round(consumer["propagation_delay_s"] * 1e9)
         lo = p["t_ingress_new_worker"] - p["t_delete"] - TOL_NS
         hi = p["t_ingress_reconfigured"] - p["t_delete"] + TOL_NS

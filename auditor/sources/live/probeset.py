@@ -43,6 +43,7 @@ from auditor.sources.live.layout import (
 )
 from auditor.sources.live.maps import MapReader
 from auditor.sources.live.probes_dir import PROBES_DIR, inline_local_includes
+from auditor.sources.live.progstats import read_recursion_misses
 from auditor.sources.live.tracefs import TracepointFormat, read_format
 
 if TYPE_CHECKING:
@@ -99,6 +100,8 @@ class ProbeSet:
         self._agg_cpus = 1
         self._agg_undeleted: set[bytes] = set()  # keys reported whose delete failed: never twice
         self.counted = [0] * N_KINDS  # events read from the aggregates, per kind code
+        self._prog_fds: dict[str, int] = {}  # "system:event" -> fd of the program attached there
+        self._fdinfo_dir = Path("/proc/self/fdinfo")  # where those fds are described (tests: a copy)
         self.count_errors = 0  # aggregate keys that did not decode, or could not be deleted
         self.detached = False
 
@@ -181,6 +184,9 @@ class ProbeSet:
             try:
                 self._bpf.attach_tracepoint(tp=f"{hook.system}:{hook.event}", fn_name=hook.fn_name)
                 self.attached.append(f"{hook.system}:{hook.event}")
+                fn = self._bpf.funcs.get(hook.fn_name.encode())
+                if fn is not None:
+                    self._prog_fds[f"{hook.system}:{hook.event}"] = int(fn.fd)
             except Exception as exc:  # bcc raises plain Exception
                 self._disable(f"{hook.system}:{hook.event}", f"attach failed: {exc}")
         if not self.attached:
@@ -232,6 +238,7 @@ class ProbeSet:
             self._bpf.cleanup()
             self._bpf = None
             self._agg = None
+            self._prog_fds.clear()
 
     def __enter__(self) -> ProbeSet:
         return self.start()
@@ -352,21 +359,39 @@ class ProbeSet:
         returns the correction in ns. Safe from another thread than the one polling."""
         return self.wall_clock.resync()
 
+    def skipped_runs(self) -> dict[str, int]:
+        """Per attached tracepoint (``system:event``): the runs of its program the kernel skipped because
+        another tracing program was running on that CPU (``recursion_misses``, see
+        :mod:`auditor.sources.live.progstats`): neither the event, nor its counter, nor its aggregate
+        exists. Tracepoints whose kernel does not report it are left out."""
+        out: dict[str, int] = {}
+        if self._bpf is None:  # closed: the fds are gone (and their numbers may be reused)
+            return out
+        for tp, fd in self._prog_fds.items():
+            n = read_recursion_misses(fd, self._fdinfo_dir)
+            if n is not None:
+                out[tp] = n
+        return out
+
     def counters(self) -> dict[str, dict[str, int]]:
         """Per kind: ``seen`` and ``lost`` (detail events the output had no room for) counted in the
         kernel, ``received`` by Python; ``counted`` read from the aggregates so far and ``uncounted``
-        (the aggregate map was full). Once every bucket is read: seen == counted + uncounted."""
+        (the aggregate map was full); ``skipped``: runs of a program whose every run is an event of
+        the kind (``tcp_send_reset``, ``tcp_receive_reset``) that the kernel skipped (no event, no
+        count: see :meth:`skipped_runs`). Once every bucket is read: seen == counted + uncounted."""
         if self._bpf is None:
             raise AuditorError("probes are not started", hint="call start() first")
         table = self._bpf["counters"]
         full = self._bpf["agg_full"] if self._agg is not None else None
+        skipped = self.skipped_runs()
         out: dict[str, dict[str, int]] = {}
         for code, kind in KIND_CODES.items():
             seen = sum(int(v) for v in table[ctypes.c_int(code * 2)])
             lost = sum(int(v) for v in table[ctypes.c_int(code * 2 + 1)])
             uncounted = sum(int(v) for v in full[ctypes.c_int(code)]) if full is not None else 0
             out[kind.value] = {"seen": seen, "lost": lost, "received": self._received[code],
-                               "counted": self.counted[code], "uncounted": uncounted}  # fmt: skip
+                               "counted": self.counted[code], "uncounted": uncounted,
+                               "skipped": skipped.get(EVERY_RUN_AN_EVENT.get(kind.value, ""), 0)}  # fmt: skip
         return out
 
     def _disable(self, what: str, why: str) -> None:
@@ -375,3 +400,7 @@ class ProbeSet:
 
 
 _CODES = {kind.value: code for code, kind in KIND_CODES.items()}
+# kind -> the tracepoint whose every run is one event of it (no filter in the program): a skipped run of
+# that program is a lost event of that kind. (inet_sock_set_state, icmp_send and kfree_skb run for far
+# more than what they record: a skipped run there is only a possible loss, see ProbeSet.skipped_runs.)
+EVERY_RUN_AN_EVENT = {"rst_sent": "tcp:tcp_send_reset", "rst_received": "tcp:tcp_receive_reset"}
