@@ -13,7 +13,7 @@ from auditor.correlate.causes import classify
 from auditor.correlate.client import episode_spans, inputs_window, place_requests, reconcile
 from auditor.correlate.consumers import build_consumers, failure_consumers, syn_consumers
 from auditor.correlate.episodes import build_episodes, episode_end_ns, strictly_after_ns
-from auditor.correlate.evidence import build_evidence, episode_reasons, evidence_frame
+from auditor.correlate.evidence import build_evidence, episode_reasons, evidence_by_episode, evidently_safe
 from auditor.correlate.failures import drop_nat_copies, find_failures
 from auditor.correlate.recommend import Recommendation, RolloutSummary, summarize_rollouts
 from auditor.correlate.recommend import verdict as rollout_verdict
@@ -113,7 +113,7 @@ def audit(
         {str(n) for n in (packets["node"].unique() if not packets.empty else [])}
         | ({str(n) for n in dataplane["node"].astype(str).unique()} if dataplane is not None else set())
     )
-    syns = syn_consumers(packets, episodes, getter)
+    syns = syn_consumers(packets, episodes, getter, failures.loc[failures["episode"] >= 0])
     failures["consumer_kind"], failures["consumer"] = failure_consumers(failures, syns, packets, getter)
     timelines = build_timelines(episodes, nodes, packets, failures, dataplane, getter, syns)
     consumers = (
@@ -159,24 +159,30 @@ def audit(
             verdict, line, rec = _overall(rollouts, causes)
     return AuditResult(
         episodes, timelines, failures, rollouts, causes, verdict, line, rec, info, client, recon,
-        evidence_frame(evidence), verdicts, placed, consumers,
+        evidence, verdicts, placed, consumers,
     )  # fmt: skip
 
 
 def episode_verdicts(
-    episodes: pd.DataFrame, failures: pd.DataFrame, evidence: dict[int, list[NodeEvidence]]
+    episodes: pd.DataFrame, failures: pd.DataFrame, evidence: pd.DataFrame
 ) -> dict[int, tuple[str, list[str]]]:
-    """Per episode: GAP when connections failed in it, else SAFE when the evidence holds, else
-    INCONCLUSIVE with the reasons."""
+    """Per episode: GAP when connections failed in it, else SAFE when the evidence (``EVIDENCE_COLUMNS``)
+    holds, else INCONCLUSIVE with the reasons."""
     failing = failures.loc[failures["cause"].isin(ROLLOUT_FAILURE_CAUSES) & (failures["episode"] >= 0)]
-    failed = failing.groupby("episode").size().to_dict()
+    failed = set(failing["episode"].unique().tolist())
+    ids = episodes["episode"].tolist()
+    safe = evidently_safe(evidence)
+    quiet = evidence_by_episode(evidence, [i for i in ids if i not in failed and i not in safe])
     out: dict[int, tuple[str, list[str]]] = {}
-    columns = ("episode", "pod", "ip", "deleted_ns")
-    for ep_id, pod, ip, deleted in zip(*(episodes[c].tolist() for c in columns), strict=True):
-        if failed.get(ep_id):
+    columns = ("pod", "ip", "deleted_ns")
+    for ep_id, pod, ip, deleted in zip(ids, *(episodes[c].tolist() for c in columns), strict=True):
+        if ep_id in failed:
             out[int(ep_id)] = (Verdict.GAP, [])
             continue
-        reasons = episode_reasons(str(pod), str(ip), int(deleted), evidence.get(int(ep_id), []))
+        if ep_id in safe:
+            out[int(ep_id)] = (Verdict.SAFE, [])
+            continue
+        reasons = episode_reasons(str(pod), str(ip), int(deleted), quiet.get(int(ep_id), []))
         out[int(ep_id)] = (Verdict.INCONCLUSIVE if reasons else Verdict.SAFE, reasons)
     return out
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from auditor.correlate.columns import as_str_array
+from auditor.correlate.columns import KindView, codes_in, distinct
 from auditor.correlate.episodes import started_ns
 from auditor.model.audit import CAUSES, MISSING_NS, Cause, ConsumerKind, FailureKind
 
@@ -43,20 +43,23 @@ def classify(
         return cause
     t = failures["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
     ep = failures["episode"].to_numpy(dtype="int64")
-    kind = failures["failure"].to_numpy(dtype=object)
+    kind = KindView(failures["failure"])
     in_ep = ep >= 0
 
     if in_ep.any() and not episodes.empty:
         lower_s = started_ns(episodes)
-        tl = timelines.set_index(["episode", "node"])
-        keys = pd.MultiIndex.from_arrays([ep, as_str_array(failures["node"])])
-        rule = tl["rule_removed_ns"].reindex(keys).fillna(MISSING_NS).to_numpy(dtype="int64")
-        src = tl["rule_removed_source"].reindex(keys).fillna("").to_numpy(dtype=object)
-        tol = np.where(
-            pd.Series(src).astype(str).str.startswith("dataplane"),
-            TOLERANCE_PRECISE_NS,
-            TOLERANCE_INFERRED_NS,
-        )
+        # the failure's node timeline, looked up on integer (episode, node) keys
+        nodes = distinct(timelines["node"], failures["node"])
+        width = max(1, len(nodes))
+        tl_key = timelines["episode"].to_numpy(dtype="int64") * width + codes_in(timelines["node"], nodes)
+        f_key = np.where(in_ep, ep * width + codes_in(failures["node"], nodes), -1)
+        pos = np.asarray(pd.Index(tl_key).get_indexer(f_key), dtype="int64")
+        found = pos >= 0
+        rule = np.full(n, MISSING_NS, dtype="int64")
+        rule[found] = timelines["rule_removed_ns"].to_numpy(dtype="int64")[pos[found]]
+        from_dataplane = np.zeros(n, dtype=bool)
+        from_dataplane[found] = KindView(timelines["rule_removed_source"]).startswith("dataplane")[pos[found]]
+        tol = np.where(from_dataplane, TOLERANCE_PRECISE_NS, TOLERANCE_INFERRED_NS)
         ep_lower = np.full(n, np.iinfo(np.int64).max, dtype="int64")
         ep_lower[in_ep] = lower_s.reindex(ep[in_ep]).to_numpy(dtype="int64")
         started = in_ep & (t >= ep_lower)
@@ -75,15 +78,15 @@ def classify(
                 tol = np.where(direct, TOLERANCE_INFERRED_NS, tol)
         has_rule = rule != MISSING_NS
         after = has_rule & (t > rule + tol)
-        refused = kind == FailureKind.REFUSED
-        reset = kind == FailureKind.RESET
-        unreachable = kind == FailureKind.UNREACHABLE
+        refused = kind.eq(FailureKind.REFUSED)
+        reset = kind.eq(FailureKind.RESET)
+        unreachable = kind.eq(FailureKind.UNREACHABLE)
         cause[started & (refused | unreachable) & ~after] = Cause.PROPAGATION_GAP.value
         cause[started & (refused | unreachable) & after] = Cause.AFTER_REMOVAL.value
         cause[started & reset] = Cause.INFLIGHT_RESET.value
 
     not_pod = ~failures["server_is_pod"].to_numpy(dtype=bool) if "server_is_pod" in failures else ~in_ep
-    cause[(~in_ep) & (kind == FailureKind.UNREACHABLE) & not_pod] = Cause.NO_ENDPOINTS.value
+    cause[(~in_ep) & kind.eq(FailureKind.UNREACHABLE) & not_pod] = Cause.NO_ENDPOINTS.value
     return cause
 
 

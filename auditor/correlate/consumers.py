@@ -19,11 +19,14 @@ refusals and resets of its connections. The table's columns are the fields of
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 from auditor.correlate.attach import attach_episodes
 from auditor.correlate.columns import KindView, as_category, as_str_array, codes_in, distinct, row_hash
+from auditor.correlate.episodes import strictly_after_ns
 from auditor.enrich.protocols import PodGetter
 from auditor.model.audit import CONSUMER_COLUMNS, MISSING_NS, ConsumerKind, FailureKind
 from auditor.model.packet import EventKind
@@ -32,36 +35,134 @@ NS = 1_000_000_000
 PAIR_WINDOW_NS = NS  # a live client-side refusal and the server's socketless RST of the same attempt
 
 
-def syn_consumers(packets: pd.DataFrame, episodes: pd.DataFrame, pods: PodGetter) -> pd.DataFrame:
-    """Every SYN to a pod of an episode, with its consumer: columns t, node, src, sport, episode, kind, name
-    (text columns categorical: a node sees few distinct sources and consumers)."""
-    empty = pd.DataFrame({c: [] for c in ("t", "node", "src", "sport", "episode", "kind", "name")})
+@dataclass(frozen=True)
+class SynTraffic:
+    """The SYNs to terminating pods, aggregated: what the timelines, the consumers and the evidence need,
+    without a row per SYN (a capture holds millions).
+
+    ``groups``: one row per (episode, consumer kind, consumer, node) with ``new_connections`` (its SYNs)
+    and ``last_syn`` (its last SYN after the deletion, :func:`~auditor.correlate.episodes.strictly_after_ns`;
+    MISSING_NS when none); ``proxied``: the (node, client address) pairs whose SYNs the node's kube-proxy
+    translated; ``last_of_connection``: for the failed connections only, the consumer of the last SYN of
+    their (node, client address, client port): columns node, src, sport, kind, name."""
+
+    groups: pd.DataFrame
+    proxied: frozenset[tuple[str, str]]
+    last_of_connection: pd.DataFrame
+
+    @property
+    def empty(self) -> bool:
+        return self.groups.empty
+
+
+GROUP_COLUMNS = ("episode", "consumer_kind", "consumer", "node", "new_connections", "last_syn")
+_NO_CONNECTIONS = pd.DataFrame({c: pd.Series(dtype="object") for c in ("node", "src", "sport", "kind", "name")})
+
+
+def no_syn_traffic() -> SynTraffic:
+    return SynTraffic(pd.DataFrame({c: pd.Series(dtype="object") for c in GROUP_COLUMNS}), frozenset(), _NO_CONNECTIONS)
+
+
+def syn_consumers(
+    packets: pd.DataFrame, episodes: pd.DataFrame, pods: PodGetter, failures: pd.DataFrame | None = None
+) -> SynTraffic:
+    """Every SYN to a pod of an episode, given its consumer, then aggregated (:class:`SynTraffic`);
+    ``failures`` (with ``node``, ``client_ip``, ``client_port``): the connections whose last SYN's consumer
+    :func:`failure_consumers` will need."""
     if packets.empty or episodes.empty:
-        return empty
+        return no_syn_traffic()
     syn = KindView(packets["kind"]).eq(EventKind.TCP_SYN)
     if not syn.any():
-        return empty
-    t = packets["time"][syn].to_numpy(dtype="datetime64[ns]").astype("int64")
-    ep = attach_episodes(t, packets["dst"][syn], episodes, pods)
-    node, src = as_category(packets["node"][syn]), as_category(packets["src"][syn])
-    sport = packets["sport"].to_numpy()[syn]
-    key = row_hash(np.asarray(node.codes), np.asarray(src.codes), sport, packets["seq"].to_numpy()[syn])
+        return no_syn_traffic()
+    t = packets["time"].to_numpy(dtype="datetime64[ns]").astype("int64")[syn]
+    node_all, src_all, dst_all = (as_category(packets[c]) for c in ("node", "src", "dst"))
+    dst_codes = np.asarray(dst_all.codes, dtype="int64")[syn]
+    dst = pd.Series(pd.Categorical.from_codes(dst_codes, categories=dst_all.categories))
+    ep = attach_episodes(t, dst, episodes, pods)
+    node_codes = np.asarray(node_all.codes, dtype="int64")[syn]
+    src_codes = np.asarray(src_all.codes, dtype="int64")[syn]
+    sport = packets["sport"].to_numpy()[syn].astype("int64")
     hit = ep >= 0
-    # the same SYN seen before DNAT, to a Service address: kube-proxy of this node translated it
-    translated = pd.Series(key[hit]).isin(pd.Series(key[~hit])).to_numpy()
-    node, src = node[hit], src[hit]
-    kind, name = _classify(src, node, translated, t[hit], pods)
-    return pd.DataFrame({
-        "t": t[hit], "node": node, "src": src, "sport": sport[hit].astype("int64"), "episode": ep[hit],
-        "kind": kind, "name": name,
+    translated = np.zeros(int(hit.sum()), dtype=bool)
+    # the same SYN seen before DNAT, to a Service address (never a pod's): kube-proxy of this node translated it
+    dst_is_pod = np.append(pods.is_pod_ip(pd.Series(dst_all.categories)), False)  # per address; -1: none
+    before_dnat = ~hit & ~dst_is_pod[dst_codes]
+    if before_dnat.any():
+        key = row_hash(node_codes, src_codes, sport, packets["seq"].to_numpy()[syn])
+        translated = pd.Index(key[before_dnat]).unique().get_indexer(key[hit]) >= 0
+    t, ep, node_codes, src_codes, sport = t[hit], ep[hit], node_codes[hit], src_codes[hit], sport[hit]
+    node = pd.Categorical.from_codes(node_codes, categories=node_all.categories)
+    src = pd.Categorical.from_codes(src_codes, categories=src_all.categories)
+    label, labels = _classify(src, node, translated, t, pods)
+    n_labels, n_nodes = max(1, len(labels)), max(1, len(node.categories))
+    node_names = np.asarray(node.categories.astype(str), dtype=object)
+    src_names = np.asarray(src.categories.astype(str), dtype=object)
+    kinds = np.array([k for k, _ in labels] or [""], dtype=object)
+    names = np.array([n for _, n in labels] or [""], dtype=object)
+    # per (episode, consumer, node), grouped on one integer key
+    strict = strictly_after_ns(episodes)
+    bound = by_id(strict.index.to_numpy(dtype="int64"), strict.to_numpy(dtype="int64"), MISSING_NS)[ep]
+    gkey, size, last_after = _size_and_max((ep * n_labels + label) * n_nodes + node_codes, np.where(t >= bound, t, MISSING_NS))
+    glabel = (gkey // n_nodes) % n_labels
+    groups = pd.DataFrame({
+        "episode": gkey // (n_nodes * n_labels), "consumer_kind": kinds[glabel], "consumer": names[glabel],
+        "node": node_names[gkey % n_nodes], "new_connections": size, "last_syn": last_after,
     })  # fmt: skip
+    proxy_labels = [i for i, (k, _) in enumerate(labels) if k == ConsumerKind.KUBE_PROXY]
+    proxy = np.isin(label, proxy_labels)
+    width = max(1, len(src_names))
+    pairs = np.unique(node_codes[proxy] * width + src_codes[proxy])
+    proxied = frozenset((str(node_names[k // width]), str(src_names[k % width])) for k in pairs.tolist())
+    last = _NO_CONNECTIONS
+    if failures is not None and not failures.empty:
+        # the last SYN of each failed connection's (node, client address, client port)
+        fail = pd.Index(row_hash(
+            codes_in(failures["node"], pd.Index(node_names)), codes_in(failures["client_ip"], pd.Index(src_names)),
+            failures["client_port"].to_numpy(dtype="int64"),
+        )).unique()  # fmt: skip
+        pos = np.asarray(fail.get_indexer(row_hash(node_codes, src_codes, sport)), dtype="int64")
+        sel = np.flatnonzero(pos >= 0)
+        last_row = np.full(len(fail), -1, dtype="int64")
+        np.maximum.at(last_row, pos[sel], sel)  # rows ascend: the maximum is the last
+        keep = last_row[last_row >= 0]
+        last = pd.DataFrame({
+            "node": node_names[node_codes[keep]], "src": src_names[src_codes[keep]], "sport": sport[keep],
+            "kind": kinds[label[keep]], "name": names[label[keep]],
+        })  # fmt: skip
+    return SynTraffic(groups, proxied, last)
+
+
+DENSE_GROUPS = 1 << 22  # group keys below this: counted in arrays, not hashed
+
+
+def by_id(ids: np.ndarray, values: np.ndarray, fill: int) -> np.ndarray:
+    """An array indexed by (non-negative) id: ``values`` at ``ids``, ``fill`` elsewhere."""
+    out = np.full(int(ids.max(initial=-1)) + 1, fill, dtype="int64")
+    out[ids] = values
+    return out
+
+
+def _size_and_max(key: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(distinct keys ascending, rows per key, max value per key) for non-negative integer keys."""
+    if not len(key):
+        return key, key, key
+    top = int(key.max()) + 1
+    if top <= DENSE_GROUPS:
+        size = np.bincount(key, minlength=top)
+        mx = np.full(top, np.iinfo(np.int64).min, dtype="int64")
+        np.maximum.at(mx, key, value)
+        present = np.flatnonzero(size)
+        return present, size[present].astype("int64"), mx[present]
+    agg = pd.Series(value).groupby(key, sort=True).agg(["size", "max"])
+    return agg.index.to_numpy(dtype="int64"), agg["size"].to_numpy(dtype="int64"), agg["max"].to_numpy(dtype="int64")
 
 
 def _classify(
     src: pd.Categorical, node: pd.Categorical, translated: np.ndarray, t: np.ndarray, pods: PodGetter
-) -> tuple[pd.Categorical, pd.Categorical]:
-    """(kind, name) per row: kube-proxy of the node when translated, else the pod holding the source
-    address (looked up once per address), else external. Categorical in, categorical out."""
+) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """The consumer of each row, as a label code into the returned (kind, name) list: kube-proxy of the
+    node when translated, else the pod holding the source address (looked up once per address, at its
+    last time), else external."""
     src_codes, node_codes = np.asarray(src.codes, dtype="int64"), np.asarray(node.codes, dtype="int64")
     src_names = np.asarray(src.categories.astype(str), dtype=object)
     node_names = np.asarray(node.categories.astype(str), dtype=object)
@@ -77,25 +178,20 @@ def _classify(
     direct = ~translated
     if direct.any():
         codes = src_codes[direct]
-        last_t = pd.Series(t[direct]).groupby(codes).max()
-        rows = np.flatnonzero(direct)
-        for code, when in zip(last_t.index.tolist(), last_t.tolist(), strict=True):
+        seen, _, last_t = _size_and_max(codes, t[direct])  # one lookup per source address, at its last SYN
+        label_of = np.full(len(src_names), -1, dtype="int64")
+        for code, when in zip(seen.tolist(), last_t.tolist(), strict=True):
             ip = str(src_names[code])
             ref = pods.pod_by_ip(ip, int(when))
-            lab = label(ConsumerKind.POD, f"{ref.namespace}/{ref.name}") if ref else label(ConsumerKind.EXTERNAL, ip)
-            row_label[rows[codes == code]] = lab
-    return _categorical([k for k, _ in labels], row_label), _categorical([n for _, n in labels], row_label)
-
-
-def _categorical(values: list[str], codes: np.ndarray) -> pd.Categorical:
-    """``values[codes]`` as a Categorical, without a per-row text array."""
-    cats = pd.Index(sorted(set(values)), dtype=object)
-    code_of = np.asarray(cats.get_indexer(pd.Index(values, dtype=object)), dtype="int64")
-    return pd.Categorical.from_codes(code_of[codes] if len(codes) else codes, categories=cats)
+            label_of[code] = (
+                label(ConsumerKind.POD, f"{ref.namespace}/{ref.name}") if ref else label(ConsumerKind.EXTERNAL, ip)
+            )
+        row_label[direct] = label_of[codes]
+    return row_label, list(labels)
 
 
 def failure_consumers(
-    failures: pd.DataFrame, syns: pd.DataFrame, packets: pd.DataFrame, pods: PodGetter
+    failures: pd.DataFrame, syns: SynTraffic, packets: pd.DataFrame, pods: PodGetter
 ) -> tuple[np.ndarray, np.ndarray]:
     """(kind, name) of the consumer of each failed connection ("" when it has no episode).
 
@@ -113,21 +209,17 @@ def failure_consumers(
     client = as_str_array(failures["client_ip"])
     cport = failures["client_port"].to_numpy(dtype="int64")
     t = failures["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
-    via_service: set[tuple[str, str]] = set()
-    if not syns.empty:
-        nodes = distinct(syns["node"], failures["node"])
-        addrs = distinct(syns["src"], failures["client_ip"])
-        syn_key = row_hash(codes_in(syns["node"], nodes), codes_in(syns["src"], addrs), syns["sport"].to_numpy())
+    via_service = syns.proxied
+    conn = syns.last_of_connection
+    if not conn.empty:
+        nodes = distinct(conn["node"], failures["node"])
+        addrs = distinct(conn["src"], failures["client_ip"])
+        syn_key = row_hash(codes_in(conn["node"], nodes), codes_in(conn["src"], addrs), conn["sport"].to_numpy(dtype="int64"))
         fail_key = row_hash(codes_in(failures["node"], nodes), codes_in(failures["client_ip"], addrs), cport)
-        last = pd.Series(np.arange(len(syns)), index=syn_key)
-        last = last[~last.index.duplicated(keep="last")]
-        pos = last.reindex(fail_key).to_numpy(dtype="float64")
-        hit = (ep >= 0) & ~np.isnan(pos)
-        rows = pos[hit].astype("int64")
-        kind[hit] = np.asarray(syns["kind"].astype(str), dtype=object)[rows]
-        name[hit] = np.asarray(syns["name"].astype(str), dtype=object)[rows]
-        proxied = syns.loc[syns["kind"] == ConsumerKind.KUBE_PROXY, ["node", "src"]].drop_duplicates()
-        via_service = {(str(a), str(b)) for a, b in zip(proxied["node"], proxied["src"], strict=True)}
+        pos = np.asarray(pd.Index(syn_key).get_indexer(fail_key), dtype="int64")  # syn_key: unique
+        hit = (ep >= 0) & (pos >= 0)
+        kind[hit] = conn["kind"].to_numpy(dtype=object)[pos[hit]]
+        name[hit] = conn["name"].to_numpy(dtype=object)[pos[hit]]
     live_dst = _live_destinations(failures, packets)
     todo = np.flatnonzero((ep >= 0) & (kind == ""))
     if len(todo):
@@ -136,11 +228,11 @@ def failure_consumers(
             live_dst[int(i)] != server[i] if int(i) in live_dst else (node[i], client[i]) in via_service
             for i in todo
         ], dtype=bool)  # fmt: skip
-        kinds, names = _classify(
+        label, labels = _classify(
             pd.Categorical(client[todo]), pd.Categorical(node[todo]), translated, t[todo], pods
         )
-        kind[todo] = np.asarray(kinds.astype(str), dtype=object)
-        name[todo] = np.asarray(names.astype(str), dtype=object)
+        kind[todo] = np.array([k for k, _ in labels] or [""], dtype=object)[label]
+        name[todo] = np.array([n for _, n in labels] or [""], dtype=object)[label]
     return kind, name
 
 
@@ -177,7 +269,7 @@ KEYS = ["episode", "consumer_kind", "consumer", "node"]
 def build_consumers(
     episodes: pd.DataFrame,
     timelines: pd.DataFrame,
-    syns: pd.DataFrame,
+    syns: SynTraffic,
     failures: pd.DataFrame,
     strict_after: pd.Series,
 ) -> pd.DataFrame:
@@ -190,15 +282,8 @@ def build_consumers(
         return empty
     parts = []
     if not syns.empty:
-        bound = strict_after.reindex(syns["episode"].to_numpy()).to_numpy(dtype="int64")
-        t = syns["t"].to_numpy(dtype="int64")
-        frame = pd.DataFrame({
-            "episode": syns["episode"].to_numpy(dtype="int64"), "consumer_kind": pd.Categorical(syns["kind"]),
-            "consumer": pd.Categorical(syns["name"]), "node": pd.Categorical(syns["node"]),
-            "t_after": np.where(t >= bound, t, MISSING_NS),
-        })  # fmt: skip
-        parts.append(frame.groupby(KEYS, observed=True, sort=False).agg(
-            new_connections=("t_after", "size"), last_syn=("t_after", "max")))  # fmt: skip
+        g = syns.groups
+        parts.append(g.set_index(KEYS)[["new_connections", "last_syn"]])
     fl = failures.loc[(failures["episode"] >= 0) & (failures["consumer"] != "")]
     if not fl.empty:
         t = fl["time"].to_numpy(dtype="datetime64[ns]").astype("int64")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from operator import attrgetter
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -63,10 +63,18 @@ def episode_end_ns(pod: PodInfo) -> int | None:
     deleted, _ = _deletion(pod)
     if deleted is None:
         return None
-    exited, _ = _exit(pod)
-    grace = _grace_s(pod)
-    end = deleted + int((grace or 30) * NS)
+    return _end_ns(deleted, _exit(pod)[0], _grace_s(pod))
+
+
+def _end_ns(deleted: int, exited: int | None, grace_s: float | None) -> int:
+    end = deleted + int((grace_s or 30) * NS)
     return max(end, exited if exited is not None else end) + TAIL_NS
+
+
+# Episode fields the loop below leaves at their default
+DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in dataclasses.fields(Episode) if f.name.startswith("endpoint_")
+}
 
 
 def build_episodes(pods: Iterable[PodInfo], endpoints: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -78,31 +86,38 @@ def build_episodes(pods: Iterable[PodInfo], endpoints: pd.DataFrame | None = Non
     for p in pods:
         for ip, seen in zip(p.ips, p.ips_first_seen_ns, strict=True):
             starts.setdefault(ip, []).append(seen)
-    rows: list[Episode] = []
+    missing = set(EPISODE_COLUMNS) ^ {f.name for f in dataclasses.fields(Episode)}
+    assert not missing, f"episode columns are Episode's fields: {missing}"
+    # column-wise, by field name (no per-row record, no positional tuple): pandas builds a column per list
+    cols: dict[str, list[Any]] = {c: [] for c in EPISODE_COLUMNS}
+    add = {c: cols[c].append for c in EPISODE_COLUMNS}
     for p in pods:
         deleted, deleted_precise = _deletion(p)
-        end = episode_end_ns(p)
-        if deleted is None or end is None or p.host_network:  # a host-network pod's IP is the node's
+        if deleted is None or p.host_network:  # a host-network pod's IP is the node's
             continue
         exited, exited_precise = _exit(p)
         grace = _grace_s(p)
+        end = _end_ns(deleted, exited, grace)
         lower = deleted if deleted_precise else deleted - COARSE_SLACK_NS
         rollout = f"{p.namespace}/{p.deployment or p.replicaset or p.name}"
+        prestop, grace_f = _float(p.prestop_sleep_s), _float(grace)
         for ip in p.ips:
-            later = [s for s in starts.get(ip, []) if s > lower + COARSE_SLACK_NS]
-            rows.append(Episode(
-                episode=-1, pod_uid=p.uid, namespace=p.namespace, pod=p.name, pod_node=p.node or "", ip=ip,
-                replicaset=p.replicaset or "", deployment=p.deployment or "", rollout=rollout,
-                deleted_ns=deleted, deleted_precise=deleted_precise,
-                prestop_s=_float(p.prestop_sleep_s), prestop_kind=p.prestop_kind, grace_s=_float(grace),
-                exited_ns=exited if exited is not None else MISSING_NS, exited_precise=exited_precise,
-                window_start_ns=lower - COARSE_SLACK_NS, window_end_ns=min([end, *later]),
-            ))  # fmt: skip
-    if not rows:
+            reused = [s for s in starts.get(ip, ()) if s > lower + COARSE_SLACK_NS]
+            values = {
+                "episode": -1, "pod_uid": p.uid, "namespace": p.namespace, "pod": p.name, "pod_node": p.node or "",
+                "ip": ip, "replicaset": p.replicaset or "", "deployment": p.deployment or "", "rollout": rollout,
+                "deleted_ns": deleted, "deleted_precise": deleted_precise, "prestop_s": prestop,
+                "prestop_kind": p.prestop_kind, "grace_s": grace_f,
+                "exited_ns": exited if exited is not None else MISSING_NS, "exited_precise": exited_precise,
+                "window_start_ns": lower - COARSE_SLACK_NS, "window_end_ns": min(end, *reused) if reused else end,
+            }  # fmt: skip
+            for c, v in values.items():
+                add[c](v)
+            for c, v in DEFAULTS.items():  # set by _attach_endpoint_changes
+                add[c](v)
+    if not cols["episode"]:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in EPISODE_COLUMNS})
-    values = attrgetter(*(f.name for f in dataclasses.fields(Episode)))
-    columns = zip(*map(values, rows), strict=True)  # column-wise: pandas infers a list per column fast
-    ep = pd.DataFrame(dict(zip(EPISODE_COLUMNS, map(list, columns), strict=True)))
+    ep = pd.DataFrame(cols)
     ep = ep.sort_values(["deleted_ns", "pod"], kind="stable").reset_index(drop=True)
     ep["episode"] = np.arange(len(ep), dtype="int64")
     _attach_endpoint_changes(ep, endpoints)

@@ -20,18 +20,16 @@ INCONCLUSIVE, with one sentence per missing piece (:func:`episode_reasons`).
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Sequence
-from operator import attrgetter
 
 import numpy as np
 import pandas as pd
 
 from auditor.correlate.attach import attach_episodes
-from auditor.correlate.columns import as_category
+from auditor.correlate.columns import KindView, as_category, codes_in
+from auditor.correlate.consumers import SynTraffic
 from auditor.enrich.protocols import PodGetter
-from auditor.model.audit import EVIDENCE_COLUMNS, MISSING_NS, Coverage, FailureKind, NodeEvidence
+from auditor.model.audit import EVIDENCE_COLUMNS, MISSING_NS, Coverage, FailureKind, NodeEvidence, records
 from auditor.model.kube import format_time_ns
 
 NS = 1_000_000_000
@@ -65,66 +63,118 @@ def build_evidence(
     dataplane: pd.DataFrame | None,
     coverage: Sequence[Coverage],
     pods: PodGetter,
-    syns: pd.DataFrame,
-) -> dict[int, list[NodeEvidence]]:
-    """Per episode id, one :class:`NodeEvidence` per node (every node with input)."""
+    syns: SynTraffic,
+) -> pd.DataFrame:
+    """One row per episode and node (every node with input), columns :data:`EVIDENCE_COLUMNS` (the
+    fields of :class:`NodeEvidence`), ordered by episode (as in ``episodes``) then node.
+
+    Vectorized over (episode, node) pairs; the recorded spans per node are few (files, agent runs)."""
     spans = derived_coverage(packets, coverage)
     all_nodes = sorted(set(nodes) | {c.node for c in spans})
-    out: dict[int, list[NodeEvidence]] = {}
     if episodes.empty or not all_nodes:
-        return out
-    connections = _connections(syns, failures)
-    rules = _rule_records(episodes, dataplane, pods)
-    timeline: dict[tuple[int, str], tuple[int, str, bool]] = {}
+        return empty_evidence()
+    n_nodes = len(all_nodes)
+    ep_ids = episodes["episode"].to_numpy(dtype="int64")
+    ep_pos = pd.Index(ep_ids)
+    node_index = pd.Index(all_nodes, dtype=object)
+    n = len(ep_ids) * n_nodes
+    row_ep = np.repeat(np.arange(len(ep_ids)), n_nodes)
+    row_node = np.tile(np.arange(n_nodes), len(ep_ids))
+
+    def pair_key(episode_ids: np.ndarray, node_codes: np.ndarray) -> np.ndarray:
+        """Row position of (episode id, node position) pairs; -1 where either is unknown."""
+        e = np.asarray(ep_pos.get_indexer(np.asarray(episode_ids, dtype="int64")), dtype="int64")
+        ok = (e >= 0) & (node_codes >= 0)
+        return np.where(ok, e * n_nodes + node_codes, -1)
+
+    def counts(key: np.ndarray) -> np.ndarray:
+        key = key[key >= 0]
+        return np.bincount(key, minlength=n)[:n].astype("int64")
+
+    rule = np.full(n, MISSING_NS, dtype="int64")
+    inferred = np.zeros(n, dtype=bool)
+    measured = np.zeros(n, dtype=bool)
     if not timelines.empty:
-        for ep_id, node, rule, source, delay in zip(
-            timelines["episode"].to_numpy(dtype="int64").tolist(), timelines["node"].astype(str).tolist(),
-            timelines["rule_removed_ns"].to_numpy(dtype="int64").tolist(),
-            timelines["rule_removed_source"].astype(str).tolist(),
-            timelines["propagation_delay_s"].to_numpy(dtype=float).tolist(), strict=True,
-        ):  # fmt: skip
-            timeline[(ep_id, node)] = (rule, source, not math.isnan(delay))
+        key = pair_key(timelines["episode"].to_numpy(dtype="int64"), codes_in(timelines["node"], node_index))
+        ok = key >= 0
+        rule[key[ok]] = timelines["rule_removed_ns"].to_numpy(dtype="int64")[ok]
+        source = KindView(timelines["rule_removed_source"])
+        inferred[key[ok]] = source.startswith("inferred")[ok]
+        measured[key[ok]] = ~np.isnan(timelines["propagation_delay_s"].to_numpy(dtype=float))[ok]
+
+    deleted = episodes["deleted_ns"].to_numpy(dtype="int64")[row_ep]
+    grace = episodes["grace_s"].to_numpy(dtype=float)[row_ep]
+    exited = episodes["exited_ns"].to_numpy(dtype="int64")[row_ep]
+    w_start = episodes["window_start_ns"].to_numpy(dtype="int64")[row_ep]
+    w_end = episodes["window_end_ns"].to_numpy(dtype="int64")[row_ep]
+    grace_ns = (np.where(np.isnan(grace), 30.0, grace) * NS).astype("int64")
+    end = np.where(
+        rule != MISSING_NS,
+        rule + np.where(inferred, INFERRED_TAIL_NS, 0),
+        np.where(exited != MISSING_NS, exited, deleted + grace_ns),
+    )
+    start = deleted - LEAD_NS
+
+    covered_start = np.full(n, MISSING_NS, dtype="int64")
+    covered_end = np.full(n, MISSING_NS, dtype="int64")
+    lost = np.zeros(n, dtype="int64")
+    truncated = np.zeros(n, dtype=bool)
     by_node: dict[str, list[Coverage]] = {}
     for c in spans:
         by_node.setdefault(c.node, []).append(c)
-    merged = {node: _merge(cs) for node, cs in by_node.items()}
-    columns = ("episode", "deleted_ns", "grace_s", "exited_ns", "window_start_ns", "window_end_ns")
-    for ep_id, deleted, grace, exited, w_start, w_end in zip(
-        *(episodes[c].to_numpy().tolist() for c in columns), strict=True
-    ):
-        rows = out.setdefault(int(ep_id), [])
-        grace_ns = int((30.0 if math.isnan(grace) else grace) * NS)
-        for node in all_nodes:
-            rule, source, measured = timeline.get((ep_id, node), (MISSING_NS, "", False))
-            if rule != MISSING_NS:
-                end = rule + (INFERRED_TAIL_NS if source.startswith("inferred") else 0)
-            elif exited != MISSING_NS:
-                end = exited
-            else:
-                end = deleted + grace_ns
-            start = deleted - LEAD_NS
-            span = _best_span(merged.get(node, []), start, end)
-            overlapping = [c for c in by_node.get(node, []) if c.start_ns <= w_end and c.end_ns >= w_start]
-            rows.append(NodeEvidence(
-                episode=int(ep_id), node=node, needed_start_ns=start, needed_end_ns=end,
-                covered_start_ns=span[0], covered_end_ns=span[1],
-                covered=span[0] != MISSING_NS and span[0] <= start and span[1] >= end,
-                connections=connections.get((ep_id, node), 0), rule_records=rules.get((ep_id, node), 0),
-                lost=sum(c.lost for c in overlapping),
-                truncated=any(c.truncated and w_start <= c.end_ns <= w_end for c in overlapping),
-                delay_measured=measured,
-            ))  # fmt: skip
+    for code, node in enumerate(all_nodes):
+        rows = row_node == code
+        cs = by_node.get(node, [])
+        merged = _merge(cs)
+        if merged:
+            covered_start[rows], covered_end[rows] = _best_spans(merged, start[rows], end[rows])
+        for c in cs:  # the recorders' losses in spans overlapping the episode window
+            over = rows & (c.start_ns <= w_end) & (c.end_ns >= w_start)
+            lost[over] += c.lost
+            if c.truncated:
+                truncated |= over & (w_start <= c.end_ns) & (c.end_ns <= w_end)
+
+    connections = np.zeros(n, dtype="int64")
+    if not syns.empty:
+        key = pair_key(syns.groups["episode"].to_numpy(dtype="int64"), codes_in(syns.groups["node"], node_index))
+        ok = key >= 0
+        connections += np.bincount(
+            key[ok], weights=syns.groups["new_connections"].to_numpy(dtype="int64")[ok], minlength=n
+        )[:n].astype("int64")
+    if not failures.empty:
+        ref = failures.loc[(failures["failure"] == FailureKind.REFUSED) & (failures["episode"] >= 0)]
+        connections += counts(pair_key(ref["episode"].to_numpy(dtype="int64"), codes_in(ref["node"], node_index)))
+    rule_records = np.zeros(n, dtype="int64")
+    if dataplane is not None and not dataplane.empty:
+        t = pd.to_datetime(dataplane["time"], utc=True).to_numpy(dtype="datetime64[ns]").astype("int64")
+        ep = attach_episodes(t, dataplane["ip"], episodes, pods)
+        hit = ep >= 0
+        rule_records += counts(pair_key(ep[hit], codes_in(dataplane["node"], node_index)[hit]))
+
+    covered = (covered_start != MISSING_NS) & (covered_start <= start) & (covered_end >= end)
+    columns: dict[str, np.ndarray] = {
+        "episode": ep_ids[row_ep], "node": np.asarray(node_index, dtype=object)[row_node],
+        "needed_start_ns": start, "needed_end_ns": end, "covered_start_ns": covered_start,
+        "covered_end_ns": covered_end, "covered": covered, "connections": connections,
+        "rule_records": rule_records, "lost": lost, "truncated": truncated, "delay_measured": measured,
+    }  # fmt: skip
+    assert tuple(columns) == EVIDENCE_COLUMNS, "evidence columns are NodeEvidence's fields, in order"
+    return pd.DataFrame(columns)
+
+
+def empty_evidence() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="object") for c in EVIDENCE_COLUMNS})
+
+
+def evidence_by_episode(evidence: pd.DataFrame, episode_ids: Sequence[int]) -> dict[int, list[NodeEvidence]]:
+    """The evidence rows of some episodes as typed records, per episode id."""
+    out: dict[int, list[NodeEvidence]] = {}
+    if evidence.empty or not len(episode_ids):
+        return out
+    rows = evidence.loc[evidence["episode"].isin(list(episode_ids))]
+    for r in records(rows, NodeEvidence):
+        out.setdefault(r.episode, []).append(r)
     return out
-
-
-def evidence_frame(evidence: dict[int, list[NodeEvidence]]) -> pd.DataFrame:
-    """The evidence as a table, columns :data:`EVIDENCE_COLUMNS`."""
-    rows = [r for rs in evidence.values() for r in rs]
-    if not rows:
-        return pd.DataFrame({c: pd.Series(dtype="object") for c in EVIDENCE_COLUMNS})
-    values = attrgetter(*(f.name for f in dataclasses.fields(NodeEvidence)))
-    columns = zip(*map(values, rows), strict=True)
-    return pd.DataFrame(dict(zip(EVIDENCE_COLUMNS, map(list, columns), strict=True)))
 
 
 def _merge(spans: list[Coverage]) -> list[tuple[int, int]]:
@@ -137,58 +187,40 @@ def _merge(spans: list[Coverage]) -> list[tuple[int, int]]:
     return [(s, e) for s, e in merged]
 
 
-def _best_span(merged: list[tuple[int, int]], start: int, end: int) -> tuple[int, int]:
-    """The recorded span that overlaps [start, end] the most; when none does, the nearest one before it
-    (else after it); (MISSING_NS, MISSING_NS) when nothing was recorded."""
-    best, best_overlap = (MISSING_NS, MISSING_NS), -1
-    for s, e in merged:
-        overlap = min(e, end) - max(s, start)
-        if s <= end and e >= start and overlap > best_overlap:
-            best, best_overlap = (s, e), overlap
-    if best_overlap < 0 and merged:
-        before = [m for m in merged if m[1] < start]
-        best = before[-1] if before else merged[0]
-    return best
+def _best_spans(merged: list[tuple[int, int]], start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the recorded span (of ``merged``, sorted, disjoint) that overlaps [start, end] the most
+    (the first on ties); when none does, the nearest one before it, else the first one."""
+    s = np.array([m[0] for m in merged], dtype="int64")[:, None]
+    e = np.array([m[1] for m in merged], dtype="int64")[:, None]
+    overlap = np.minimum(e, end[None, :]) - np.maximum(s, start[None, :])
+    touching = (s <= end[None, :]) & (e >= start[None, :])
+    score = np.where(touching, overlap, -1)
+    best = np.argmax(score, axis=0)
+    none = score.max(axis=0) < 0
+    if none.any():
+        before = (e[:, 0][:, None] < start[None, :]).sum(axis=0) - 1  # the last span ending before start
+        best = np.where(none, np.where(before >= 0, before, 0), best)
+    return s[best, 0], e[best, 0]
 
 
-def _connections(syns: pd.DataFrame, failures: pd.DataFrame) -> dict[tuple[int, str], int]:
-    """New connections to each episode's pod per node: SYNs to it (captures; ``syns`` from
-    :func:`auditor.correlate.consumers.syn_consumers`) and refusals by it (any source)."""
-    out: dict[tuple[int, str], int] = {}
-    if not syns.empty:
-        node = syns["node"]
-        _count(out, syns["episode"].to_numpy(dtype="int64"), as_category(node))
-    if not failures.empty:
-        ref = failures.loc[(failures["failure"] == FailureKind.REFUSED) & (failures["episode"] >= 0)]
-        _count(out, ref["episode"].to_numpy(dtype="int64"), as_category(ref["node"]))
-    return out
-
-
-def _count(out: dict[tuple[int, str], int], episodes: np.ndarray, nodes: np.ndarray | pd.Categorical) -> None:
-    """Add the number of rows per (episode, node) to ``out`` (grouped on integer codes)."""
-    if len(episodes) == 0:
-        return
-    cat = nodes if isinstance(nodes, pd.Categorical) else pd.Categorical(np.asarray(nodes, dtype=object))
-    codes = np.asarray(cat.codes, dtype="int64")
-    width = max(1, len(cat.categories))
-    keys, counts = np.unique(np.asarray(episodes, dtype="int64") * width + codes, return_counts=True)
-    names = np.asarray(cat.categories.astype(str), dtype=object)
-    for key, n in zip(keys.tolist(), counts.tolist(), strict=True):
-        k = (int(key // width), str(names[key % width]))
-        out[k] = out.get(k, 0) + int(n)
-
-
-def _rule_records(
-    episodes: pd.DataFrame, dataplane: pd.DataFrame | None, pods: PodGetter
-) -> dict[tuple[int, str], int]:
-    if dataplane is None or dataplane.empty:
-        return {}
-    t = pd.to_datetime(dataplane["time"], utc=True).to_numpy(dtype="datetime64[ns]").astype("int64")
-    ep = attach_episodes(t, dataplane["ip"], episodes, pods)
-    hit = ep >= 0
-    out: dict[tuple[int, str], int] = {}
-    _count(out, ep[hit], dataplane["node"].astype(str).to_numpy(dtype=object)[hit])
-    return out
+def evidently_safe(evidence: pd.DataFrame) -> set[int]:
+    """Episodes whose evidence holds, on the whole table at once (the rule of
+    :func:`episode_reasons` for its empty answer): some node saw traffic to
+    the pod, some such node measured the delay, and every such node covered the episode without losses."""
+    if evidence.empty:
+        return set()
+    seen = (evidence["connections"].to_numpy(dtype="int64") > 0) | (evidence["rule_records"].to_numpy(dtype="int64") > 0)
+    sound = (
+        evidence["covered"].to_numpy(dtype=bool)
+        & (evidence["lost"].to_numpy(dtype="int64") == 0)
+        & ~evidence["truncated"].to_numpy(dtype=bool)
+    )
+    per = pd.DataFrame({
+        "episode": evidence["episode"].to_numpy(dtype="int64"), "seen": seen, "bad": seen & ~sound,
+        "measured": seen & evidence["delay_measured"].to_numpy(dtype=bool),
+    }).groupby("episode", sort=False)[["seen", "bad", "measured"]].any()  # fmt: skip
+    ok = per["seen"].to_numpy() & ~per["bad"].to_numpy() & per["measured"].to_numpy()
+    return set(per.index.to_numpy(dtype="int64")[ok].tolist())
 
 
 def episode_reasons(pod: str, ip: str, deleted_ns: int, rows: list[NodeEvidence]) -> list[str]:

@@ -181,16 +181,21 @@ def _answers_a_syn(packets: pd.DataFrame, kind: KindView, is_rst: np.ndarray) ->
     s = kind.eq(EventKind.TCP_SYN)
     addr = distinct(packets["src"], packets["dst"])
     syn_keys = row_hash(
-        codes_in(packets["src"][s], addr),
+        codes_in(packets["src"], addr)[s],  # codes of the whole column, then the rows: no Series mask
         packets["sport"].to_numpy()[s],
         (packets["seq"].to_numpy()[s].astype("int64") + 1) & 0xFFFFFFFF,
     )
     rst_keys = row_hash(
-        codes_in(packets["dst"][r], addr), packets["dport"].to_numpy()[r], packets["ack"].to_numpy()[r]
+        codes_in(packets["dst"], addr)[r], packets["dport"].to_numpy()[r], packets["ack"].to_numpy()[r]
     )
-    # pandas' hash-table isin: numpy's sort-based isin is ~10x slower on 64-bit keys
+    # hash the few RST keys and probe them with the many SYN keys (pandas' hash tables: numpy's
+    # sort-based isin is ~10x slower on 64-bit keys), then look the answered keys up again
     seq_zero = packets["seq"].to_numpy()[r] == 0
-    return np.asarray(pd.Series(rst_keys).isin(pd.Series(syn_keys)).to_numpy() & has_ack & seq_zero, dtype=bool)
+    rst_index = pd.Index(rst_keys).unique()
+    probed = np.asarray(rst_index.get_indexer(syn_keys), dtype="int64")
+    answered = np.bincount(probed[probed >= 0], minlength=len(rst_index)) > 0  # per distinct RST key
+    hit = answered[np.asarray(rst_index.get_indexer(rst_keys), dtype="int64")]
+    return np.asarray(hit & has_ack & seq_zero, dtype=bool)
 
 
 def drop_nat_copies(failures: pd.DataFrame, is_pod_ip: pd.Series) -> pd.DataFrame:

@@ -4,6 +4,7 @@ have closed the gap, and a one-line verdict."""
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
@@ -98,26 +99,35 @@ def summarize_rollouts(
         drain=("drain", "max"),
     )
     node_rows: dict[str, dict[str, dict[str, Any]]] = {}
-    for key, row in by_node.iterrows():
+    for key, max_d, mean_d, max_g in zip(
+        by_node.index, by_node["max_delay"].tolist(), by_node["mean_delay"].tolist(), by_node["max_gap"].tolist(),
+        strict=True,
+    ):  # fmt: skip
         rollout, node = cast(tuple[str, str], key)
         node_rows.setdefault(str(rollout), {})[str(node)] = {
-            "max_propagation_delay_s": _opt(row["max_delay"]),
-            "mean_propagation_delay_s": _opt(row["mean_delay"]),
-            "max_gap_s": float(row["max_gap"]),
+            "max_propagation_delay_s": _opt(max_d),
+            "mean_propagation_delay_s": _opt(mean_d),
+            "max_gap_s": float(max_g),
             "failed": int(failed_by_node.get((rollout, node), 0)),
         }
     roll_delay, roll_gap = by_roll["max_delay"].to_dict(), by_roll["max_gap"].to_dict()
     consumers_by = _consumers_by_rollout(consumers, roll_of)
     reasons_by: dict[str, list[str]] = {}
     verdicts_by: dict[str, dict[str, int]] = {}
+    verdict_of = episode_verdicts or {}
+    safe: tuple[str, list[str]] = (Verdict.SAFE, [])
+    tally: Counter[tuple[str, str]] = Counter()
     for ep_id, rollout in zip(episodes["episode"].tolist(), episodes["rollout"].tolist(), strict=True):
-        v, why = (episode_verdicts or {}).get(int(ep_id), (Verdict.SAFE, []))
-        counts = verdicts_by.setdefault(str(rollout), {})
-        counts[str(v)] = counts.get(str(v), 0) + 1
-        reasons_by.setdefault(str(rollout), []).extend(r for r in why if r not in reasons_by[str(rollout)])
+        v, why = verdict_of.get(ep_id, safe)
+        tally[(rollout, v)] += 1
+        if why:
+            seen = reasons_by.setdefault(rollout, [])
+            seen.extend(r for r in why if r not in seen)
+    for (rollout, v), k in tally.items():
+        verdicts_by.setdefault(str(rollout), {})[str(v)] = k
     out: list[RolloutSummary] = []
-    for rkey, row in by_ep.iterrows():
-        rollout = str(rkey)
+    for row in by_ep.itertuples():
+        rollout = str(row.Index)
         causes = {c: int(causes_by.get((rollout, c), 0)) for c in CAUSES}
         max_delay = _opt(roll_delay.get(rollout))
         by_consumer = consumers_by.get(rollout, {})
@@ -128,20 +138,20 @@ def summarize_rollouts(
             # a consumer that dials pod IPs itself can stop later than any node's rules
             max_delay = max(max_delay or 0.0, slowest[1]["max_propagation_delay_s"])
         max_gap = float(roll_gap.get(rollout, 0.0))
-        prestop = _opt(row["prestop"])
-        if prestop is None and bool(row["prestop_none"]):
+        prestop = _opt(row.prestop)
+        if prestop is None and bool(row.prestop_none):
             prestop = 0.0
         s = RolloutSummary(
             rollout=str(rollout),
-            episodes=int(row["episodes"]),
+            episodes=int(cast(int, row.episodes)),
             causes=causes,
             failed=sum(causes[c] for c in ROLLOUT_FAILURE_CAUSES),
             configured_prestop_s=prestop,
-            configured_grace_s=_opt(row["grace"]),
+            configured_grace_s=_opt(row.grace),
             max_propagation_delay_s=max_delay,
             max_gap_s=0.0 if pd.isna(max_gap) else max_gap,
             nodes=node_rows.get(str(rollout), {}),
-            recommendation=recommend(max_delay, _opt(row["drain"]), margin_s),
+            recommendation=recommend(max_delay, _opt(row.drain), margin_s),
             reasons=reasons_by.get(rollout, []),
             verdicts=verdicts_by.get(rollout, {}),
             consumers=by_consumer,
@@ -170,14 +180,19 @@ def _consumers_by_rollout(
         rollout=roll_of.reindex(consumers["episode"]).to_numpy(),
         delay=pd.to_numeric(consumers["propagation_delay_s"], errors="coerce"),
     )
-    agg = c.groupby(["rollout", "consumer_kind", "consumer"], sort=True).agg(
-        delay=("delay", "max"), gap=("gap_s", "max"), refused=("refused", "sum"), resets=("resets", "sum"),
-        nodes=("node", lambda v: sorted(set(map(str, v)))),
+    keys = ["rollout", "consumer_kind", "consumer"]
+    agg = c.groupby(keys, sort=True).agg(
+        delay=("delay", "max"), gap=("gap_s", "max"), refused=("refused", "sum"), resets=("resets", "sum")
     )  # fmt: skip
-    for key, delay, gap, refused, resets, nodes in zip(
+    nodes_of: dict[tuple[str, str, str], list[str]] = {}
+    pairs = c[[*keys, "node"]].astype(str).drop_duplicates().sort_values("node", kind="stable")
+    for r, k, n, node in zip(*(pairs[col].tolist() for col in (*keys, "node")), strict=True):
+        nodes_of.setdefault((r, k, n), []).append(node)
+    for key, delay, gap, refused, resets in zip(
         agg.index, agg["delay"].tolist(), agg["gap"].tolist(), agg["refused"].tolist(), agg["resets"].tolist(),
-        agg["nodes"].tolist(), strict=True,
+        strict=True,
     ):  # fmt: skip
+        nodes = nodes_of.get(tuple(map(str, key)), [])  # type: ignore[arg-type]
         rollout, kind, name = cast(tuple[str, str, str], key)
         out.setdefault(str(rollout), {})[f"{kind} {name}"] = {
             "kind": str(kind),

@@ -17,6 +17,7 @@ import pandas as pd
 
 from auditor.correlate.attach import attach_episodes
 from auditor.correlate.columns import KindView, as_category, as_str_array
+from auditor.correlate.consumers import SynTraffic
 from auditor.correlate.episodes import started_ns
 from auditor.enrich.protocols import PodGetter
 from auditor.model.audit import MISSING_NS, TIMELINE_COLUMNS, ConsumerKind, FailureKind
@@ -77,7 +78,7 @@ def build_timelines(
     failures: pd.DataFrame,
     dataplane: pd.DataFrame | None,
     pods: PodGetter,
-    syns: pd.DataFrame | None = None,
+    syns: SynTraffic | None = None,
 ) -> pd.DataFrame:
     """One row per (episode, node); columns :data:`TIMELINE_COLUMNS` (the fields of
     :class:`~auditor.model.audit.NodeTimeline`).
@@ -116,16 +117,15 @@ def build_timelines(
             # kube-proxy's own SYNs say when the node's rules stopped routing to the pod: a pod dialing the
             # pod IP itself (an ingress) is another consumer with its own delay. Where a node shows no
             # translated SYN for an episode (a capture that misses the pre-DNAT copy), all its SYNs count.
-            proxy = (syns["kind"].astype(str) == ConsumerKind.KUBE_PROXY).to_numpy()
-            node_codes = np.asarray(as_category(syns["node"]).codes, dtype="int64")
-            ep_ids = syns["episode"].to_numpy(dtype="int64")
-            pair = ep_ids * (int(node_codes.max(initial=0)) + 1) + node_codes
-            with_proxy = np.isin(pair, pair[proxy])
-            use = proxy | ~with_proxy
-            last_syn = _first_or_last(
-                syns["t"].to_numpy(dtype="int64")[use], ep_ids[use], as_category(syns["node"])[use],
-                after_deletion(ep_ids[use]), "max",
-            )  # fmt: skip
+            g = syns.groups
+            if g.empty:
+                last_syn = pd.Series(dtype="int64")
+            else:
+                proxy = (g["consumer_kind"] == ConsumerKind.KUBE_PROXY).to_numpy()
+                pair = pd.MultiIndex.from_arrays([g["episode"].to_numpy(dtype="int64"), g["node"].to_numpy(dtype=object)])
+                with_proxy = pair.isin(pair[proxy])
+                use = (proxy | ~with_proxy) & (g["last_syn"].to_numpy(dtype="int64") != MISSING_NS)
+                last_syn = g.loc[use].groupby(["episode", "node"], sort=False)["last_syn"].max().astype("int64")
         else:
             last_syn = _per_episode(
                 packets, kind.eq(EventKind.TCP_SYN), times, "dst", episodes, pods, after_deletion, "max"

@@ -196,3 +196,32 @@ def test_a_safe_rollout_with_a_client_from_another_day_is_inconclusive() -> None
     assert res.verdict == "INCONCLUSIVE", res.verdict_line
     assert "the client ran 2019-07-10T00:00:00Z" in res.verdict_line
     assert res.reconciliation is not None and res.reconciliation["reconciled"] is False
+
+
+def test_the_table_wide_safe_rule_agrees_with_the_reasons() -> None:
+    """``evidently_safe`` (whole table, vectorized) says SAFE exactly where ``episode_reasons`` finds no
+    reason, over every combination of one or two nodes' evidence."""
+    import itertools
+
+    import pandas as pd
+
+    from auditor.correlate.evidence import episode_reasons, evidently_safe
+    from auditor.model.audit import EVIDENCE_COLUMNS, NodeEvidence
+
+    def row(ep: int, node: str, bits: tuple[int, ...]) -> NodeEvidence:
+        conn, rules, covered, lost, trunc, measured = bits
+        return NodeEvidence(episode=ep, node=node, needed_start_ns=0, needed_end_ns=10, covered_start_ns=0 if covered else 5,
+                            covered_end_ns=20, covered=bool(covered), connections=conn, rule_records=rules, lost=lost,
+                            truncated=bool(trunc), delay_measured=bool(measured))  # fmt: skip
+
+    one = list(itertools.product((0, 3), (0, 1), (0, 1), (0, 7), (0, 1), (0, 1)))
+    rows: list[NodeEvidence] = []
+    expected: dict[int, bool] = {}
+    for ep, (a, b) in enumerate(itertools.product(one, one[::5])):
+        pair = [row(ep, "node-a", a), row(ep, "node-b", b)]
+        rows += pair
+        expected[ep] = not episode_reasons("web-1", "10.0.0.1", 1, pair)
+    table = pd.DataFrame({c: [getattr(r, c) for r in rows] for c in EVIDENCE_COLUMNS})
+    safe = evidently_safe(table)
+    assert 0 < len(safe) < len(expected)  # both answers occur
+    assert {ep for ep, ok in expected.items() if ok} == safe
