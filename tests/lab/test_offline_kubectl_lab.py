@@ -8,8 +8,8 @@ kubeconfig, from a directory ``nobody`` owns and as ``nobody``. The commands com
 
 * recorders (a ``--watch`` or ``record --kube-only``) start once the agent is ready, before the load, and
   end with SIGINT (Ctrl-C) after the last termination;
-* ``auditor analyze`` commands run afterwards, on the lab's node capture copied to the name the README
-  uses (``node-a.pcap``);
+* ``auditor analyze`` commands run afterwards, on the lab's node capture (tcpdump's, in the node's
+  namespace) copied to the name the README uses (``node-a.pcapng``: the reader goes by the content);
 * anything else (``kubectl rollout restart deployment/web``) runs once while the recorders watch; the lab's
   API server holds a ``web`` Deployment for it (the lab's own driver does the rollout itself).
 
@@ -230,7 +230,9 @@ def offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Offline]:
         session = ReadmeSession(work, commands)
         mp.setattr(lab_rollout, "AgentProcess", _with_readme(session))
         run = run_rollout(LabConfig(agent=True, prestop=0, delay=1.0), tmp_path_factory.mktemp("offline"))
-        give(Path(shutil.copy(run.pcap, work / "node-a.pcap")))
+        # the node's capture under the name the README's analyses read (the reader goes by the content)
+        for name in {m for c in commands.analyses for m in re.findall(r"--pcap\s+(?:[\w.-]+=)?(\S+)", c)}:
+            give(Path(shutil.copy(run.pcap, work / name)))
         analyses = {c: _as_nobody(session, c) for c in commands.analyses}
         docs = {}
         for c in commands.analyses:
@@ -252,7 +254,7 @@ def offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Offline]:
                               cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
         assert both.returncode == 0, both.stderr
         docs["agent packets + kube-only stream"] = dict(json.loads(both.stdout))
-        files = {p.name: p.read_text(errors="replace") for p in work.rglob("*") if p.is_file() and p.suffix != ".pcap"}
+        files = {p.name: p.read_text(errors="replace") for p in work.rglob("*") if p.is_file() and p.suffix not in (".pcap", ".pcapng")}
         uid, _ = ids()
         outputs = [work / _output_of(c) for c in commands.recorders]
         outputs += [p for o in outputs if o.is_dir() for p in o.iterdir()]
