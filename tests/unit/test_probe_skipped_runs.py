@@ -113,3 +113,28 @@ def test_counters_without_skipped_still_read(older: bool) -> None:
         del row["skipped"]  # a ProbeSet-like source from before the field
     src = _source({"rst_sent": row}, {})
     assert src.lost()["rst_sent"] == 0
+
+
+class _Btf:
+    """member_offset of a kernel's BTF, with some members missing."""
+
+    def __init__(self, missing: str = "") -> None:
+        self.missing = missing
+
+    def member_offset(self, struct_name: str, path: str) -> int:
+        if path == self.missing:
+            raise KeyError(f"{struct_name}.{path}")
+        return {"skc_daddr": 0, "skc_rcv_saddr": 4, "skc_dport": 12, "skc_family": 16, "skc_v6_daddr": 56,
+                "skc_v6_rcv_saddr": 72, "inet_sport": 814}[path]  # fmt: skip
+
+
+def test_the_raw_send_reset_program_gets_its_offsets_or_is_not_used() -> None:
+    from auditor.sources.live.layout import raw_send_reset_cflags
+    from auditor.sources.live.probeset import RAW_HOOKS
+
+    flags = raw_send_reset_cflags(_Btf())  # type: ignore[arg-type]
+    assert flags is not None and flags[0] == "-DSR_RAW=1"
+    assert "-DOFF_INET_SPORT=814" in flags and "-DOFF_SK_V6_DADDR=56" in flags and len(flags) == 8
+    # a kernel without IPv6 in its socket (no skc_v6_daddr): the record-based program, through perf
+    assert raw_send_reset_cflags(_Btf("skc_v6_daddr")) is None  # type: ignore[arg-type]
+    assert RAW_HOOKS == {"on_tcp_send_reset": "on_tcp_send_reset_raw"}

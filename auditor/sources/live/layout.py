@@ -82,6 +82,19 @@ KERNEL_OFFSETS: dict[str, tuple[str, str]] = {
 }
 
 
+# -D name -> (struct, member path) the raw tracepoint program of tcp_send_reset reads besides (a socket's
+# own addresses, as the tracepoint's record has them); without them that program is not used
+RAW_SEND_RESET_OFFSETS: dict[str, tuple[str, str]] = {
+    "OFF_SK_FAMILY": ("sock_common", "skc_family"),
+    "OFF_INET_SPORT": ("inet_sock", "inet_sport"),  # skc_num is 0 once a closed socket left its port
+    "OFF_SK_DPORT": ("sock_common", "skc_dport"),
+    "OFF_SK_RCV_SADDR": ("sock_common", "skc_rcv_saddr"),
+    "OFF_SK_DADDR": ("sock_common", "skc_daddr"),
+    "OFF_SK_V6_RCV_SADDR": ("sock_common", "skc_v6_rcv_saddr"),
+    "OFF_SK_V6_DADDR": ("sock_common", "skc_v6_daddr"),
+}
+
+
 class LayoutError(ValueError):
     """A tracepoint lacks a field the probe needs: that signal is disabled."""
 
@@ -109,6 +122,17 @@ def hook_cflags(fmt: TracepointFormat, hook: Hook) -> list[str]:
 def kernel_offset_cflags(btf: Btf) -> list[str]:
     """Struct member offsets of the running kernel; KeyError names the first one missing."""
     return [f"-D{name}={btf.member_offset(s, path)}" for name, (s, path) in KERNEL_OFFSETS.items()]
+
+
+def raw_send_reset_cflags(btf: Btf) -> list[str] | None:
+    """``-DSR_RAW=1`` and the offsets of :data:`RAW_SEND_RESET_OFFSETS`; None when the BTF lacks one
+    (e.g. no IPv6 in the kernel): the record-based program is used then."""
+    try:
+        return ["-DSR_RAW=1"] + [
+            f"-D{name}={btf.member_offset(s, path)}" for name, (s, path) in RAW_SEND_RESET_OFFSETS.items()
+        ]
+    except KeyError:
+        return None
 
 
 POD_CIDR_STRUCT = struct.Struct("<IIII8s8s8s8s")  # struct pod_cidr in skb_drop.c

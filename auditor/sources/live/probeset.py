@@ -40,6 +40,7 @@ from auditor.sources.live.layout import (
     hook_cflags,
     kernel_offset_cflags,
     pack_pod_cidr,
+    raw_send_reset_cflags,
 )
 from auditor.sources.live.maps import MapReader
 from auditor.sources.live.probes_dir import PROBES_DIR, inline_local_includes
@@ -69,6 +70,9 @@ class ProbeConfig:
     # aggregate keys the map holds (keys x buckets not read yet): 16384 is ~3,000 distinct keys per
     # 100 ms bucket read every 0.25 s; beyond, events are counted per kind only (``uncounted``)
     agg_entries: int = 16384
+    # tcp_send_reset from its raw tracepoint (a guard per program) rather than through perf (skipped
+    # whenever another tracing program runs on the CPU); False: always through perf
+    raw_tracepoints: bool = True
 
 
 class ProbeSet:
@@ -87,6 +91,7 @@ class ProbeSet:
         self._formats = formats
         self.disabled: dict[str, str] = {}  # "system:event" or family -> why
         self.attached: list[str] = []
+        self.raw_attached: list[str] = []  # of those, attached as raw tracepoints (RAW_HOOKS)
         self.environment: BccEnvironment | None = None
         self.output = ""
         self.decode_errors = 0
@@ -165,6 +170,10 @@ class ProbeSet:
             f"-DAGG_BUCKET_NS={self.bucket_ns}ULL",
             f"-DAGG_ENTRIES={max(64, cfg.agg_entries)}",
         ]
+        # tcp_send_reset (the refusals) from its raw tracepoint where possible: see RAW_HOOKS
+        raw_flags = raw_send_reset_cflags(btf) if cfg.raw_tracepoints and _raw_supported() else None
+        raw_hooks = {h.fn_name: RAW_HOOKS[h.fn_name] for h in hooks if h.fn_name in RAW_HOOKS and raw_flags}
+        cflags += raw_flags or []
         want_ringbuf = cfg.output == "ringbuf" or (cfg.output == "auto" and env.ringbuf)
         self._bpf = self._compile("\n".join(sources), cflags, want_ringbuf)
         try:
@@ -181,14 +190,25 @@ class ProbeSet:
         self.wall_clock.resync()  # just before the events start
         self._open_output()
         for hook in hooks:
+            tp = f"{hook.system}:{hook.event}"
+            fn_name = hook.fn_name
             try:
-                self._bpf.attach_tracepoint(tp=f"{hook.system}:{hook.event}", fn_name=hook.fn_name)
-                self.attached.append(f"{hook.system}:{hook.event}")
-                fn = self._bpf.funcs.get(hook.fn_name.encode())
+                if fn_name in raw_hooks:
+                    try:
+                        self._bpf.attach_raw_tracepoint(tp=hook.event, fn_name=raw_hooks[fn_name])
+                        self.raw_attached.append(tp)
+                        fn_name = raw_hooks[fn_name]
+                    except Exception as exc:  # bcc raises plain Exception: the record-based program then
+                        log.warning("raw tracepoint %s not attached (%s): attached through perf", tp, exc)
+                        self._bpf.attach_tracepoint(tp=tp, fn_name=fn_name)
+                else:
+                    self._bpf.attach_tracepoint(tp=tp, fn_name=fn_name)
+                self.attached.append(tp)
+                fn = self._bpf.funcs.get(fn_name.encode())
                 if fn is not None:
-                    self._prog_fds[f"{hook.system}:{hook.event}"] = int(fn.fd)
+                    self._prog_fds[tp] = int(fn.fd)
             except Exception as exc:  # bcc raises plain Exception
-                self._disable(f"{hook.system}:{hook.event}", f"attach failed: {exc}")
+                self._disable(tp, f"attach failed: {exc}")
         if not self.attached:
             self.close()
             raise AuditorError("no probe could be attached: " + "; ".join(self.disabled.values()))
@@ -228,7 +248,10 @@ class ProbeSet:
             return
         for tp in list(self.attached):
             try:
-                self._bpf.detach_tracepoint(tp=tp)
+                if tp in self.raw_attached:
+                    self._bpf.detach_raw_tracepoint(tp=tp.split(":", 1)[1])
+                else:
+                    self._bpf.detach_tracepoint(tp=tp)
             except Exception as exc:  # bcc raises plain Exception
                 log.warning("detaching %s: %s", tp, exc)
         self.detached = True
@@ -400,7 +423,22 @@ class ProbeSet:
 
 
 _CODES = {kind.value: code for code, kind in KIND_CODES.items()}
+# record-based program -> the same probe on the raw tracepoint (probes/tcp_reset.c, -DSR_RAW). A perf-attached
+# program is skipped when the softirq that fires it runs nested in any other tracing program (the kernel's
+# per-CPU bpf_prog_active); a raw tracepoint program only inside a run of itself. tcp_send_reset is the
+# refusal's evidence on the refusing pod's node: it goes raw.
+RAW_HOOKS = {"on_tcp_send_reset": "on_tcp_send_reset_raw"}
+
 # kind -> the tracepoint whose every run is one event of it (no filter in the program): a skipped run of
 # that program is a lost event of that kind. (inet_sock_set_state, icmp_send and kfree_skb run for far
 # more than what they record: a skipped run there is only a possible loss, see ProbeSet.skipped_runs.)
 EVERY_RUN_AN_EVENT = {"rst_sent": "tcp:tcp_send_reset", "rst_received": "tcp:tcp_receive_reset"}
+
+
+def _raw_supported() -> bool:
+    from bcc import BPF  # lazily: only this package imports bcc
+
+    try:
+        return bool(BPF.support_raw_tracepoint())
+    except Exception:  # bcc raises plain Exception
+        return False
