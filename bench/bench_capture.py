@@ -133,7 +133,7 @@ def _parse(tool: str, stdout: str, stderr: str) -> tuple[int, int]:
 
 
 def one_run(veth: Veth, storm: Path, tool: str, seconds: float, pin: str, tmp: Path) -> dict[str, Any]:
-    tool_cpu, storm_cpu = ("1", "0") if pin == "split" else ("0", "0")
+    tool_cpu, storm_cpu = ("0", "0") if pin == "shared" else ("1", "0")
     out, so, se = tmp / f"{tool}.pcap", tmp / f"{tool}.out", tmp / f"{tool}.err"
     argv = ["taskset", "-c", tool_cpu, "timeout", "-s", "INT", f"{seconds + 3:.1f}",
             "ip", "netns", "exec", veth.b, *_tool_argv(tool, veth.dev, out)]  # fmt: skip
@@ -144,12 +144,21 @@ def one_run(veth: Veth, storm: Path, tool: str, seconds: float, pin: str, tmp: P
                                                                         timeout_s=seconds + 60)))  # fmt: skip
         t.start()
         deadline = time.monotonic() + 20
-        while not (out.exists() and out.stat().st_size > 0) and time.monotonic() < deadline:
+        # auditor writes its header at once; tcpdump's sits in stdio's buffer: wait for "listening on"
+        while time.monotonic() < deadline and not (
+            (out.exists() and out.stat().st_size > 0) or "listening on" in se.read_text(errors="replace")
+        ):
             time.sleep(0.02)
         time.sleep(0.5)
-        storm_out = subprocess.run(["taskset", "-c", storm_cpu, "ip", "netns", "exec", veth.a, str(storm), "-a",
-                                    "10.99.0.2", "-p", "9", "-s", str(seconds)],
-                                   capture_output=True, text=True, timeout=seconds + 30)  # fmt: skip
+        if pin == "idle":  # no storm: the tool's own cost of starting, waiting and stopping
+            time.sleep(seconds)
+            storm_out = subprocess.CompletedProcess(
+                [], 0, json.dumps({"syn_per_s": 0, "seconds": seconds}), ""
+            )
+        else:
+            storm_out = subprocess.run(["taskset", "-c", storm_cpu, "ip", "netns", "exec", veth.a, str(storm), "-a",
+                                        "10.99.0.2", "-p", "9", "-s", str(seconds)],
+                                       capture_output=True, text=True, timeout=seconds + 30)  # fmt: skip
         t.join(seconds + 90)
     m = box["m"]
     rx = veth.rx() - rx0
@@ -167,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="storm length per run")
     ap.add_argument("--rounds", type=int, default=3, help="runs per tool and mode (median reported)")
     ap.add_argument("--pin", choices=["split", "shared", "both"], default="both")
+    ap.add_argument(
+        "--no-idle", action="store_true", help="skip the runs without a storm (the tools' own cost)"
+    )
     ap.add_argument("--no-scapy", action="store_true", help="skip the scapy fallback")
     args = ap.parse_args(argv)
     try:
@@ -182,13 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     pins = ["split", "shared"] if args.pin == "both" else [args.pin]
     if (os.cpu_count() or 1) < 2:
         pins = ["shared"]
+    if not args.no_idle:
+        pins.append("idle")
     tools = ["auditor", "tcpdump"] + ([] if args.no_scapy else ["scapy"])
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-capture-") as d, Veth() as veth:
         for pin in pins:
             for _ in range(args.rounds):
                 for tool in tools:
-                    if tool == "scapy" and pin == "shared":
+                    if tool == "scapy" and pin != "split":
                         continue
                     r = one_run(veth, storm, tool, args.seconds, pin, Path(d))
                     results.append(r)
@@ -204,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             med = sorted(rows, key=lambda r: r["captured_per_s"])[len(rows) // 2]
             name = {"auditor": "auditor capture", "scapy": "auditor capture (scapy)"}.get(tool, tool)
             drop_pct = 100 * med["dropped"] / max(1, med["rx"])
-            per100k = med["cpu_s"] / max(1, med["written"]) * 100_000
+            per100k = med["cpu_s"] / med["written"] * 100_000 if med["written"] else float("nan")
             acc = all(r["accounted"] for r in rows)
             if tool != "scapy":
                 ok &= acc

@@ -162,6 +162,33 @@ def test_kubectl_debug_command_line(netns: str, tmp_path: Path) -> None:
     assert summary["tcp_syn"] == summary["tcp_rst"] == 20
 
 
+def test_scapy_fallback_engine(netns: str, tmp_path: Path) -> None:
+    """Where libpcap is missing the command falls back to scapy (forced here): the same file format."""
+    pytest.importorskip("scapy", reason="the fallback engine needs scapy")
+    path = tmp_path / "scapy.pcapng"
+    argv = ["ip", "netns", "exec", netns, *AUDITOR, "capture", "--engine", "scapy", "-i", "lo", "--node", "node-s",
+            "-w", str(path), "--json", "-q"]  # fmt: skip
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_file(path, proc)
+    assert _connect(netns, 50) == 50
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    stats = json.loads(out)
+    assert stats["engine"] == "scapy" and stats["packets"] == 100 and stats["dropped"] == 0, stats
+    assert _count(path, "tcp[tcpflags] & tcp-rst != 0 and src port 9") == 50
+    doc = subprocess.run([*AUDITOR, "pcap", "summary", str(path), "--json"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60, check=True)  # fmt: skip
+    summary = json.loads(doc.stdout)
+    assert (summary["node"], summary["tcp_syn"], summary["tcp_rst"], summary["errors"]) == (
+        "node-s",
+        50,
+        50,
+        [],
+    )
+
+
 # -- the storm -----------------------------------------------------------------------------------------
 
 

@@ -99,6 +99,8 @@ class ScapyCapture:
     def _frame(self, data: bytes, addr: Any) -> bytes | None:
         """The captured frame in this capture's link type, or None if it does not match."""
         proto, pkttype, hatype, hwaddr = socket.ntohs(addr[1]), addr[2], addr[3], addr[4]
+        if pkttype == 4 and hatype == 772:  # loopback: each packet comes out and back in; keep it once
+            return None
         if self.linktype == _LINKTYPE_LINUX_SLL:
             ip = data[14:] if hatype in (1, 772) else data  # Ethernet, loopback: SLL carries the protocol
             if not _wanted(ip):
