@@ -6,11 +6,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from auditor.correlate.attach import attach_episodes
 from auditor.correlate.causes import classify
 from auditor.correlate.client import episode_spans, inputs_window, place_requests, reconcile
+from auditor.correlate.columns import as_str_array, take_categorical
 from auditor.correlate.consumers import build_consumers, failure_consumers, syn_consumers
 from auditor.correlate.episodes import build_episodes, episode_end_ns, strictly_after_ns
 from auditor.correlate.evidence import build_evidence, episode_reasons, evidence_by_episode, evidently_safe
@@ -123,14 +125,16 @@ def audit(
     )
     failures["cause"] = classify(failures, episodes, timelines, consumers)
     if not failures.empty and not episodes.empty:
-        names = episodes.set_index("episode")[["pod", "rollout"]]
-        j = names.reindex(failures["episode"].to_numpy())
-        failures["pod"] = j["pod"].fillna("").to_numpy()
-        failures["rollout"] = j["rollout"].fillna("").to_numpy()
+        # per failure, its episode's pod and rollout: categorical, through the episode's position
+        pos = np.asarray(pd.Index(episodes["episode"].to_numpy(dtype="int64")).get_indexer(failures["episode"].to_numpy(dtype="int64")), dtype="int64")
+        for col in ("pod", "rollout"):
+            failures[col] = take_categorical(episodes[col].to_numpy(dtype=object), pos)
     else:
         failures["pod"] = ""
         failures["rollout"] = ""
     failures = failures[list(FAILURE_COLUMNS)]
+    for col in ("consumer_kind", "consumer", "cause", "pod", "rollout"):  # the engine's own: plain text for users
+        failures[col] = pd.Series(as_str_array(failures[col]), index=failures.index, dtype=object)
 
     evidence = build_evidence(
         episodes, timelines, nodes, packets, failures, dataplane, inputs.coverage, getter, syns

@@ -30,7 +30,7 @@ def classify(
     episodes: pd.DataFrame,
     timelines: pd.DataFrame,
     consumers: pd.DataFrame | None = None,
-) -> np.ndarray:
+) -> pd.Categorical:
     """Cause for each row of ``failures`` (which carries an ``episode`` column, -1 when none).
 
     A connection of kube-proxy (service traffic) is judged against its node's rule removal; a connection
@@ -38,9 +38,9 @@ def classify(
     that consumer's own last new connection to the pod: it is in that consumer's propagation gap until
     then, not ``after_removal``."""
     n = len(failures)
-    cause = np.full(n, Cause.UNRELATED.value, dtype=object)
+    cause = np.full(n, CODE[Cause.UNRELATED], dtype="int8")
     if n == 0:
-        return cause
+        return _named(cause)
     t = failures["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
     ep = failures["episode"].to_numpy(dtype="int64")
     kind = KindView(failures["failure"])
@@ -81,13 +81,22 @@ def classify(
         refused = kind.eq(FailureKind.REFUSED)
         reset = kind.eq(FailureKind.RESET)
         unreachable = kind.eq(FailureKind.UNREACHABLE)
-        cause[started & (refused | unreachable) & ~after] = Cause.PROPAGATION_GAP.value
-        cause[started & (refused | unreachable) & after] = Cause.AFTER_REMOVAL.value
-        cause[started & reset] = Cause.INFLIGHT_RESET.value
+        cause[started & (refused | unreachable) & ~after] = CODE[Cause.PROPAGATION_GAP]
+        cause[started & (refused | unreachable) & after] = CODE[Cause.AFTER_REMOVAL]
+        cause[started & reset] = CODE[Cause.INFLIGHT_RESET]
 
     not_pod = ~failures["server_is_pod"].to_numpy(dtype=bool) if "server_is_pod" in failures else ~in_ep
-    cause[(~in_ep) & kind.eq(FailureKind.UNREACHABLE) & not_pod] = Cause.NO_ENDPOINTS.value
-    return cause
+    cause[(~in_ep) & kind.eq(FailureKind.UNREACHABLE) & not_pod] = CODE[Cause.NO_ENDPOINTS]
+    return _named(cause)
+
+
+CODE = {c: i for i, c in enumerate(Cause)}
+_NAMES = pd.Index([c.value for c in Cause], dtype=object)
+
+
+def _named(codes: np.ndarray) -> pd.Categorical:
+    """Cause codes as a categorical of the cause names (every cause a category, counted or not)."""
+    return pd.Categorical.from_codes(codes, categories=_NAMES)
 
 
 def count_causes(causes: pd.Series) -> dict[str, int]:

@@ -48,6 +48,13 @@ def as_category(s: pd.Series) -> pd.Categorical:
     return pd.Categorical(s.astype(str).to_numpy(dtype=object))
 
 
+def take_categorical(values: np.ndarray, pos: np.ndarray, missing: str = "") -> pd.Categorical:
+    """``values[pos]`` (``missing`` where pos is -1) as a categorical: few values over many rows."""
+    codes, uniques = pd.factorize(np.append(np.asarray(values, dtype=object), missing))
+    picked = codes[np.where(pos >= 0, pos, len(values))]
+    return pd.Categorical.from_codes(picked, categories=pd.Index(uniques, dtype=object))
+
+
 def concat_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """``pd.concat`` that keeps categorical columns categorical (union of their categories)."""
     if len(frames) == 1:

@@ -27,6 +27,7 @@ import pandas as pd
 from auditor.correlate.attach import attach_episodes
 from auditor.correlate.columns import KindView, as_category, as_str_array, codes_in, distinct, row_hash
 from auditor.correlate.episodes import strictly_after_ns
+from auditor.correlate.failures import one_to_one
 from auditor.enrich.protocols import PodGetter
 from auditor.model.audit import CONSUMER_COLUMNS, MISSING_NS, ConsumerKind, FailureKind
 from auditor.model.packet import EventKind
@@ -192,7 +193,7 @@ def _classify(
 
 def failure_consumers(
     failures: pd.DataFrame, syns: SynTraffic, packets: pd.DataFrame, pods: PodGetter
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[pd.Categorical, pd.Categorical]:
     """(kind, name) of the consumer of each failed connection ("" when it has no episode).
 
     A failure is the consumer's whose SYN it answered (same node, client address and port); a live
@@ -203,7 +204,7 @@ def failure_consumers(
     kind = np.full(n, "", dtype=object)
     name = np.full(n, "", dtype=object)
     if n == 0:
-        return kind, name
+        return pd.Categorical(kind), pd.Categorical(name)
     ep = failures["episode"].to_numpy(dtype="int64")
     node = as_str_array(failures["node"])
     client = as_str_array(failures["client_ip"])
@@ -233,34 +234,38 @@ def failure_consumers(
         )
         kind[todo] = np.array([k for k, _ in labels] or [""], dtype=object)[label]
         name[todo] = np.array([n for _, n in labels] or [""], dtype=object)[label]
-    return kind, name
+    return pd.Categorical(kind), pd.Categorical(name)  # few distinct values over many rows
 
 
 def _live_destinations(failures: pd.DataFrame, packets: pd.DataFrame) -> dict[int, str]:
     """For failures the live agent saw: the destination the client's own socket dialed (its ``refused``
-    event on the same node, same client address and port, within :data:`PAIR_WINDOW_NS`)."""
+    event on the same node, same client address and port, the nearest in time within
+    :data:`PAIR_WINDOW_NS`, one event per failure: a port reused within the window has two attempts)."""
     if packets.empty or "source" not in failures:
         return {}
     live = np.flatnonzero(as_str_array(failures["source"]) == "ebpf")
     ref = KindView(packets["kind"]).eq(EventKind.REFUSED)
     if not len(live) or not ref.any():
         return {}
-    rt = packets["time"][ref].to_numpy(dtype="datetime64[ns]").astype("int64")
-    by_conn: dict[tuple[str, str, int], list[tuple[int, str]]] = {}
-    for n, s, p, d, tt in zip(as_str_array(packets["node"][ref]), as_str_array(packets["src"][ref]),
-                              packets["sport"].to_numpy()[ref], as_str_array(packets["dst"][ref]), rt,
-                              strict=True):  # fmt: skip
-        by_conn.setdefault((n, s, int(p)), []).append((int(tt), d))
-    node, client = as_str_array(failures["node"]), as_str_array(failures["client_ip"])
-    cport = failures["client_port"].to_numpy(dtype="int64")
-    t = failures["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
-    out: dict[int, str] = {}
-    for i in live:
-        for tt, d in by_conn.get((node[i], client[i], int(cport[i])), []):
-            if abs(tt - int(t[i])) <= PAIR_WINDOW_NS:
-                out[int(i)] = d
-                break
-    return out
+    a = pd.DataFrame({
+        "node": as_str_array(failures["node"])[live], "ip": as_str_array(failures["client_ip"])[live],
+        "port": failures["client_port"].to_numpy(dtype="int64")[live],
+        "t": failures["time"].to_numpy(dtype="datetime64[ns]").astype("int64")[live], "row": live,
+    })  # fmt: skip
+    b = pd.DataFrame({
+        "node": as_str_array(packets["node"][ref]), "ip": as_str_array(packets["src"][ref]),
+        "port": packets["sport"].to_numpy()[ref].astype("int64"),
+        "t_ref": packets["time"][ref].to_numpy(dtype="datetime64[ns]").astype("int64"),
+        "dst": as_str_array(packets["dst"][ref]),
+    })  # fmt: skip
+    b["ref_row"] = np.arange(len(b))
+    m = a.merge(b, on=["node", "ip", "port"], how="inner")
+    m["dt"] = (m["t"] - m["t_ref"]).abs()
+    m = m.loc[m["dt"] <= PAIR_WINDOW_NS]
+    rows, refs = one_to_one(m["row"].to_numpy(dtype="int64"), m["ref_row"].to_numpy(dtype="int64"),
+                            m["dt"].to_numpy(dtype="int64"))  # fmt: skip
+    dst = b["dst"].to_numpy(dtype=object)
+    return {int(r): str(dst[f]) for r, f in zip(rows.tolist(), refs.tolist(), strict=True)}
 
 
 KEYS = ["episode", "consumer_kind", "consumer", "node"]
@@ -288,12 +293,13 @@ def build_consumers(
     if not fl.empty:
         t = fl["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
         ep = fl["episode"].to_numpy(dtype="int64")
-        refused = (fl["failure"].astype(str) == FailureKind.REFUSED).to_numpy()
+        failure = KindView(fl["failure"])
+        refused = failure.eq(FailureKind.REFUSED)
         bound = strict_after.reindex(ep).to_numpy(dtype="int64")
         frame = pd.DataFrame({
-            "episode": ep, "consumer_kind": pd.Categorical(fl["consumer_kind"].astype(str)),
-            "consumer": pd.Categorical(fl["consumer"].astype(str)), "node": pd.Categorical(as_str_array(fl["node"])),
-            "refused": refused.astype("int64"), "resets": (~refused & (fl["failure"].astype(str) == FailureKind.RESET).to_numpy()).astype("int64"),
+            "episode": ep, "consumer_kind": as_category(fl["consumer_kind"]),
+            "consumer": as_category(fl["consumer"]), "node": as_category(fl["node"]),
+            "refused": refused.astype("int64"), "resets": (~refused & failure.eq(FailureKind.RESET)).astype("int64"),
             "t_ref": np.where(refused, t, np.iinfo(np.int64).max), "t_ref_after": np.where(refused & (t >= bound), t, MISSING_NS),
         })  # fmt: skip
         parts.append(frame.groupby(KEYS, observed=True, sort=False).agg(

@@ -156,10 +156,39 @@ def _paired_refusals(packets: pd.DataFrame, kind: KindView) -> np.ndarray:
                       "t": times[ref], "row": np.flatnonzero(ref)})  # fmt: skip
     b = pd.DataFrame({"ip": as_str_array(packets["dst"])[rst], "port": packets["dport"].to_numpy()[rst],
                       "t_rst": times[rst]})  # fmt: skip
+    b["rst_row"] = np.arange(len(b))
     m = a.merge(b, on=["ip", "port"], how="inner")
-    hit = m.loc[(m["t"] - m["t_rst"]).abs() <= PAIR_WINDOW_NS, "row"].to_numpy(dtype="int64")
-    out[hit] = True
+    m["dt"] = (m["t"] - m["t_rst"]).abs()
+    m = m.loc[m["dt"] <= PAIR_WINDOW_NS]
+    out[one_to_one(m["row"].to_numpy(dtype="int64"), m["rst_row"].to_numpy(dtype="int64"),
+                   m["dt"].to_numpy(dtype="int64"))[0]] = True  # fmt: skip
     return out
+
+
+def one_to_one(left: np.ndarray, right: np.ndarray, distance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pair candidate (left, right) rows one to one, nearest first (greedy by ``distance``): a port reused
+    within the pairing window has two attempts, each with its own events. Returns the paired (left, right)."""
+    if not len(left):
+        return left, right
+    lc = pd.Series(left).map(pd.Series(left).value_counts()).to_numpy()
+    rc = pd.Series(right).map(pd.Series(right).value_counts()).to_numpy()
+    alone = (lc == 1) & (rc == 1)  # the common case: one candidate each way
+    pairs_l, pairs_r = [left[alone]], [right[alone]]
+    rest = np.flatnonzero(~alone)
+    if len(rest):
+        used_l: set[int] = set()
+        used_r: set[int] = set()
+        got_l, got_r = [], []
+        for i in rest[np.argsort(distance[rest], kind="stable")].tolist():
+            a, b = int(left[i]), int(right[i])
+            if a not in used_l and b not in used_r:
+                used_l.add(a)
+                used_r.add(b)
+                got_l.append(a)
+                got_r.append(b)
+        pairs_l.append(np.asarray(got_l, dtype="int64"))
+        pairs_r.append(np.asarray(got_r, dtype="int64"))
+    return np.concatenate(pairs_l), np.concatenate(pairs_r)
 
 
 def _answers_a_syn(packets: pd.DataFrame, kind: KindView, is_rst: np.ndarray) -> np.ndarray:

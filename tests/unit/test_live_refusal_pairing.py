@@ -6,15 +6,12 @@ events of each refused attempt are the pod's socketless ``rst_sent`` and the ing
 
 The ingress reuses a source port to the same pod within a second (lab run r2 of this change: 11 ports,
 0.78-0.84 s apart, Linux hands out a port freed by a refusal again), and dials several terminating pods
-from the same port within a second when pods terminate together. The two ``xfail(strict=True)`` tests pin
-what ``auditor/correlate`` gets wrong there (a refused event is paired with *any* socketless RST of its
-port within 1 s, and a failure takes the *first* refused event of its port within 1 s, not its own);
-they fail loudly (XPASS) once correlate pairs one to one by nearest time and server address.
+from the same port within a second when pods terminate together. The last two tests pin
+the pairing rule: one to one, nearest in time first (``correlate.failures.one_to_one``), so a refused event
+is never absorbed by the other attempt's socketless RST, and a failure takes its own refused event.
 """
 
 from __future__ import annotations
-
-import pytest
 
 from auditor.correlate.audit import AuditResult, audit
 from auditor.model.packet import ACK, RST, PacketEvent, packet_frame
@@ -83,23 +80,12 @@ def test_a_port_reused_to_the_same_pod_counts_twice() -> None:
     assert _refused(_audit(events), A) == {("pod", NAME): 2}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="auditor/correlate/failures.py:_paired_refusals drops a refused event when any socketless rst_sent "
-    "of the same client port lies within 1 s, even the other attempt's: pair one to one, nearest first",
-)
 def test_a_missing_reset_on_a_reused_port_is_still_a_refusal() -> None:
     # the ingress's port 40000 refused by A twice, 0.8 s apart; the second reset's probe run was skipped
     events = _refusal(T0 + 100 * MS, A, 40_000) + _refusal(T0 + 900 * MS, A, 40_000, rst=False)
     assert _refused(_audit(events), A) == {("pod", NAME): 2}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="auditor/correlate/consumers.py:_live_destinations takes the first refused event of the client "
-    "port within 1 s, not the one of this failure (nearest in time, same server): a refusal by B is "
-    "filed under kube-proxy because the port was refused by A 0.3 s earlier",
-)
 def test_one_port_refused_by_two_terminating_pods_stays_the_ingress() -> None:
     events = _refusal(T0 + 100 * MS, A, 40_000) + _refusal(T0 + 400 * MS, B, 40_000)
     res = _audit(events)
