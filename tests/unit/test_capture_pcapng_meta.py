@@ -11,8 +11,8 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from auditor.sources.capture import read_capture
 from auditor.model.kube import KubeInput, endpoint_frame, event_frame
+from auditor.sources.capture import read_capture
 from auditor.sources.inputs import load_inputs
 from auditor.sources.packet_inputs import read_packet_inputs
 
@@ -30,14 +30,18 @@ def _shb(appl: str) -> bytes:
 
 
 def _idb(name: str, desc: str) -> bytes:
-    body = struct.pack("<HHI", 101, 0, 192) + _opt(2, name.encode()) + _opt(3, desc.encode()) + _opt(9, b"\x09")
+    body = (
+        struct.pack("<HHI", 101, 0, 192) + _opt(2, name.encode()) + _opt(3, desc.encode()) + _opt(9, b"\x09")
+    )
     return _block(1, body + b"\0" * 4)
 
 
 def _syn(t_ns: int, sport: int) -> bytes:
     """A raw-IP (link type 101) SYN 10.0.0.1:sport -> 10.244.0.5:8080 at t_ns."""
     tcp = struct.pack("!HHIIBBHHH", sport, 8080, 1000, 0, 5 << 4, 0x02, 1024, 0, 0)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0, 64, 6, 0, bytes([10, 0, 0, 1]), bytes([10, 244, 0, 5]))
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0, 64, 6, 0, bytes([10, 0, 0, 1]), bytes([10, 244, 0, 5])
+    )
     pkt = ip + tcp
     body = struct.pack("<IIIII", 0, t_ns >> 32, t_ns & 0xFFFFFFFF, len(pkt), len(pkt)) + pkt
     return _block(6, body)
@@ -47,7 +51,9 @@ def _isb(osdrop: int, ifdrop: int, recv: int) -> bytes:
     def q(v: int) -> bytes:
         return struct.pack("<Q", v)
 
-    body = struct.pack("<III", 0, 0, 0) + _opt(4, q(recv)) + _opt(5, q(ifdrop)) + _opt(7, q(osdrop)) + b"\0" * 4
+    body = (
+        struct.pack("<III", 0, 0, 0) + _opt(4, q(recv)) + _opt(5, q(ifdrop)) + _opt(7, q(osdrop)) + b"\0" * 4
+    )
     return _block(5, body)
 
 
@@ -58,7 +64,9 @@ def _no_kube() -> KubeInput:
 T0 = 1_767_000_000_000_000_000
 
 
-def _capture(path: Path, *, node: str = "node-a", isb: bytes | None = b"", appl: str = "auditor capture") -> Path:
+def _capture(
+    path: Path, *, node: str = "node-a", isb: bytes | None = b"", appl: str = "auditor capture"
+) -> Path:
     data = _shb(appl) + _idb("any", f"node={node}") + _syn(T0, 40000) + _syn(T0 + 1_000_000, 40001)
     data += _isb(7, 3, 9) if isb == b"" else (isb or b"")
     path.write_bytes(data)
