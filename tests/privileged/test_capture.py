@@ -162,6 +162,30 @@ def test_kubectl_debug_command_line(netns: str, tmp_path: Path) -> None:
     assert summary["tcp_syn"] == summary["tcp_rst"] == 20
 
 
+def test_max_mb_bounds_the_file(netns: str, tmp_path: Path) -> None:
+    """--max-mb 1: it stops by itself once the file reaches 1 MiB (at most one ring block more), the file
+    whole, its statistics block at the end."""
+    path = tmp_path / "bounded.pcapng"
+    argv = [*AUDITOR, "capture", "-i", "lo", "--netns", netns, "--node", "n", "-w", str(path), "--max-mb", "1",
+            "--json", "-q", "--duration", "60s"]  # fmt: skip
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_file(path, proc)
+    for _ in range(10):  # ~140 bytes a packet on loopback: 1 MiB is ~7,500 packets
+        if proc.poll() is not None:
+            break
+        _connect(netns, 2000)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    stats = json.loads(out)
+    assert stats["stopped_by"] == "max-mb", stats
+    size = path.stat().st_size
+    assert stats["bytes"] == size and 1 << 20 <= size <= 2 << 20, stats
+    doc = subprocess.run([*AUDITOR, "pcap", "summary", str(path), "--json"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60, check=True)  # fmt: skip
+    summary = json.loads(doc.stdout)
+    assert summary["frames"] == stats["packets"] and summary["dropped"] == 0 and summary["errors"] == []
+
+
 def test_scapy_fallback_engine(netns: str, tmp_path: Path) -> None:
     """Where libpcap is missing the command falls back to scapy (forced here): the same file format."""
     pytest.importorskip("scapy", reason="the fallback engine needs scapy")
