@@ -263,9 +263,9 @@ static int Handle_init(Handle *self, PyObject *args, PyObject *kw)
     int rc = P.activate(p);
     leave_netns(saved);
     if (rc < 0) {
-        const char *msg = P.geterr(p);
-        PyErr_Format(PyExc_OSError, "%s: %s%s%s", iface, P.statustostr(rc), msg && *msg ? ": " : "",
-                     msg ? msg : "");
+        const char *msg = P.geterr(p), *status = P.statustostr(rc);
+        int same = !msg || !*msg || strcmp(msg, status) == 0;
+        PyErr_Format(PyExc_OSError, "%s: %s%s%s", iface, status, same ? "" : ": ", same ? "" : msg);
         P.close(p);
         return -1;
     }
