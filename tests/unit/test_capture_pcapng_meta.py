@@ -97,6 +97,7 @@ def test_kernel_drops_are_lost_input(tmp_path: Path) -> None:
     inputs = load_inputs([str(path)], _no_kube())
     assert inputs.info["capture_dropped"] == 7
     assert any("capture dropped 7 packet(s)" in p for p in inputs.problems)
+    assert any("interface(s) dropped 3 packet(s)" in p for p in inputs.problems)
     assert [c.lost for c in inputs.coverage] == [7]  # the evidence counts them: no SAFE from this span
 
 

@@ -115,6 +115,9 @@ def _finish(state: _State) -> None:
     s.if_dropped = sum(ifdrops) if ifdrops else None
     if s.dropped:
         s.errors.append(f"capture dropped {s.dropped} packet(s) in the kernel (ring full): lost input")
+    if s.if_dropped:
+        s.errors.append(f"the capturing interface(s) dropped {s.if_dropped} packet(s) of any kind meanwhile "
+                        "(isb_ifdrop): some may have been refusals or resets")  # fmt: skip
     if s.writer.startswith(AUDITOR_WRITER) and not state.drops:
         s.errors.append("no interface statistics block at the end: the capture was cut before it finished "
                         "(killed, disk full?); its kernel drops are unknown")  # fmt: skip
