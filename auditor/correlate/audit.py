@@ -115,7 +115,7 @@ def audit(
         {str(n) for n in (packets["node"].unique() if not packets.empty else [])}
         | ({str(n) for n in dataplane["node"].astype(str).unique()} if dataplane is not None else set())
     )
-    syns = syn_consumers(packets, episodes, getter, failures.loc[failures["episode"] >= 0])
+    syns = syn_consumers(packets, episodes, getter, failures)
     failures["consumer_kind"], failures["consumer"] = failure_consumers(failures, syns, packets, getter)
     timelines = build_timelines(episodes, nodes, packets, failures, dataplane, getter, syns)
     consumers = (

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from auditor.correlate.attach import attach_episodes
-from auditor.correlate.columns import KindView, as_category, as_str_array, codes_in, distinct, row_hash
+from auditor.correlate.columns import KindView, as_category, as_str_array, codes_in, row_hash
 from auditor.correlate.episodes import strictly_after_ns
 from auditor.correlate.failures import one_to_one
 from auditor.enrich.protocols import PodGetter
@@ -44,12 +44,14 @@ class SynTraffic:
     ``groups``: one row per (episode, consumer kind, consumer, node) with ``new_connections`` (its SYNs)
     and ``last_syn`` (its last SYN after the deletion, :func:`~auditor.correlate.episodes.strictly_after_ns`;
     MISSING_NS when none); ``proxied``: the (node, client address) pairs whose SYNs the node's kube-proxy
-    translated; ``last_of_connection``: for the failed connections only, the consumer of the last SYN of
-    their (node, client address, client port): columns node, src, sport, kind, name."""
+    translated; ``labels``: the consumers, (kind, name); ``failure_label``: per row of the failures given,
+    the consumer (index into ``labels``) of the last SYN of its (node, client address, client port), -1
+    when none."""
 
     groups: pd.DataFrame
     proxied: frozenset[tuple[str, str]]
-    last_of_connection: pd.DataFrame
+    labels: tuple[tuple[str, str], ...]
+    failure_label: np.ndarray
 
     @property
     def empty(self) -> bool:
@@ -57,11 +59,12 @@ class SynTraffic:
 
 
 GROUP_COLUMNS = ("episode", "consumer_kind", "consumer", "node", "new_connections", "last_syn")
-_NO_CONNECTIONS = pd.DataFrame({c: pd.Series(dtype="object") for c in ("node", "src", "sport", "kind", "name")})
 
 
-def no_syn_traffic() -> SynTraffic:
-    return SynTraffic(pd.DataFrame({c: pd.Series(dtype="object") for c in GROUP_COLUMNS}), frozenset(), _NO_CONNECTIONS)
+def no_syn_traffic(failures: pd.DataFrame | None = None) -> SynTraffic:
+    n = 0 if failures is None else len(failures)
+    groups = pd.DataFrame({c: pd.Series(dtype="object") for c in GROUP_COLUMNS})
+    return SynTraffic(groups, frozenset(), (), np.full(n, -1, dtype="int64"))
 
 
 def syn_consumers(
@@ -71,10 +74,10 @@ def syn_consumers(
     ``failures`` (with ``node``, ``client_ip``, ``client_port``): the connections whose last SYN's consumer
     :func:`failure_consumers` will need."""
     if packets.empty or episodes.empty:
-        return no_syn_traffic()
+        return no_syn_traffic(failures)
     syn = KindView(packets["kind"]).eq(EventKind.TCP_SYN)
     if not syn.any():
-        return no_syn_traffic()
+        return no_syn_traffic(failures)
     t = packets["time"].to_numpy(dtype="datetime64[ns]").astype("int64")[syn]
     node_all, src_all, dst_all = (as_category(packets[c]) for c in ("node", "src", "dst"))
     dst_codes = np.asarray(dst_all.codes, dtype="int64")[syn]
@@ -114,23 +117,21 @@ def syn_consumers(
     width = max(1, len(src_names))
     pairs = np.unique(node_codes[proxy] * width + src_codes[proxy])
     proxied = frozenset((str(node_names[k // width]), str(src_names[k % width])) for k in pairs.tolist())
-    last = _NO_CONNECTIONS
+    failure_label = np.full(0 if failures is None else len(failures), -1, dtype="int64")
     if failures is not None and not failures.empty:
         # the last SYN of each failed connection's (node, client address, client port)
-        fail = pd.Index(row_hash(
+        fkey = row_hash(
             codes_in(failures["node"], pd.Index(node_names)), codes_in(failures["client_ip"], pd.Index(src_names)),
             failures["client_port"].to_numpy(dtype="int64"),
-        )).unique()  # fmt: skip
+        )  # fmt: skip
+        fail = pd.Index(fkey).unique()
         pos = np.asarray(fail.get_indexer(row_hash(node_codes, src_codes, sport)), dtype="int64")
         sel = np.flatnonzero(pos >= 0)
-        last_row = np.full(len(fail), -1, dtype="int64")
+        last_row = np.full(len(fail) + 1, -1, dtype="int64")  # + 1: the slot of "no such SYN"
         np.maximum.at(last_row, pos[sel], sel)  # rows ascend: the maximum is the last
-        keep = last_row[last_row >= 0]
-        last = pd.DataFrame({
-            "node": node_names[node_codes[keep]], "src": src_names[src_codes[keep]], "sport": sport[keep],
-            "kind": kinds[label[keep]], "name": names[label[keep]],
-        })  # fmt: skip
-    return SynTraffic(groups, proxied, last)
+        row = last_row[np.asarray(fail.get_indexer(fkey), dtype="int64")]
+        failure_label = np.where(row >= 0, np.append(label, -1)[row], -1)
+    return SynTraffic(groups, proxied, tuple(labels), failure_label)
 
 
 DENSE_GROUPS = 1 << 22  # group keys below this: counted in arrays, not hashed
@@ -201,40 +202,39 @@ def failure_consumers(
     the dialing pod); otherwise by the client address (a pod, else external), kube-proxy when that
     client's other connections went through the node's rules."""
     n = len(failures)
-    kind = np.full(n, "", dtype=object)
-    name = np.full(n, "", dtype=object)
     if n == 0:
-        return pd.Categorical(kind), pd.Categorical(name)
+        return _label_columns(np.zeros(0, dtype="int64"), [])
     ep = failures["episode"].to_numpy(dtype="int64")
-    node = as_str_array(failures["node"])
-    client = as_str_array(failures["client_ip"])
-    cport = failures["client_port"].to_numpy(dtype="int64")
-    t = failures["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
-    via_service = syns.proxied
-    conn = syns.last_of_connection
-    if not conn.empty:
-        nodes = distinct(conn["node"], failures["node"])
-        addrs = distinct(conn["src"], failures["client_ip"])
-        syn_key = row_hash(codes_in(conn["node"], nodes), codes_in(conn["src"], addrs), conn["sport"].to_numpy(dtype="int64"))
-        fail_key = row_hash(codes_in(failures["node"], nodes), codes_in(failures["client_ip"], addrs), cport)
-        pos = np.asarray(pd.Index(syn_key).get_indexer(fail_key), dtype="int64")  # syn_key: unique
-        hit = (ep >= 0) & (pos >= 0)
-        kind[hit] = conn["kind"].to_numpy(dtype=object)[pos[hit]]
-        name[hit] = conn["name"].to_numpy(dtype=object)[pos[hit]]
-    live_dst = _live_destinations(failures, packets)
-    todo = np.flatnonzero((ep >= 0) & (kind == ""))
+    labels = list(syns.labels)
+    code = np.where(ep >= 0, syns.failure_label, -1) if len(syns.failure_label) == n else np.full(n, -1, dtype="int64")
+    todo = np.flatnonzero((ep >= 0) & (code < 0))
     if len(todo):
+        node = as_str_array(failures["node"])
+        client = as_str_array(failures["client_ip"])
+        t = failures["time"].to_numpy(dtype="datetime64[ns]").astype("int64")
+        live_dst = _live_destinations(failures, packets)
         server = as_str_array(failures["server_ip"])
         translated = np.array([
-            live_dst[int(i)] != server[i] if int(i) in live_dst else (node[i], client[i]) in via_service
+            live_dst[int(i)] != server[i] if int(i) in live_dst else (node[i], client[i]) in syns.proxied
             for i in todo
         ], dtype=bool)  # fmt: skip
-        label, labels = _classify(
-            pd.Categorical(client[todo]), pd.Categorical(node[todo]), translated, t[todo], pods
-        )
-        kind[todo] = np.array([k for k, _ in labels] or [""], dtype=object)[label]
-        name[todo] = np.array([n for _, n in labels] or [""], dtype=object)[label]
-    return pd.Categorical(kind), pd.Categorical(name)  # few distinct values over many rows
+        label, more = _classify(pd.Categorical(client[todo]), pd.Categorical(node[todo]), translated, t[todo], pods)
+        index = {lab: i for i, lab in enumerate(labels)}
+        remap = np.array([index.setdefault(lab, len(index)) for lab in more] or [-1], dtype="int64")
+        labels = sorted(index, key=index.__getitem__)
+        code[todo] = remap[label]
+    return _label_columns(code, labels)
+
+
+def _label_columns(code: np.ndarray, labels: list[tuple[str, str]]) -> tuple[pd.Categorical, pd.Categorical]:
+    """(kind, name) columns of consumer label codes (-1: none, "")."""
+    out = []
+    for part in (0, 1):
+        values = [lab[part] for lab in labels]
+        cats = pd.Index(sorted({*values, ""}), dtype=object)
+        of_label = np.append(np.asarray(cats.get_indexer(pd.Index(values, dtype=object)), dtype="int64"), cats.get_indexer(pd.Index([""], dtype=object)))
+        out.append(pd.Categorical.from_codes(of_label[code], categories=cats))
+    return out[0], out[1]
 
 
 def _live_destinations(failures: pd.DataFrame, packets: pd.DataFrame) -> dict[int, str]:

@@ -73,7 +73,10 @@ def summarize_rollouts(
         delay=pd.to_numeric(timelines["propagation_delay_s"], errors="coerce"),
     )
     fl = failures.loc[failures["episode"] >= 0, ["episode", "node", "cause"]]
-    fl = fl.assign(rollout=roll_of.reindex(fl["episode"]).to_numpy())
+    if "rollout" in failures:  # the engine names each failure's rollout already
+        fl = fl.assign(rollout=failures["rollout"].to_numpy()[(failures["episode"] >= 0).to_numpy()])
+    else:
+        fl = fl.assign(rollout=roll_of.reindex(fl["episode"]).to_numpy())
     by_roll = tl.groupby("rollout", sort=False).agg(max_delay=("delay", "max"), max_gap=("gap_s", "max"))
     by_node = tl.groupby(["rollout", "node"], sort=True).agg(
         max_delay=("delay", "max"), mean_delay=("delay", "mean"), max_gap=("gap_s", "max")
