@@ -7,6 +7,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
+from auditor.errors import AuditorError
 from auditor.model.counts import CountRecord
 from auditor.model.packet import PacketEvent
 
@@ -157,7 +158,9 @@ class CaptureSource:
 
     name = "capture"
 
-    def __init__(self, node: str, interface: str = "any", netns: str | None = None, buffer_mb: int = 32) -> None:
+    def __init__(
+        self, node: str, interface: str = "any", netns: str | None = None, buffer_mb: int = 32
+    ) -> None:
         from auditor.sources.pcaplive import LiveCapture
         from auditor.sources.pcaplive.live import LiveDecoder
 
@@ -235,7 +238,14 @@ def open_packet_source(
                 probe.close()
             except Exception as close_exc:
                 log.debug("closing the probes that failed to load: %s", close_exc)
-    src = CaptureSource(node, netns=netns)
+    try:
+        src = CaptureSource(node, netns=netns)
+    except AuditorError as exc:  # neither works: say both
+        raise AuditorError(
+            f"the eBPF probes cannot load ({reason}) and the packet-capture fallback cannot start ({exc.line()})",
+            "auditor agent",
+            "run as root on a kernel with BTF (eBPF), or give the agent CAP_NET_RAW and libpcap (capture)",
+        ) from None
     src.fallback_reason = reason
     log.warning("the eBPF probes cannot load (%s): falling back to packet capture; %s", reason, NO_REASONS)
     return src

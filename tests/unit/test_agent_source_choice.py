@@ -64,3 +64,18 @@ def test_explicit_choices() -> None:
     assert _Probe.instances == []  # capture asked: the probes are not even tried
     probe = sources.open_packet_source("ebpf", "n1")
     assert isinstance(probe, _Probe) and not probe.started  # the agent starts it (a failure is fatal then)
+
+
+def test_auto_when_neither_works_says_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    from auditor.errors import AuditorError
+
+    class _NoCapture:
+        def __init__(self, *a: Any, **k: Any) -> None:
+            raise AuditorError("cannot capture: any: permission denied", "any")
+
+    _Probe.fail = RuntimeError("loading eBPF probes needs root")
+    monkeypatch.setattr(sources, "CaptureSource", _NoCapture)
+    with pytest.raises(AuditorError) as err:
+        sources.open_packet_source("auto", "n1")
+    line = err.value.line()
+    assert "loading eBPF probes needs root" in line and "permission denied" in line

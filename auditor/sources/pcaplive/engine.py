@@ -92,6 +92,11 @@ class LiveCapture:
         timeout_ms: int = 100,
         netns: str | None = None,
     ) -> None:
+        ok, why = engine_available()
+        if not ok:
+            raise AuditorError(
+                why, "libpcap", "install libpcap (Debian: libpcap0.8) and build auditor (pip install .)"
+            )
         from auditor.sources import _pcapcap  # type: ignore[attr-defined]
 
         self.interface, self.node, self.timeout_ms = interface, node, timeout_ms
