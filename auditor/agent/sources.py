@@ -79,8 +79,6 @@ class ProbeSource:
         self._final_counts: list[CountRecord] = []  # what close() read last, for the next read_counts
 
     def start(self) -> None:
-        if self._started:  # started early by open_packet_source (to fall back if the probes cannot load)
-            return
         self.probes.start()
         self._started = True
 
@@ -210,6 +208,69 @@ class CaptureSource:
                 self.capture.close()
 
 
+class AutoSource:
+    """``--source auto``: the probes, started when the agent starts its sources (where ``ebpf`` starts
+    them: after the allocator is set up, before the memory budget is measured); if they cannot load,
+    the capture in their place, saying why. Everything else is the chosen source's (the agent looks
+    up the optional methods after start)."""
+
+    def __init__(
+        self, node: str, pod_cidrs: tuple[str, ...], netns: str | None, probe_options: dict[str, Any] | None
+    ) -> None:
+        self._node, self._pod_cidrs, self._netns, self._probe_options = node, pod_cidrs, netns, probe_options
+        self.active: Any = None
+        self.name = "ebpf"
+
+    def start(self) -> None:
+        probe: ProbeSource | None = None
+        try:
+            probe = ProbeSource(self._node, self._pod_cidrs, self._probe_options)
+            probe.start()
+            self.active = probe
+            return
+        except Exception as exc:  # any failure to load: the capture is the fallback
+            reason = f"{type(exc).__name__}: {exc}"
+            if probe is not None:
+                try:
+                    probe.close()
+                except Exception as close_exc:
+                    log.debug("closing the probes that failed to load: %s", close_exc)
+        try:
+            src = CaptureSource(self._node, netns=self._netns)
+        except AuditorError as exc:  # neither works: say both
+            raise AuditorError(
+                f"the eBPF probes cannot load ({reason}) and the packet-capture fallback cannot start "
+                f"({exc.line()})",
+                "auditor agent",
+                "run as root on a kernel with BTF (eBPF), or give the agent CAP_NET_RAW and libpcap (capture)",
+            ) from None
+        src.fallback_reason = reason
+        log.warning(
+            "the eBPF probes cannot load (%s): falling back to packet capture; %s", reason, NO_REASONS
+        )
+        self.active, self.name = src, src.name
+
+    def __getattr__(self, attr: str) -> Any:  # poll_frame, read_counts, resync_clock...: the active one's
+        active = self.__dict__.get("active")
+        if active is None or attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(active, attr)
+
+    def poll(self, timeout_ms: int) -> list[PacketEvent]:
+        events: list[PacketEvent] = self.active.poll(timeout_ms)
+        return events
+
+    def lost(self) -> dict[str, int]:
+        return dict(self.active.lost()) if self.active is not None else {}
+
+    def notes(self) -> dict[str, Any]:
+        return dict(self.active.notes()) if self.active is not None else {"started": False}
+
+    def close(self) -> None:
+        if self.active is not None:
+            self.active.close()
+
+
 def open_packet_source(
     choice: str,
     node: str,
@@ -218,34 +279,12 @@ def open_packet_source(
     probe_options: dict[str, Any] | None = None,
 ) -> PacketSource:
     """The agent's packet source: ``ebpf`` (the probes), ``capture`` (libpcap on every interface of
-    ``netns``, default: this one), or ``auto``: the probes, started here so that when they cannot load
-    (no BTF, no bcc, CAP_BPF refused...) the capture takes over, saying so."""
+    ``netns``, default: this one), or ``auto`` (:class:`AutoSource`: the probes, the capture when they
+    cannot load)."""
     if choice == "capture":
         src = CaptureSource(node, netns=netns)
         log.warning("packet source: capture, as asked: %s", NO_REASONS)
         return src
     if choice == "ebpf":
         return ProbeSource(node, pod_cidrs, probe_options)
-    probe: ProbeSource | None = None
-    try:
-        probe = ProbeSource(node, pod_cidrs, probe_options)
-        probe.start()
-        return probe
-    except Exception as exc:  # any failure to load: the capture is the fallback
-        reason = f"{type(exc).__name__}: {exc}"
-        if probe is not None:
-            try:
-                probe.close()
-            except Exception as close_exc:
-                log.debug("closing the probes that failed to load: %s", close_exc)
-    try:
-        src = CaptureSource(node, netns=netns)
-    except AuditorError as exc:  # neither works: say both
-        raise AuditorError(
-            f"the eBPF probes cannot load ({reason}) and the packet-capture fallback cannot start ({exc.line()})",
-            "auditor agent",
-            "run as root on a kernel with BTF (eBPF), or give the agent CAP_NET_RAW and libpcap (capture)",
-        ) from None
-    src.fallback_reason = reason
-    log.warning("the eBPF probes cannot load (%s): falling back to packet capture; %s", reason, NO_REASONS)
-    return src
+    return AutoSource(node, pod_cidrs, netns, probe_options)

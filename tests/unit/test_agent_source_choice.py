@@ -30,6 +30,8 @@ class _Probe:
 
 
 class _Capture:
+    name = "capture"
+
     def __init__(
         self, node: str, interface: str = "any", netns: str | None = None, buffer_mb: int = 32
     ) -> None:
@@ -46,14 +48,22 @@ def _fakes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_auto_uses_the_probes_when_they_load() -> None:
     src = sources.open_packet_source("auto", "n1")
-    assert isinstance(src, _Probe) and src.started and not src.closed
+    assert (
+        isinstance(src, sources.AutoSource) and _Probe.instances == []
+    )  # nothing before the agent starts it
+    src.start()
+    assert isinstance(src.active, _Probe) and src.active.started and src.name == "ebpf"
 
 
 def test_auto_falls_back_to_capture_and_says_why(caplog: pytest.LogCaptureFixture) -> None:
     _Probe.fail = RuntimeError("cannot load probes: no BTF")
+    auto = sources.open_packet_source("auto", "n1", netns="/run/netns/x")
+    assert isinstance(auto, sources.AutoSource)
     with caplog.at_level(logging.WARNING, logger="auditor.agent"):
-        src = sources.open_packet_source("auto", "n1", netns="/run/netns/x")
-    assert isinstance(src, _Capture) and src.netns == "/run/netns/x"
+        auto.start()
+    src = auto.active
+    assert isinstance(src, _Capture) and src.netns == "/run/netns/x" and auto.name == "capture"
+    assert auto.fallback_reason == src.fallback_reason  # the active source's attributes, through the wrapper
     assert src.fallback_reason == "RuntimeError: cannot load probes: no BTF"
     assert _Probe.instances[0].closed  # what the failed load left is released
     assert "falling back to packet capture" in caplog.text and "without the kernel's reasons" in caplog.text
@@ -76,6 +86,6 @@ def test_auto_when_neither_works_says_both(monkeypatch: pytest.MonkeyPatch) -> N
     _Probe.fail = RuntimeError("loading eBPF probes needs root")
     monkeypatch.setattr(sources, "CaptureSource", _NoCapture)
     with pytest.raises(AuditorError) as err:
-        sources.open_packet_source("auto", "n1")
+        sources.open_packet_source("auto", "n1").start()
     line = err.value.line()
     assert "loading eBPF probes needs root" in line and "permission denied" in line
