@@ -50,6 +50,7 @@ import copy
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -129,10 +130,10 @@ def rsts_since(pcap: Path, ip: str, port: int, since_ns: int) -> dict[str, int]:
         return out
 
     refused = times(f"{rst} and tcp[4:4] == 0")
-    every = times(rst)
+    established = [t for t in times(f"{rst} and tcp[4:4] != 0") if t >= since_ns]
     n_refused = sum(1 for t in refused if t >= since_ns)
-    n_every = sum(1 for t in every if t >= since_ns)
-    return {"rst_from_pod": n_every, "rst_refused": n_refused, "rst_established": n_every - n_refused,
+    return {"rst_from_pod": n_refused + len(established), "rst_refused": n_refused,
+            "rst_established": len(established), "t_rst_established": established,
             "rst_refused_starting": len(refused) - n_refused}  # fmt: skip
 
 
@@ -244,7 +245,8 @@ class KubeProxy:
         with self.cond:
             self._stop = True
             self.cond.notify_all()
-        self._thread.join(timeout=15)
+        if self._thread.is_alive():
+            self._thread.join(timeout=15)
 
     def _run(self) -> None:
         applied: list[str] = []
@@ -678,8 +680,11 @@ class _ClusterLab(_Lab):
             t.join(timeout=5)
         with contextlib.suppress(KeyError):
             self.server.delete("Pod", NAMESPACE, load.pod)
+        said = [x for x in load.read().decode(errors="replace").splitlines() if x.startswith("auditor load:")]
+        retried = re.search(r"(\d+) retried", said[-1]) if said else None
         self.load_truth.append({"job": load.job, "pod": load.pod, "why_stopped": why, "t_start": load.started_ns,
-                                "t_stop": load.stopped_ns, "exit_code": code, "log_bytes": len(load.log)})  # fmt: skip
+                                "t_stop": load.stopped_ns, "exit_code": code, "log_bytes": len(load.log),
+                                "summary": said[-1] if said else "", "retried": int(retried.group(1)) if retried else None})  # fmt: skip
 
     # -- the end ----------------------------------------------------------------------------------------------
     def finish(self) -> dict[str, Any]:
@@ -754,8 +759,13 @@ class LabCluster:
             remove_stale_namespaces()
             self._lab = _ClusterLab(self.cfg, self.out)
             self._lab.setup()
-        except BaseException:
-            self.__exit__(None, None, None)
+        except BaseException:  # the setup's error, not one of the cleanup's
+            if self._lab is not None:
+                with contextlib.suppress(Exception):
+                    self._lab.close()
+            self._lab = None
+            self._lock.close()
+            self._lock = None
             raise
         return self
 
