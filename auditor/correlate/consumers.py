@@ -78,6 +78,7 @@ def syn_consumers(
     syn = KindView(packets["kind"]).eq(EventKind.TCP_SYN)
     if not syn.any():
         return no_syn_traffic(failures)
+    syn = np.flatnonzero(syn)  # positions: one nonzero pass, then takes
     t = packets["time"].to_numpy(dtype="datetime64[ns]").astype("int64")[syn]
     node_all, src_all, dst_all = (as_category(packets[c]) for c in ("node", "src", "dst"))
     dst_codes = np.asarray(dst_all.codes, dtype="int64")[syn]
@@ -94,7 +95,8 @@ def syn_consumers(
     if before_dnat.any():
         key = row_hash(node_codes, src_codes, sport, packets["seq"].to_numpy()[syn])
         translated = pd.Index(key[before_dnat]).unique().get_indexer(key[hit]) >= 0
-    t, ep, node_codes, src_codes, sport = t[hit], ep[hit], node_codes[hit], src_codes[hit], sport[hit]
+    at = np.flatnonzero(hit)
+    t, ep, node_codes, src_codes, sport = t[at], ep[at], node_codes[at], src_codes[at], sport[at]
     node = pd.Categorical.from_codes(node_codes, categories=node_all.categories)
     src = pd.Categorical.from_codes(src_codes, categories=src_all.categories)
     label, labels = _classify(src, node, translated, t, pods)

@@ -208,14 +208,20 @@ def _answers_a_syn(packets: pd.DataFrame, kind: KindView, is_rst: np.ndarray) ->
     # a RST answers a SYN only with the ACK bit set (RFC 9293: RST/ACK to a SYN on a closed port)
     has_ack = (flags[r] & ACK) != 0
     s = kind.eq(EventKind.TCP_SYN)
+    ack = packets["ack"].to_numpy()
+    # prefilter (exact match follows): only SYNs whose ISN + 1 has the low bits of some RST's ACK number
+    isn1 = (packets["seq"].to_numpy().astype("int64") + 1) & 0xFFFFFFFF
+    low = np.zeros(1 << 20, dtype=bool)
+    low[ack[r].astype("int64") & 0xFFFFF] = True
+    s = s & low[isn1 & 0xFFFFF]
     addr = distinct(packets["src"], packets["dst"])
     syn_keys = row_hash(
         codes_in(packets["src"], addr)[s],  # codes of the whole column, then the rows: no Series mask
         packets["sport"].to_numpy()[s],
-        (packets["seq"].to_numpy()[s].astype("int64") + 1) & 0xFFFFFFFF,
+        isn1[s],
     )
     rst_keys = row_hash(
-        codes_in(packets["dst"], addr)[r], packets["dport"].to_numpy()[r], packets["ack"].to_numpy()[r]
+        codes_in(packets["dst"], addr)[r], packets["dport"].to_numpy()[r], ack[r]
     )
     # hash the few RST keys and probe them with the many SYN keys (pandas' hash tables: numpy's
     # sort-based isin is ~10x slower on 64-bit keys), then look the answered keys up again
@@ -236,9 +242,18 @@ def drop_nat_copies(failures: pd.DataFrame, is_pod_ip: pd.Series) -> pd.DataFram
     """
     if failures.empty:
         return failures
-    f = failures.assign(_pod=is_pod_ip.to_numpy(dtype=bool))
-    f = f.sort_values(["_pod", "time"], ascending=[False, True], kind="stable")
-    key = ["node", "failure", "client_ip", "client_port", "seq", "ack", "tcp_flags", "source"]
     # only packet copies can be duplicates; live events are unique by construction
-    dup = f.duplicated(subset=key, keep="first") & (f["source"] == "pcap")
-    return f.loc[~dup].drop(columns="_pod").sort_values("time", kind="stable").reset_index(drop=True)
+    pcap = KindView(failures["source"]).eq("pcap")
+    if not pcap.any():
+        return failures
+    key = row_hash(*(
+        np.asarray(as_category(failures[c]).codes, dtype="int64") if c in ("node", "failure", "client_ip", "source")
+        else failures[c].to_numpy(dtype="int64")
+        for c in ("node", "failure", "client_ip", "client_port", "seq", "ack", "tcp_flags", "source")
+    ))  # fmt: skip
+    # the copy naming the pod first, then by time: the first of each key is kept
+    order = np.lexsort((failures["time"].to_numpy(dtype="datetime64[ns]").astype("int64"), ~is_pod_ip.to_numpy(dtype=bool)))
+    dup = np.zeros(len(failures), dtype=bool)
+    dup[order] = pd.Series(key[order]).duplicated(keep="first").to_numpy()
+    dup &= pcap
+    return failures.loc[~dup].reset_index(drop=True)

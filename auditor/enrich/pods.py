@@ -242,12 +242,9 @@ def _codes(ips: pd.Series, index: pd.Index) -> np.ndarray:
     import pandas as pd
 
     if isinstance(ips.dtype, pd.CategoricalDtype):
-        cat_pos = np.asarray(index.get_indexer(pd.Index(ips.cat.categories.astype(str), dtype=object)))
-        codes = np.asarray(ips.cat.codes.to_numpy(), dtype=np.int64)
-        out = np.full(len(codes), -1, dtype=np.int64)
-        ok = codes >= 0
-        out[ok] = cat_pos[codes[ok]]
-        return out
+        cat_pos = np.asarray(index.get_indexer(pd.Index(ips.cat.categories.astype(str), dtype=object)), dtype=np.int64)
+        # one take: code -1 (missing) picks the appended -1
+        return np.append(cat_pos, -1)[ips.cat.codes.to_numpy()]
     return np.asarray(index.get_indexer(pd.Index(ips.astype(str).to_numpy(dtype=object))), dtype=np.int64)
 
 
