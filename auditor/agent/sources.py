@@ -132,6 +132,7 @@ class ProbeSource:
         return {
             "output": self.probes.output,
             "attached": list(self.probes.attached),
+            "raw_tracepoints": list(self.probes.raw_attached),  # of those, attached raw (own guard)
             "disabled": dict(self.probes.disabled),
             "kernel": self._last_counters,
             # every probe's runs the kernel skipped (another tracing program ran on that CPU); for the

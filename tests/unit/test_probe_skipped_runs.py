@@ -66,6 +66,7 @@ class _Probes:
     def __init__(self, counters: dict[str, dict[str, int]], skipped: dict[str, int]) -> None:
         self._counters, self._skipped = counters, skipped
         self.attached = ["tcp:tcp_send_reset", "sock:inet_sock_set_state"]
+        self.raw_attached = ["tcp:tcp_send_reset"]
         self.disabled: dict[str, str] = {}
 
     def counters(self) -> dict[str, dict[str, int]]:
@@ -98,6 +99,7 @@ def test_a_skipped_reset_is_a_lost_and_uncounted_event() -> None:
     assert lost["rst_sent"] == 1 and lost["refused"] == 2  # the agent's "lost": the summary and the lab test
     assert src.uncounted() == 1  # the aggregates miss it too: counts are not exact any more
     assert src.notes()["skipped_runs"] == {"tcp:tcp_send_reset": 1, "sock:inet_sock_set_state": 9}
+    assert src.notes()["raw_tracepoints"] == ["tcp:tcp_send_reset"]
 
 
 def test_nothing_skipped_nothing_lost() -> None:
