@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,13 +122,15 @@ class PodProxy:
             _preload_content=False, _request_timeout=(self.timeout_s, self.timeout_s),
         )  # fmt: skip
 
-    def read(self, path: str) -> bytes:
-        """The whole body of ``GET path``; ApiCallError on failure."""
+    @contextmanager
+    def _response(self, path: str) -> Iterator[Any]:
+        """``GET path``'s response, released afterwards; the client's errors (also while reading) as
+        ApiCallError."""
         api_error, transport = _errors()
         try:
             resp = self._get(path)
             try:
-                return bytes(resp.data)
+                yield resp
             finally:
                 resp.release_conn()
         except api_error as exc:
@@ -135,19 +138,15 @@ class PodProxy:
         except transport as exc:
             raise ApiCallError(error_line(exc)) from None
 
+    def read(self, path: str) -> bytes:
+        """The whole body of ``GET path``; ApiCallError on failure."""
+        with self._response(path) as resp:
+            return bytes(resp.data)
+
     def stream(self, path: str) -> Iterator[bytes]:
         """The body of ``GET path`` in chunks as they arrive (not decoded); ApiCallError on failure."""
-        api_error, transport = _errors()
-        try:
-            resp = self._get(path)
-            try:
-                yield from resp.stream(CHUNK, decode_content=False)
-            finally:
-                resp.release_conn()
-        except api_error as exc:
-            raise ApiCallError(error_line(exc), getattr(exc, "status", None), answered=True) from None
-        except transport as exc:
-            raise ApiCallError(error_line(exc)) from None
+        with self._response(path) as resp:
+            yield from resp.stream(CHUNK, decode_content=False)
 
 
 __all__ = ["TOKEN_HEADER", "ApiCallError", "PodPlacement", "PodProxy", "bearer_token", "error_line", "list_pods"]

@@ -36,10 +36,10 @@ messages) is dropped. Objects of other kinds keep their kind, apiVersion and ide
 
 from __future__ import annotations
 
-import re
-import shlex
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+from auditor.model.shell import is_sleep, script_commands
 
 Obj = dict[str, Any]
 
@@ -61,7 +61,6 @@ _REF = ("apiVersion", "kind", "namespace", "name", "uid", "fieldPath")
 _EVENT = ("type", "reason", "message", "note", "action", "eventTime", "firstTimestamp", "lastTimestamp",
           "deprecatedFirstTimestamp", "deprecatedLastTimestamp", "count", "deprecatedCount")  # fmt: skip
 _SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh", "busybox"})
-_SCRIPT_SEPARATORS = re.compile(r"&&|\|\||;|\n")
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -178,17 +177,7 @@ def reduce_prestop_command(command: list[str]) -> list[str]:
 
 def _reduce_script(script: str) -> str:
     """Keep the ``sleep`` parts of a shell script, one ``…`` for every other part."""
-    parts: list[str] = []
-    for part in _SCRIPT_SEPARATORS.split(script):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            words = shlex.split(part)
-        except ValueError:
-            words = part.split()
-        parts.append(part if words and words[0].rsplit("/", 1)[-1] == "sleep" else REDACTED)
-    return "; ".join(parts)
+    return "; ".join(part if is_sleep(words) else REDACTED for part, words in script_commands(script))
 
 
 def _container_status(s: Mapping[str, Any]) -> Obj:

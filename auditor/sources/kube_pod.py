@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import math
 import re
-import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
 from auditor.model.kube import PodInfo, parse_time_ns
+from auditor.model.shell import is_sleep, script_commands
 
 _SHELLS = {"sh", "bash", "ash", "dash", "zsh", "busybox"}
 
@@ -222,15 +222,8 @@ def exec_sleep(command: list[str]) -> tuple[str, float | None]:
 def _script_sleep(script: str) -> tuple[str, float | None]:
     total, only_sleep = 0.0, True
     found = False
-    for part in re.split(r"&&|\|\||;|\n", script):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            words = shlex.split(part)
-        except ValueError:
-            words = part.split()
-        seconds = _sleep_args(words[1:]) if words and words[0].rsplit("/", 1)[-1] == "sleep" else None
+    for _, words in script_commands(script):
+        seconds = _sleep_args(words[1:]) if is_sleep(words) else None
         if seconds is None:
             only_sleep = False
         else:
