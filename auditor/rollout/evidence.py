@@ -17,19 +17,28 @@ a GAP even when the nodes' records explain none of them (the line says so).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auditor.collect.fetch import AgentPod, NodeResult, collect_agent, list_agent_pods, write_manifest
+from auditor.collect.fetch import (
+    AgentFiles,
+    AgentPod,
+    NodeResult,
+    collect_agent,
+    list_agent_pods,
+    write_manifest,
+)
 from auditor.collect.layout import find_log_dirs
 from auditor.correlate.audit import AuditOptions, audit
 from auditor.correlate.recommend import Recommendation
 from auditor.errors import AuditorError
+from auditor.kubeapi.proxy import ApiCallError, error_line
 from auditor.model.audit import Verdict
 from auditor.model.client import ERROR_CLASSES, ClientResult
 from auditor.model.kube import KubeInput, PodInfo, endpoint_frame, event_frame
+from auditor.model.logfiles import classify_log_file
 from auditor.report.document import build_document
 from auditor.rollout.workload import WorkloadRef
 from auditor.sources.inputs import load_inputs
@@ -139,6 +148,44 @@ def collect_agents(
     results = [collect_agent(api_client, namespace, p, port, out, since_s, timeout_s, token=token) for p in pods]
     write_manifest(out, results, namespace, selector)
     return results
+
+
+SUMMARY_PERIOD_S = 10.0  # the agent rewrites its summary (agent-<node>.json: what it recorded, until when) this often
+
+
+def wait_summaries(
+    api_client: Any, namespace: str, pods: list[AgentPod], port: int, after_wall: float, timeout_s: float,
+    token: str | None, sleep: Callable[[float], None], clock: Callable[[], float],
+) -> list[str]:  # fmt: skip
+    """Until every agent's summary was rewritten after ``after_wall`` (the end of the test, wall clock): the
+    analysis takes an agent's coverage from it, and a summary older than the last termination makes a quiet
+    test INCONCLUSIVE ("the recording ends before the deletion"). Bounded by ``timeout_s`` (the agent
+    rewrites it every 10 s); a note for each agent whose summary stayed older (or unreadable)."""
+    notes: list[str] = []
+    deadline = clock() + timeout_s
+    for pod in pods:
+        files = AgentFiles(api_client, namespace, pod.name, port, min(timeout_s, 30.0), token)
+        while True:
+            try:
+                listing = files.listing()
+            except (ApiCallError, OSError, ValueError) as exc:
+                notes.append(f"{pod.node}: its summary could not be listed ({error_line(exc)})")
+                break
+            stamps = [float(e.get("mtime") or 0) for e in listing
+                      if (classify_log_file(str(e["name"])) or ("", ""))[0] == "agent"]  # fmt: skip
+            latest = max(stamps, default=None)
+            if latest is None:  # an agent that writes none: nothing to wait for
+                notes.append(f"{pod.node}: the agent lists no summary (agent-{pod.node}.json): the analysis cannot "
+                             "see what it recorded")  # fmt: skip
+                break
+            if latest >= after_wall:
+                break
+            if clock() >= deadline:
+                notes.append(f"{pod.node}: its summary was last written {after_wall - latest:.1f} s before the test "
+                             "ended: the analysis may not see that it recorded the last terminations")  # fmt: skip
+                break
+            sleep(0.5)
+    return notes
 
 
 def owned(pod: PodInfo, ref: WorkloadRef) -> bool:
@@ -251,4 +298,5 @@ __all__ = [
     "owned",
     "select_terminations",
     "summarize_client",
+    "wait_summaries",
 ]

@@ -35,7 +35,14 @@ from auditor.errors import AuditorError
 from auditor.kubeapi.workloads import MERGE, KubeCallError, ServerVersion, WorkloadApi
 from auditor.model.audit import EXIT_CODES
 from auditor.model.kube import format_time_ns
-from auditor.rollout.evidence import Analysis, analyze, collect_agents, find_agents
+from auditor.rollout.evidence import (
+    SUMMARY_PERIOD_S,
+    Analysis,
+    analyze,
+    collect_agents,
+    find_agents,
+    wait_summaries,
+)
 from auditor.rollout.fix import FixPatch, SleepSupport, build_patch, sleep_support
 from auditor.rollout.load import (
     DEFAULT_IMAGE,
@@ -375,6 +382,9 @@ class RolloutTester:
         results: list[dict[str, Any]] = []
         logs: Path | None = None
         if agents:
+            self._phase(f"{label}: evidence", "waiting for the agents' summaries to cover the test")
+            notes += wait_summaries(self.api_client, o.agent_namespace, agents, o.agent_port, time.time(),
+                                    SUMMARY_PERIOD_S + 5.0, o.token, self.sleep, self.clock)  # fmt: skip
             self._phase(f"{label}: evidence", f"collecting {len(agents)} agent log(s)")
             logs = d / "agents"
             since = time.time() - wall_started + 120

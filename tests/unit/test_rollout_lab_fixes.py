@@ -6,12 +6,15 @@ tested here without root:
 * a rollout is complete once its last old pod is *deleted*, not gone: the re-run after ``--apply`` started
   its load while the unpatched pods were still terminating and the nodes still routed to them, and
   counted their refusals against the fix;
+* the agents' summaries (their coverage) are rewritten every 10 s: the evidence now waits until each one
+  covers the test;
 * the client's failures are now said to be attributed (matched one to one to the nodes' failures of the
   terminations) or not.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +26,7 @@ import pytest
 from auditor.collect import fetch
 from auditor.collect.fetch import AgentPod, collect_agent
 from auditor.kubeapi import load_api_client
+from auditor.rollout.evidence import wait_summaries
 from auditor.sinks.logauth import LogsAccess
 from auditor.sinks.metrics import AgentMetrics, MetricsServer
 from tests.kubeserver.proxy import ProxyApiServer
@@ -126,3 +130,42 @@ def test_the_client_failures_are_said_to_be_attributed_or_not(
     assert matched + unexplained + outside == failed
     if matched < failed:  # the difference is explained
         assert any(x.startswith("  attribution note: client saw ") for x in lines), out
+
+
+def test_the_evidence_waits_for_each_agent_summary_to_cover_the_test(tmp_path: Path) -> None:
+    """The analysis takes an agent's coverage from its summary, rewritten every 10 s: collected at once, a quiet
+    re-run was INCONCLUSIVE in the lab ("the recording ends before the deletion") 1 run in 3."""
+    logs = tmp_path / "agent"
+    logs.mkdir()
+    summary = logs / "agent-node-a.json"
+    summary.write_text("{}")
+    os.utime(summary, (time.time() - 8, time.time() - 8))
+    server = MetricsServer(AgentMetrics(), "127.0.0.1:0", lambda: (True, "ok"), log_dir=logs,
+                           log_access=LogsAccess.off()).start()  # fmt: skip
+    pods = [AgentPod("auditor-a1b2c", "node-a", "Running")]
+    try:
+        with ProxyApiServer() as api:
+            api.add_agent_pod("auditor-a1b2c", "node-a", server.port)
+            client = load_api_client(str(api.write_kubeconfig(tmp_path / "kubeconfig")), None)
+            end = time.time()
+            threading.Timer(1.0, lambda: summary.write_text('{"kube": {}}')).start()  # the agent's next write
+            t0 = time.monotonic()
+            assert (
+                wait_summaries(client, "auditor", pods, 9808, end, 10.0, "t", time.sleep, time.monotonic)
+                == []
+            )
+            assert 0.9 <= time.monotonic() - t0 < 5.0
+            # a summary that stays older: bounded, and said
+            notes = wait_summaries(
+                client, "auditor", pods, 9808, time.time() + 60, 1.0, "t", time.sleep, time.monotonic
+            )
+            assert len(notes) == 1 and notes[0].startswith("node-a: its summary was last written ")
+            assert 58.0 < float(notes[0].split("written ")[1].split(" s")[0]) <= 61.0  # before that end
+            summary.unlink()
+            (note,) = wait_summaries(
+                client, "auditor", pods, 9808, end, 10.0, "t", time.sleep, time.monotonic
+            )
+            assert note.startswith("node-a: the agent lists no summary (agent-node-a.json)")
+            client.close()
+    finally:
+        server.stop()
