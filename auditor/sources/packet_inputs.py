@@ -22,6 +22,7 @@ from auditor.errors import InputError
 from auditor.model.logfiles import PART, classify_log_file
 from auditor.model.packet import TEXT_COLUMNS
 from auditor.sources.eventfile import SUFFIXES
+from auditor.sources.pcaplive.engine import LIVE_FILE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,7 +69,8 @@ def read_packet_inputs(
             if len(ev) and (ev["node"].astype(str) == "").any():
                 ev["node"] = ev["node"].astype(str).replace("", name)
             if len(ev):  # an agent whose source was a packet capture (no eBPF): no kernel reasons
-                captured |= set(ev.loc[ev["source"].astype(str) == "pcap", "node"].astype(str))
+                live = (ev["source"].astype(str) == "pcap") & (ev["file"].astype(str) == LIVE_FILE)
+                captured |= set(ev.loc[live, "node"].astype(str))
             frames.append(ev)
             continue
         if path.suffix.lower() in EVENT_SUFFIXES:

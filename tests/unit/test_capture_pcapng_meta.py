@@ -120,3 +120,28 @@ def test_cut_before_its_statistics(tmp_path: Path) -> None:
 def test_later_statistics_blocks_replace_earlier_ones(tmp_path: Path) -> None:
     path = _capture(tmp_path / "c.pcapng", isb=_isb(2, 0, 5) + _isb(5, 1, 9))  # cumulative counts
     assert read_capture(path).summary.dropped == 5
+
+
+def _segment(tmp_path: Path, file: str) -> Path:
+    """An agent log segment holding one SYN recorded with ``file`` (as its capture source writes it)."""
+    from auditor.model.packet import PacketEvent
+    from auditor.sinks.eventlog import EventLog
+
+    log = EventLog(tmp_path, "node-c", "jsonl", clock=lambda: 1_795_000_000.0)
+    log.write(
+        [PacketEvent(T0, "tcp_syn", 4, "10.0.0.1", 40000, "10.244.0.5", 8080, 0x02, node="node-c", file=file)]
+    )
+    log.close()
+    (seg,) = tmp_path.glob("events-node-c-*")
+    return seg
+
+
+def test_agent_capture_source_said_in_reports(tmp_path: Path) -> None:
+    from auditor.sources.pcaplive.engine import LIVE_FILE
+
+    inputs = load_inputs([str(_segment(tmp_path / "a", LIVE_FILE))], _no_kube())
+    assert inputs.problems == [
+        "node-c: the agent recorded packets by capture (no eBPF): refusals and resets without the kernel's reasons"
+    ]
+    other = load_inputs([str(_segment(tmp_path / "b", ""))], _no_kube())  # not from the capture source
+    assert other.problems == []

@@ -25,6 +25,9 @@ BASE_FILTER = (
 # and its ports and sequence number (8) = 166 bytes; a TCP header with options ends well before.
 DEFAULT_SNAPLEN = 192
 USERAPPL = "auditor capture"  # shb_userappl: a file this tool wrote (its ISB is expected at the end)
+# the ``file`` of the events the agent's capture source records (``source`` stays "pcap": the engine treats
+# them as packets, NAT copies included); a log segment holding them came from an agent without eBPF
+LIVE_FILE = "(live capture)"
 _NODE_RE = re.compile(r"(?:^|\s)node=(\S+)")
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from auditor.sources import _scan  # type: ignore[attr-defined]
 from auditor.sources.capture import layout as L
 from auditor.sources.capture.batches import BatchBuilder
-from auditor.sources.pcaplive.engine import Engine
+from auditor.sources.pcaplive.engine import LIVE_FILE, Engine
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,7 +28,7 @@ class LiveDecoder:
 
     def __init__(self, engine: Engine, node: str, interface: str) -> None:
         self.engine = engine
-        self.builder = BatchBuilder("", node)
+        self.builder = BatchBuilder(LIVE_FILE, node)
         self.interfaces = [interface]
         self.table = np.zeros((1, L.IF_FIELDS), dtype=np.int64)
         self.table[0, [L.IF_LINKTYPE, L.IF_RES_KIND, L.IF_RES_EXP]] = (engine.linktype, 0, 9)
