@@ -147,6 +147,7 @@ class ProbeSource:
                 self.probes.detach()  # nothing counts after the last read
                 self._final_counts += self.probes.read_counts(final=True)
                 self._last_counters = self.probes.counters()
+                self._last_skipped = self.probes.skipped_runs()
                 self._started = False
             self.probes.close()
 
