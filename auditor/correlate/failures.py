@@ -21,7 +21,7 @@ from auditor.correlate.columns import (
     row_hash,
 )
 from auditor.model.audit import FAILURE_PACKET_COLUMNS, FailureKind
-from auditor.model.packet import ACK, EventKind
+from auditor.model.packet import ACK, CLOSING, EventKind
 
 # kinds that can mean a failed connection
 RESET_KINDS: tuple[str, ...] = (EventKind.TCP_RST, EventKind.RST_SENT)
@@ -93,7 +93,11 @@ def find_failures(packets: pd.DataFrame) -> pd.DataFrame:
                 "dst",
             )
         )
-    icmp = packets.loc[kind.isin(ICMP_KINDS)]
+    icmp_rows = kind.isin(ICMP_KINDS)
+    if icmp_rows.any():  # not the unreachables quoting a closing segment (FIN, RST): no connection failed
+        quoted = packets["tcp_flags"].to_numpy(dtype="int64")
+        icmp_rows &= (quoted & CLOSING) == 0  # model.packet.unreachable_fails_a_connection, vectorized
+    icmp = packets.loc[icmp_rows]
     if not icmp.empty:
         # the quoted datagram's tuple: src = the client, dst = the unreachable server
         out.append(_frame(icmp, _failure(FailureKind.UNREACHABLE, len(icmp)), "dst", "src"))

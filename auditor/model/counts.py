@@ -27,6 +27,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from auditor.model.packet import unreachable_fails_a_connection
+
 SYN, ACK = 0x02, 0x10
 REFUSED, RESET, UNREACHABLE = "refused", "reset", "unreachable"  # FailureKind values (model.audit)
 
@@ -76,7 +78,7 @@ def failure_of(rec: CountRecord) -> str | None:
     if rec.kind == "refused":
         return REFUSED
     if rec.kind == "icmp_unreachable":
-        return UNREACHABLE
+        return UNREACHABLE if unreachable_fails_a_connection(rec.flags_raw) else None
     return None
 
 

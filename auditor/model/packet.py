@@ -44,6 +44,18 @@ class EventKind(StrEnum):
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
 
 
+def unreachable_fails_a_connection(quoted_flags: int) -> bool:
+    """Does an ICMP unreachable quoting a TCP segment with these flags stand for a failed connection?
+
+    Not when the quoted segment closes (FIN) or aborts (RST) one: the peer was done with it (a kept-alive
+    client closing after the pod's sandbox went away). 0: the flags were not quoted (RFC 792 quotes 8
+    bytes of the segment), counted."""
+    return not quoted_flags & CLOSING
+
+
+CLOSING = FIN | RST  # the flags of a segment that ends a connection (see unreachable_fails_a_connection)
+
+
 @dataclass(frozen=True, slots=True)
 class PacketEvent:
     """One event. Field order is the column order of the table."""

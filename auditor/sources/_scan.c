@@ -150,6 +150,8 @@ static void decode_quoted(ctx_t *c, const uint8_t *q, size_t n, int v6)
         e->sport = be16(q);
         e->dport = be16(q + 2);
         if (proto == 6 && n >= 8) e->seq = be32(q + 4);
+        /* the quoted segment's flags, when quoted that far (RFC 792 asks for 8 bytes; Linux quotes more) */
+        if (proto == 6 && n >= 14) e->tcp_flags = (uint16_t)(((q[12] & 0x0f) << 8) | q[13]);
     }
 }
 

@@ -204,7 +204,16 @@ def test_icmp_unreachable_quotes_the_failed_connection(tmp_path: Path, v6: bool)
     assert row["reporter"] == ("fd00::99" if v6 else "10.244.9.9")
     assert (row["icmp_type"], row["icmp_code"]) == ((1, 4) if v6 else (3, 3))
     assert row["seq"] == 5
+    assert row["tcp_flags"] == 0x02  # the quoted segment's flags: a SYN
     assert row["encap"] == ("" if v6 else "vlan")
+
+
+def test_icmp_unreachable_quoting_only_eight_bytes_has_no_flags(tmp_path: Path) -> None:
+    # RFC 792 asks for the first 8 bytes of the datagram: ports and sequence number, no flags
+    quoted = bytes(IP(src="10.244.1.7", dst="10.244.2.5") / TCP(sport=40000, dport=8080, flags="FA", seq=9))[:28]
+    pkt = Ether(dst=MAC) / IP(src="10.244.9.9", dst="10.244.1.7") / ICMP(type=3, code=1) / quoted
+    row = read_capture(write_pcap(tmp_path / "u8.pcap", [bytes(pkt)])).events.iloc[0]
+    assert (row["sport"], row["dport"], row["seq"], row["tcp_flags"]) == (40000, 8080, 9, 0)
 
 
 def test_other_icmp_and_udp_are_not_events(tmp_path: Path) -> None:

@@ -231,3 +231,40 @@ def test_dual_stack_pod_has_one_episode_per_ip_and_each_keeps_its_refusals() -> 
     per_episode = fl.groupby("episode").size()
     assert int(per_episode[int(ep.loc[v6, "episode"])]) == v6_refused
     assert int(per_episode[int(ep.loc[POD_IP, "episode"])]) == refused
+
+
+def test_an_unreachable_quoting_a_closing_segment_is_no_failed_connection() -> None:
+    """A kept-alive client closing (FIN|ACK) or aborting (RST) after the pod's sandbox is gone gets an
+    ICMP unreachable: no connection failed. A quoted SYN, or a quote too short for the flags, counts."""
+    from auditor.correlate.failures import find_failures
+    from auditor.model.counts import CountRecord, failure_of
+    from auditor.model.packet import ACK, FIN, RST, SYN, PacketEvent, packet_frame
+
+    t0 = 1_790_000_000 * 1_000_000_000
+    flags = {"fin": FIN | ACK, "rst": RST, "syn": SYN, "unquoted": 0}
+    events = [
+        PacketEvent(
+            t0 + i,
+            "icmp_unreachable",
+            4,
+            "10.244.1.7",
+            40000 + i,
+            "10.244.2.5",
+            8080,
+            tcp_flags=f,
+            icmp_type=3,
+            icmp_code=1,
+            source="pcap",
+            node="n1",
+        )
+        for i, f in enumerate(flags.values())
+    ]
+    failures = find_failures(packet_frame(events))
+    assert sorted(failures["client_port"].tolist()) == [40002, 40003]  # the SYN and the unquoted one
+
+    def rec(f: int) -> CountRecord:
+        return CountRecord(time_ns=t0, bucket_ns=100_000_000, kind="icmp_unreachable", family=4, addr="10.244.2.5",
+                           port=8080, side="dst", reason_raw=0, state_raw=0, flags_raw=f, ip_proto=6, events=1,
+                           detail_lost=0)  # fmt: skip
+
+    assert [failure_of(rec(f)) for f in flags.values()] == [None, None, "unreachable", "unreachable"]
