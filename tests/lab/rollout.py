@@ -482,6 +482,13 @@ class _Lab:
                                text=True, timeout=60, check=True).stdout.split()  # fmt: skip
         stamps = [w for w in lines if re.fullmatch(r"\d+\.\d+", w)]
         last = stamps[-1].split(".") if stamps else None
+        # the service client's last SYN kube-proxy routed to the pod (the copy leaving for the pod's veth)
+        routed = (f"outbound and src host {CLIENT_IP} and dst host {ep['ip']}"
+                  " and tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn")
+        svc_lines = subprocess.run(["tcpdump", "-r", str(pcap), "-n", "-tt", "-q", routed], capture_output=True,
+                                   text=True, timeout=60, check=True).stdout.split()  # fmt: skip
+        svc_stamps = [w for w in svc_lines if re.fullmatch(r"\d+\.\d+", w)]
+        svc_last = svc_stamps[-1].split(".") if svc_stamps else None
         ingress_refused = count_packets(pcap, f"{rst} and dst host {INGRESS_IP} and tcp[4:4] == 0")
         # accepted by the old pod (still in its accept queue when the listener closed), then reset: nginx's
         # "connect() failed (104: Connection reset by peer)", a 502 too
@@ -492,6 +499,8 @@ class _Lab:
             "rst_refused_to_client": service_refused,
             "syn_from_ingress": count_packets(pcap, syn),
             "t_ingress_last_syn": (int(last[0]) * 1_000_000_000 + int(last[1].ljust(9, "0")[:9])) if last else 0,
+            "t_service_last_syn": (int(svc_last[0]) * 1_000_000_000 + int(svc_last[1].ljust(9, "0")[:9]))
+            if svc_last else 0,
             "refusals": {f"{self.ingress.namespace}/{self.ingress.name}": ingress_refused,
                          "kube-proxy lab-node": service_refused},
         }

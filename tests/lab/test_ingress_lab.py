@@ -182,7 +182,12 @@ def test_both_consumers_have_their_own_delays(ingress_and_service: tuple[LabRun,
     for p in run.truth["old_pods"]:
         by_kind = {c["kind"]: c for c in eps[p["name"]]["consumers"]}
         rule_s = (p["t_rule_removed_after"] - p["t_delete"]) / 1e9
-        assert abs(by_kind["kube-proxy"]["propagation_delay_s"] - rule_s) <= 0.050, (by_kind, rule_s)
+        # from a capture alone kube-proxy's delay is its last SYN routed to the pod (a lower bound of the rule
+        # change): exactly the capture's last such SYN, never after the change, and close before it (the
+        # service client sends a burst every 20 ms; a loaded machine can stall hey for ~100 ms: seen once)
+        delay = by_kind["kube-proxy"]["propagation_delay_s"]
+        assert abs(delay - (p["t_service_last_syn"] - p["t_delete"]) / 1e9) <= 0.001, (by_kind, p)
+        assert rule_s - 0.2 <= delay <= rule_s + TOL_NS / 1e9, (by_kind, rule_s)
         assert by_kind["pod"]["propagation_delay_s"] > by_kind["kube-proxy"]["propagation_delay_s"] + 0.5
     assert doc["recommendation"]["slowest_consumer"] == f"pod {run.truth['ingress']['consumer']}"
 
