@@ -10,7 +10,9 @@ user + sys CPU, peak RSS of the whole process) under ``timeout -s INT`` so both 
 
 * ``auditor capture -i IF --buffer-mb 32`` (libpcap engine, C writer): its JSON line (written, dropped);
 * ``tcpdump -i IF -s 192 -B 32768 -w FILE FILTER``: its "captured" / "dropped by kernel" lines;
-* ``auditor capture --engine scapy`` (the fallback without libpcap): its ceiling.
+* ``auditor capture --engine scapy`` (the fallback without libpcap): its ceiling;
+* ``auditor record --no-kube --source capture`` (the agent's capture source: decoded, logged, correlated;
+  CPU 1 only): received, and the kernel's drops (``lost.capture_kernel_drop``).
 
 Modes: ``--pin split`` (default with 2+ CPUs): storm on CPU 0, the tool on CPU 1; ``--pin shared``: both
 on CPU 0 (the tool gets what the storm leaves). Figures: storm SYN/s, captured/s, dropped (and % of what
@@ -129,6 +131,9 @@ def _parse(tool: str, stdout: str, stderr: str) -> tuple[int, int]:
             raise RuntimeError(f"tcpdump said: {stderr.strip()[-300:]}")
         return int(got.group(1)), int(dropped.group(1))
     doc = json.loads(stdout)
+    if tool == "agent":
+        session = doc["session"]
+        return int(session["received_total"]), int(session["lost"].get("capture_kernel_drop", 0))
     return int(doc["packets"]), int(doc["dropped"])
 
 
@@ -137,6 +142,11 @@ def one_run(veth: Veth, storm: Path, tool: str, seconds: float, pin: str, tmp: P
     out, so, se = tmp / f"{tool}.pcap", tmp / f"{tool}.out", tmp / f"{tool}.err"
     argv = ["taskset", "-c", tool_cpu, "timeout", "-s", "INT", f"{seconds + 3:.1f}",
             "ip", "netns", "exec", veth.b, *_tool_argv(tool, veth.dev, out)]  # fmt: skip
+    if tool == "agent":  # the whole agent with its capture source (no eBPF), bounded by its own --duration
+        shutil.rmtree(tmp / "agent-log", ignore_errors=True)
+        argv = ["taskset", "-c", tool_cpu, *AUDITOR, "record", "--no-kube", "--source", "capture", "--dataplane",
+                "off", "--dataplane-netns", veth.b, "--node-name", "bench", "--duration", f"{seconds + 6:g}s",
+                "--out", str(tmp / "agent-log"), "--format", "jsonl", "--json"]  # fmt: skip
     rx0 = veth.rx()
     box: dict[str, Any] = {}
     with so.open("w") as fo, se.open("w") as fe:
@@ -146,7 +156,8 @@ def one_run(veth: Veth, storm: Path, tool: str, seconds: float, pin: str, tmp: P
         deadline = time.monotonic() + 20
         # auditor writes its header at once; tcpdump's sits in stdio's buffer: wait for "listening on"
         while time.monotonic() < deadline and not (
-            (out.exists() and out.stat().st_size > 0) or "listening on" in se.read_text(errors="replace")
+            (out.exists() and out.stat().st_size > 0)
+            or any(w in se.read_text(errors="replace") for w in ("listening on", "agent started"))
         ):
             time.sleep(0.02)
         time.sleep(0.5)
@@ -180,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         "--no-idle", action="store_true", help="skip the runs without a storm (the tools' own cost)"
     )
     ap.add_argument("--no-scapy", action="store_true", help="skip the scapy fallback")
+    ap.add_argument(
+        "--no-agent", action="store_true", help="skip `auditor record --source capture` (the agent)"
+    )
     args = ap.parse_args(argv)
     try:
         if os.geteuid() != 0:
@@ -196,13 +210,15 @@ def main(argv: list[str] | None = None) -> int:
         pins = ["shared"]
     if not args.no_idle:
         pins.append("idle")
-    tools = ["auditor", "tcpdump"] + ([] if args.no_scapy else ["scapy"])
+    tools = (
+        ["auditor", "tcpdump"] + ([] if args.no_scapy else ["scapy"]) + ([] if args.no_agent else ["agent"])
+    )
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-capture-") as d, Veth() as veth:
         for pin in pins:
             for _ in range(args.rounds):
                 for tool in tools:
-                    if tool == "scapy" and pin != "split":
+                    if tool in ("scapy", "agent") and pin != "split":
                         continue
                     r = one_run(veth, storm, tool, args.seconds, pin, Path(d))
                     results.append(r)
@@ -216,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             if not rows:
                 continue
             med = sorted(rows, key=lambda r: r["captured_per_s"])[len(rows) // 2]
-            name = {"auditor": "auditor capture", "scapy": "auditor capture (scapy)"}.get(tool, tool)
+            name = {"auditor": "auditor capture", "scapy": "auditor capture (scapy)",
+                    "agent": "agent --source capture"}.get(tool, tool)  # fmt: skip
             drop_pct = 100 * med["dropped"] / max(1, med["rx"])
             per100k = med["cpu_s"] / med["written"] * 100_000 if med["written"] else float("nan")
             acc = all(r["accounted"] for r in rows)
