@@ -393,12 +393,19 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 
 def test_dockerfile_builds_the_agent_image() -> None:
     instructions = dockerfile_instructions()
-    assert instructions[0] == ("FROM", "debian:bookworm-slim")
-    runs = " ".join(args for op, args in instructions if op == "RUN")
-    assert "python3-bpfcc" in runs.split()
+    stages = [i for i, (op, _) in enumerate(instructions) if op == "FROM"]
+    assert [instructions[i][1] for i in stages] == ["debian:bookworm-slim AS build", "debian:bookworm-slim"]
+    build, final = instructions[: stages[1]], instructions[stages[1] :]
+    # the build stage compiles the C extensions into a wheel; the agent image gets no compiler
+    build_runs = " ".join(args for op, args in build if op == "RUN")
+    assert {"gcc", "python3-dev"} <= set(build_runs.split()) and "pip wheel" in build_runs
+    assert any(op == "COPY" and args.split()[0] == "." for op, args in build), "copies the repo"
+    runs = " ".join(args for op, args in final if op == "RUN")
+    assert "python3-bpfcc" in runs.split() and "libpcap0.8" in runs.split()
+    assert "gcc" not in runs.split() and "python3-dev" not in runs.split()
     assert "--system-site-packages" in runs, "bcc lives in Debian's dist-packages"
-    assert any(op == "COPY" and args.split()[0] == "." for op, args in instructions), "copies the repo"
-    assert "pip install" in runs and "/src" in runs
+    assert ("COPY", "--from=build /wheels /wheels") in final
+    assert "pip install" in runs and "/wheels/*.whl" in runs
     assert ("ENTRYPOINT", '["auditor", "agent"]') in instructions
     users = [args for op, args in instructions if op == "USER"]
     assert users in ([], ["0:0"]), "BPF needs root with named capabilities; the comment says why"
