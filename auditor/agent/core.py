@@ -72,7 +72,7 @@ from auditor.agent.memory import (
     rss_bytes,
     trim_heap,
 )
-from auditor.agent.sources import PacketSource
+from auditor.agent.sources import NO_REASONS, PacketSource
 from auditor.model.access import node_proxy_permission
 from auditor.model.counts import CountRecord
 from auditor.model.kube import format_time_ns
@@ -103,6 +103,14 @@ MIN_POLL_RECORDS = 1_024
 MIN_WINDOW_ROWS = 10_000
 MIN_QUEUE_BYTES = 4 << 20
 PREVIOUS_RUNS_KEPT = 50  # runs remembered in agent-<node>.json (a crash loop must not grow it forever)
+
+
+# a capture has no in-kernel aggregates: its counts are the captured packets, its drops counted as lost
+CAPTURE_COUNTS: dict[str, Any] = {
+    "exact": False,
+    "note": "no in-kernel counts: packets by capture, failures counted from the captured packets "
+    "(the capture's kernel drops are lost input)",
+}
 
 
 @dataclass
@@ -549,6 +557,9 @@ class Agent:
                     missed = counts[failure] - detail[failure]
                     if missed > 0:
                         self.metrics.count_failures(report.namespace, report.pod, failure, "detail_lost", missed)
+        if self._packets_by_capture():  # every report says what the capture cannot tell
+            report.line += " (packet capture: no kernel reasons)"
+            extra["kernel_reasons"] = "absent: " + NO_REASONS
         self.episode_verdicts[report.verdict] += 1
         self.metrics.count_episode(report.verdict)
         for (failure, cause), n in report.failures.items():
@@ -566,6 +577,10 @@ class Agent:
         except OSError as exc:
             log.warning("cannot append to %s: %s", self.episodes_path, exc.strerror)
         self.on_episode(report)
+
+    def _packets_by_capture(self) -> bool:
+        """Are the packet events a capture's (``--source capture``, or ``auto`` after its fallback)?"""
+        return any(s.name == "capture" for s in self.sources)
 
     def lost(self) -> dict[str, int]:
         """Running loss totals from every input, plus events dropped at the writer queue."""
@@ -629,6 +644,7 @@ class Agent:
                 **self.counts.notes(written),
                 "file": self.counts_file.path.name,
                 "write_errors": self.counts_file.errors,
+                **(CAPTURE_COUNTS if self._packets_by_capture() else {}),
             },
             "clock": self.clock_resync.notes(),
             "kube": self.kube.notes() if self.kube is not None else "off",

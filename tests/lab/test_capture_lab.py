@@ -91,6 +91,9 @@ def test_agent_capture_source_counts_equal_the_lab(run: LabRun) -> None:
         json.loads(x) for x in (log_dir / f"episodes-{NODE}.jsonl").read_text().splitlines() if x.strip()
     ]
     live = {e["pod"]: e for e in lines}
+    # every report says what a capture cannot tell: no kernel reasons, no in-kernel counts
+    assert all(e["kernel_reasons"].startswith("absent") for e in lines), lines
+    assert summary["counts"]["exact"] is False and summary["counts"]["note"].startswith("no in-kernel counts")
     doc = _analyze("--node", NODE, "--dir", str(log_dir))
     eps = _episodes(doc)
     for p in truth["old_pods"]:

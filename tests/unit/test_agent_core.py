@@ -268,3 +268,26 @@ def test_counts_go_to_the_counts_file_the_summary_the_metrics_and_the_episodes(t
     assert 'auditor_failures_counted_total{failure="refused"} 3000.0' in metrics
     assert ('auditor_connection_failures_total{cause="detail_lost",failure="refused",namespace="default",'
             'pod="web-1"} 2998.0') in metrics  # fmt: skip
+
+
+def test_a_capture_source_says_in_every_report_what_it_cannot_tell(tmp_path: Path) -> None:
+    """Packets by capture (``--source capture``, or ``auto`` after its fallback): no kernel reasons and no
+    in-kernel counts, said in the episode line, the episode record and the summary's counts."""
+    from auditor.agent.correlator import EpisodeReport
+
+    class CaptureLike(CountingSource):
+        name = "capture"
+
+    lines: list[str] = []
+    config = AgentConfig(node="n1", log_dir=tmp_path, metrics_addr=None, rss_limit_mb=0)
+    agent = Agent(config, [CaptureLike(limit=10)], on_episode=lambda r: lines.append(r.line)).start()
+    report = EpisodeReport("default", "web-1", "u1", "n1", "n1", "GAP", {"propagation_gap": 2})
+    report.line = "episode default/web-1 verdict=GAP failed=2"
+    agent._report(report)
+    agent.request_stop()
+    summary = agent.run()
+    assert lines == ["episode default/web-1 verdict=GAP failed=2 (packet capture: no kernel reasons)"]
+    episode = json.loads((tmp_path / "episodes-n1.jsonl").read_text())
+    assert episode["kernel_reasons"].startswith("absent: packet capture")
+    assert summary["counts"]["exact"] is False
+    assert summary["counts"]["note"].startswith("no in-kernel counts: packets by capture")
