@@ -478,17 +478,9 @@ class _Lab:
         rst = f"inbound and src host {ep['ip']} and tcp src port {self.svc.target_port} and tcp[tcpflags] & tcp-rst != 0"
         syn = (f"inbound and src host {INGRESS_IP} and dst host {ep['ip']}"
                " and tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn")
-        lines = subprocess.run(["tcpdump", "-r", str(pcap), "-n", "-tt", "-q", syn], capture_output=True,
-                               text=True, timeout=60, check=True).stdout.split()  # fmt: skip
-        stamps = [w for w in lines if re.fullmatch(r"\d+\.\d+", w)]
-        last = stamps[-1].split(".") if stamps else None
         # the service client's last SYN kube-proxy routed to the pod (the copy leaving for the pod's veth)
         routed = (f"outbound and src host {CLIENT_IP} and dst host {ep['ip']}"
                   " and tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn")
-        svc_lines = subprocess.run(["tcpdump", "-r", str(pcap), "-n", "-tt", "-q", routed], capture_output=True,
-                                   text=True, timeout=60, check=True).stdout.split()  # fmt: skip
-        svc_stamps = [w for w in svc_lines if re.fullmatch(r"\d+\.\d+", w)]
-        svc_last = svc_stamps[-1].split(".") if svc_stamps else None
         ingress_refused = count_packets(pcap, f"{rst} and dst host {INGRESS_IP} and tcp[4:4] == 0")
         # accepted by the old pod (still in its accept queue when the listener closed), then reset: nginx's
         # "connect() failed (104: Connection reset by peer)", a 502 too
@@ -498,9 +490,8 @@ class _Lab:
             "rst_refused_to_ingress": ingress_refused, "rst_established_to_ingress": ingress_reset,
             "rst_refused_to_client": service_refused,
             "syn_from_ingress": count_packets(pcap, syn),
-            "t_ingress_last_syn": (int(last[0]) * 1_000_000_000 + int(last[1].ljust(9, "0")[:9])) if last else 0,
-            "t_service_last_syn": (int(svc_last[0]) * 1_000_000_000 + int(svc_last[1].ljust(9, "0")[:9]))
-            if svc_last else 0,
+            "t_ingress_last_syn": last_packet_ns(pcap, syn),
+            "t_service_last_syn": last_packet_ns(pcap, routed),
             "refusals": {f"{self.ingress.namespace}/{self.ingress.name}": ingress_refused,
                          "kube-proxy lab-node": service_refused},
         }
@@ -572,6 +563,17 @@ class _Lab:
         (self.out / "rules.log").write_text("".join(
             f"# sync at {t}\n{payload}" for t, payload in self.dataplane.log))
         (RUNS_DIR / f"{self.run_id}.pid").unlink(missing_ok=True)
+
+
+def last_packet_ns(pcap: Path, bpf: str) -> int:
+    """The time of the last packet of ``pcap`` matching ``bpf`` (tcpdump -r), in ns; 0 when none."""
+    out = subprocess.run(["tcpdump", "-r", str(pcap), "-n", "-tt", "-q", bpf], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split()  # fmt: skip
+    stamps = [w for w in out if re.fullmatch(r"\d+\.\d+", w)]
+    if not stamps:
+        return 0
+    sec, frac = stamps[-1].split(".")
+    return int(sec) * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
 
 
 def run_rollout(config: LabConfig, out_dir: Path) -> LabRun:
