@@ -4,7 +4,6 @@ show in /metrics and in the event log; SIGTERM exits 0 quickly with everything o
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -12,8 +11,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +18,7 @@ import pytest
 
 from auditor.model.logfiles import list_segments
 from auditor.sources.eventfile import read_events
-from tests.conftest import REPO, require_root, require_tool
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.privileged
 
@@ -38,18 +35,6 @@ for _ in range(5):
     s.close()
 """
 
-
-@pytest.fixture
-def netns() -> Iterator[tuple[str, int]]:
-    require_root()
-    require_tool("ip")
-    name = f"ag{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True, timeout=10)
-        yield name, os.stat(Path("/run/netns") / name).st_ino
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
 
 
 def _skip_unless_bcc() -> None:

@@ -3,11 +3,9 @@ check the events (ports, netns) and that the in-kernel counters match what Pytho
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,17 +81,6 @@ def probes() -> Iterator[ProbeSet]:
     finally:
         probe_set.close()
 
-
-@pytest.fixture
-def netns() -> Iterator[tuple[str, int]]:
-    require_root()
-    name = f"ap{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True, timeout=10)
-        yield name, os.stat(Path("/run/netns") / name).st_ino
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
 
 
 def _collect(probe_set: ProbeSet, inum: int, wanted: set[str], seconds: float = 5.0) -> list[PacketEvent]:

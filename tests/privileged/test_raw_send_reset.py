@@ -9,13 +9,9 @@ with a socket, whose own addresses and ports the event carries).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -46,16 +42,6 @@ for fam, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
     l.close()
 """
 
-
-@pytest.fixture
-def netns() -> Iterator[tuple[str, int]]:
-    name = f"ar{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True, timeout=10)
-        yield name, os.stat(Path("/run/netns") / name).st_ino
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
 
 
 def _resets(raw: bool, name: str, inum: int) -> tuple[list[tuple[object, ...]], ProbeSet]:
