@@ -19,6 +19,7 @@ import pytest
 from auditor.model.logfiles import list_segments
 from auditor.sources.eventfile import read_events
 from tests.conftest import REPO
+from tests.privileged.conftest import refusal_storm
 
 pytestmark = pytest.mark.privileged
 
@@ -113,19 +114,6 @@ def test_agent_sees_refusals_serves_metrics_and_stops_cleanly(tmp_path: Path, ne
     assert set(mine["dport"]) == {CLOSED_PORT} and set(mine["node"].astype(str)) == {"agtest"}
 
 
-STORM = """
-import socket, sys
-addr, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-refused = 0
-for _ in range(count):
-    s = socket.socket()
-    try:
-        s.connect((addr, port))
-    except ConnectionRefusedError:
-        refused += 1
-    s.close()
-print(refused)
-"""
 
 
 def test_agent_counts_a_storm_exactly_when_detail_is_lost(tmp_path: Path, netns: tuple[str, int]) -> None:
@@ -145,12 +133,10 @@ def test_agent_counts_a_storm_exactly_when_detail_is_lost(tmp_path: Path, netns:
     agent = Agent(AgentConfig(node="agstorm", log_dir=tmp_path, metrics_addr=None, rss_limit_mb=0, flush_ms=200),
                   [source]).start()  # fmt: skip
     try:
-        out = subprocess.run(["ip", "netns", "exec", name, sys.executable, "-c", STORM, addr, str(CLOSED_PORT),
-                              str(count)], capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+        refused = refusal_storm(name, addr, CLOSED_PORT, count)
     finally:
         agent.request_stop()
         summary = agent.run()
-    refused = int(out.stdout)
     assert refused == count
     server = f"{addr}:{CLOSED_PORT}"
     counts = summary["counts"]

@@ -14,6 +14,7 @@ import pytest
 from auditor.model.packet import EventKind, PacketEvent
 from auditor.sources.live import ProbeConfig, ProbeSet
 from tests.conftest import require_root, require_tool
+from tests.privileged.conftest import refusal_storm
 
 pytestmark = pytest.mark.privileged
 
@@ -234,19 +235,6 @@ def test_ring_buffer_is_used_where_the_kernel_has_it(probes: ProbeSet) -> None:
 
 # A refusal storm inside the namespace: `count` connects to a closed port of a loopback address of its
 # own, back to back; prints how many were refused (the storm's own count).
-STORM = """
-import socket, sys
-addr, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-refused = 0
-for _ in range(count):
-    s = socket.socket()
-    try:
-        s.connect((addr, port))
-    except ConnectionRefusedError:
-        refused += 1
-    s.close()
-print(refused)
-"""
 
 
 @pytest.mark.parametrize("batch", [True, False], ids=["batch-ops", "key-walk"])
@@ -263,9 +251,7 @@ def test_counts_stay_exact_when_the_ring_buffer_overflows(netns: tuple[str, int]
     addr, port, count = f"127.{random.randint(1, 250)}.{random.randint(1, 250)}.{random.randint(1, 250)}", 7, 20_000
     config = ProbeConfig(families=("tcp_reset", "sock_state"), ringbuf_pages=1, perf_pages=1, node="storm")
     with ProbeSet(config) as probe_set:
-        out = subprocess.run(["ip", "netns", "exec", name, sys.executable, "-c", STORM, addr, str(port), str(count)],
-                             capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
-        refused = int(out.stdout)
+        refused = refusal_storm(name, addr, port, count)
         assert probe_set._agg is not None
         probe_set._agg.batch = batch
         probe_set.detach()  # nothing counts after this
