@@ -840,20 +840,29 @@ def _make_handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                 return
             self._send_json(201, stored)
 
-        def do_PATCH(self) -> None:
+        def _object_request(self, verb: str) -> tuple[Any, str, str, Any] | None:
+            """An object's PATCH or DELETE: recorded, an injected failure answered, the route and the
+            caller's right checked; (resource, namespace, name, body), or None when already answered."""
             server.requests.append(self.path)
             status = server._take_failure()
             body = self._body()
             if status is not None:
                 self._send_json(status, _status(status, "InternalError", "injected failure"))
-                return
+                return None
             found = _object_route(unquote(urlsplit(self.path).path))
             if found is None or found[3]:
-                self._send_json(405, _status(405, "MethodNotAllowed", f"PATCH is not supported on {self.path}"))
-                return
+                self._send_json(405, _status(405, "MethodNotAllowed", f"{verb.upper()} is not supported on {self.path}"))
+                return None
             res, ns, name, _ = found
-            if not self._authorized("patch", res, ns, name):
+            if not self._authorized(verb, res, ns, name):
+                return None
+            return res, ns, name, body
+
+        def do_PATCH(self) -> None:
+            request = self._object_request("patch")
+            if request is None:
                 return
+            res, ns, name, body = request
             content_type = self.headers.get("Content-Type", "")
             server.patches.append((urlsplit(self.path).path, content_type, copy.deepcopy(body)))
             try:
@@ -869,19 +878,10 @@ def _make_handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
             self._send_json(200, obj)
 
         def do_DELETE(self) -> None:
-            server.requests.append(self.path)
-            status = server._take_failure()
-            self._body()
-            if status is not None:
-                self._send_json(status, _status(status, "InternalError", "injected failure"))
+            request = self._object_request("delete")
+            if request is None:
                 return
-            found = _object_route(unquote(urlsplit(self.path).path))
-            if found is None or found[3]:
-                self._send_json(405, _status(405, "MethodNotAllowed", f"DELETE is not supported on {self.path}"))
-                return
-            res, ns, name, _ = found
-            if not self._authorized("delete", res, ns, name):
-                return
+            res, ns, name, _ = request
             try:
                 gone = server.delete(res.kind, ns, name)
             except KeyError:
